@@ -1,0 +1,149 @@
+//! The readiness checks of a role: its units active, no unit failed, its ports accepting
+//! connections, its health URLs answering 2xx or 3xx.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::config::NodeConfig;
+
+#[derive(Debug, Clone)]
+pub struct CheckResult {
+    pub name: String,
+    pub ok: bool,
+    pub detail: Option<String>,
+}
+
+fn result(name: String, r: Result<(), String>) -> CheckResult {
+    CheckResult { name, ok: r.is_ok(), detail: r.err() }
+}
+
+pub fn run_all(cfg: &NodeConfig) -> Vec<CheckResult> {
+    let mut out = Vec::new();
+    for u in &cfg.checks.units {
+        out.push(result(u.clone(), unit_active(u)));
+    }
+    out.push(result("no-failed-units".into(), no_failed_units()));
+    for p in &cfg.checks.tcp_ports {
+        out.push(result(format!("tcp:{p}"), tcp(&format!("127.0.0.1:{p}"))));
+    }
+    for url in &cfg.checks.http {
+        out.push(result(url.clone(), http_ok(url)));
+    }
+    out
+}
+
+fn unit_active(unit: &str) -> Result<(), String> {
+    let out = Command::new("systemctl").args(["is-active", unit]).output().map_err(|e| format!("systemctl: {e}"))?;
+    let state = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if state == "active" { Ok(()) } else { Err(format!("{unit} is {state}")) }
+}
+
+fn no_failed_units() -> Result<(), String> {
+    let out = Command::new("systemctl")
+        .args(["list-units", "--state=failed", "--plain", "--no-legend", "--no-pager"])
+        .output()
+        .map_err(|e| format!("systemctl: {e}"))?;
+    let failed: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect();
+    if failed.is_empty() { Ok(()) } else { Err(format!("failed units: {}", failed.join(", "))) }
+}
+
+fn resolve(addr: &str) -> Result<SocketAddr, String> {
+    addr.to_socket_addrs().map_err(|e| format!("{addr}: {e}"))?.next().ok_or_else(|| format!("{addr}: no address"))
+}
+
+fn tcp(addr: &str) -> Result<(), String> {
+    TcpStream::connect_timeout(&resolve(addr)?, Duration::from_secs(2)).map(|_| ()).map_err(|e| format!("{addr}: {e}"))
+}
+
+/// Splits `http://host:port/path` into (host:port, path).
+pub fn split_url(url: &str) -> Result<(String, String), String> {
+    let rest = url.strip_prefix("http://").ok_or_else(|| format!("{url}: only http:// is checked"))?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let authority = if authority.contains(':') { authority.to_string() } else { format!("{authority}:80") };
+    Ok((authority, path.to_string()))
+}
+
+/// The status code in an HTTP/1.x status line.
+pub fn status_code(head: &str) -> Option<u16> {
+    let mut words = head.lines().next()?.split_whitespace();
+    let proto = words.next()?;
+    if !proto.starts_with("HTTP/1.") {
+        return None;
+    }
+    words.next()?.parse().ok()
+}
+
+fn http_ok(url: &str) -> Result<(), String> {
+    let (authority, path) = split_url(url)?;
+    let mut s = TcpStream::connect_timeout(&resolve(&authority)?, Duration::from_secs(2)).map_err(|e| format!("{url}: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    let host = authority.split(':').next().unwrap_or("localhost");
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: imgforge-worker\r\n\r\n").map_err(|e| format!("{url}: {e}"))?;
+    let mut buf = [0u8; 512];
+    let n = s.read(&mut buf).map_err(|e| format!("{url}: {e}"))?;
+    let head = String::from_utf8_lossy(&buf[..n]);
+    match status_code(&head) {
+        Some(c) if (200..400).contains(&c) => Ok(()),
+        Some(c) => Err(format!("{url} answered {c}")),
+        None => Err(format!("{url}: not an HTTP answer")),
+    }
+}
+
+pub fn to_json(cfg: &NodeConfig, results: &[CheckResult]) -> String {
+    let checks: Vec<serde_json::Value> = results
+        .iter()
+        .map(|r| serde_json::json!({"name": r.name, "ok": r.ok, "detail": r.detail}))
+        .collect();
+    serde_json::json!({
+        "role": cfg.role,
+        "target": cfg.target,
+        "host": cfg.host,
+        "ready": results.iter().all(|r| r.ok),
+        "checks": checks,
+    })
+    .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    #[test]
+    fn url_and_status_parsing() {
+        assert_eq!(split_url("http://127.0.0.1:80/health").unwrap(), ("127.0.0.1:80".into(), "/health".into()));
+        assert_eq!(split_url("http://localhost").unwrap(), ("localhost:80".into(), "/".into()));
+        assert!(split_url("https://x/").is_err());
+        assert_eq!(status_code("HTTP/1.1 204 No Content\r\n"), Some(204));
+        assert_eq!(status_code("SSH-2.0-OpenSSH\r\n"), None);
+    }
+
+    #[test]
+    fn http_check_against_a_real_socket() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            for (i, s) in l.incoming().take(2).enumerate() {
+                let mut s = s.unwrap();
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf);
+                let reply = if i == 0 { "HTTP/1.1 200 OK\r\n\r\nok" } else { "HTTP/1.1 503 Busy\r\n\r\n" };
+                s.write_all(reply.as_bytes()).unwrap();
+            }
+        });
+        let url = format!("http://{addr}/");
+        assert!(http_ok(&url).is_ok());
+        let err = http_ok(&url).unwrap_err();
+        assert!(err.contains("503"), "{err}");
+        server.join().unwrap();
+        assert!(tcp(&addr.to_string()).is_err(), "listener closed: the port no longer answers");
+    }
+}

@@ -1,0 +1,203 @@
+//! The stage cache: content-hash keys and atomically committed stage outputs.
+//!
+//! Each stage's output lives in `<cache>/stages/<stage>/<key>/`. A stage builds into a
+//! temporary folder beside it and renames it into place only once complete, so an
+//! interrupted build never leaves a half-written entry that a later build would trust.
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use sha2::{Digest, Sha256};
+
+/// Bumped when a stage's output format changes, so old cache entries stop matching.
+pub const FORMAT_VERSION: &str = "imgforge-cache-1";
+
+/// Where caches live: `$IMGFORGE_CACHE`, else `$XDG_CACHE_HOME/imgforge`, else
+/// `~/.cache/imgforge`. Always outside the checkout so CI on this machine reuses it.
+pub fn default_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("IMGFORGE_CACHE") {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
+        return PathBuf::from(dir).join("imgforge");
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+    PathBuf::from(home).join(".cache/imgforge")
+}
+
+/// Builds a key from labelled parts; labels keep `("a","bc")` and `("ab","c")` apart.
+#[derive(Clone)]
+pub struct KeyBuilder(Sha256);
+
+impl KeyBuilder {
+    pub fn new(stage: &str) -> Self {
+        let mut h = Sha256::new();
+        h.update(FORMAT_VERSION.as_bytes());
+        let mut kb = KeyBuilder(h);
+        kb.add("stage", stage.as_bytes());
+        kb
+    }
+
+    pub fn add(&mut self, label: &str, value: &[u8]) -> &mut Self {
+        self.0.update((label.len() as u64).to_le_bytes());
+        self.0.update(label.as_bytes());
+        self.0.update((value.len() as u64).to_le_bytes());
+        self.0.update(value);
+        self
+    }
+
+    pub fn add_str(&mut self, label: &str, value: &str) -> &mut Self {
+        self.add(label, value.as_bytes())
+    }
+
+    pub fn finish(self) -> String {
+        hex(&self.0.finalize())
+    }
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn sha256_bytes(data: &[u8]) -> String {
+    hex(&Sha256::digest(data))
+}
+
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut f = fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).with_context(|| format!("reading {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex(&h.finalize()))
+}
+
+/// The cache folder and its stage entries.
+pub struct Cache {
+    root: PathBuf,
+}
+
+/// A stage output being written; becomes visible to others only through `commit`.
+pub struct Pending {
+    tmp: tempfile::TempDir,
+    dest: PathBuf,
+}
+
+impl Cache {
+    pub fn open(root: PathBuf) -> Result<Self> {
+        fs::create_dir_all(root.join("stages"))
+            .with_context(|| format!("creating cache folder {}", root.display()))?;
+        Ok(Cache { root })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Long-lived folders that are not stage outputs (apt's download cache, cargo's target).
+    pub fn aux_dir(&self, name: &str) -> Result<PathBuf> {
+        let d = self.root.join(name);
+        fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+        Ok(d)
+    }
+
+    fn entry(&self, stage: &str, key: &str) -> PathBuf {
+        self.root.join("stages").join(stage).join(key)
+    }
+
+    /// The committed output folder of `stage` under `key`, if there is one.
+    pub fn lookup(&self, stage: &str, key: &str) -> Option<PathBuf> {
+        let p = self.entry(stage, key);
+        p.join(".complete").is_file().then_some(p)
+    }
+
+    /// Starts writing the output of `stage` under `key` in a temporary folder.
+    pub fn begin(&self, stage: &str, key: &str) -> Result<Pending> {
+        let parent = self.root.join("stages").join(stage);
+        fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
+        let tmp = tempfile::Builder::new()
+            .prefix(".tmp-")
+            .tempdir_in(&parent)
+            .with_context(|| format!("creating a temporary folder in {}", parent.display()))?;
+        Ok(Pending { tmp, dest: self.entry(stage, key) })
+    }
+}
+
+impl Pending {
+    pub fn path(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    /// Marks the output complete and renames it into place. If another build committed the
+    /// same key first, that entry wins (same key, same content) and ours is dropped.
+    pub fn commit(self) -> Result<PathBuf> {
+        fs::write(self.tmp.path().join(".complete"), b"")
+            .with_context(|| format!("marking {} complete", self.tmp.path().display()))?;
+        let tmp = self.tmp.keep();
+        if self.dest.join(".complete").is_file() {
+            let _ = fs::remove_dir_all(&tmp);
+            return Ok(self.dest);
+        }
+        if self.dest.exists() {
+            // An incomplete leftover (a crash between mkdir and rename cannot make one, but a
+            // hand-edited cache can): replace it.
+            fs::remove_dir_all(&self.dest)
+                .with_context(|| format!("removing stale {}", self.dest.display()))?;
+        }
+        fs::rename(&tmp, &self.dest).with_context(|| {
+            format!("renaming {} to {}", tmp.display(), self.dest.display())
+        })?;
+        Ok(self.dest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_depend_on_labels_and_values() {
+        let k = |parts: &[(&str, &str)]| {
+            let mut b = KeyBuilder::new("s");
+            for (l, v) in parts {
+                b.add_str(l, v);
+            }
+            b.finish()
+        };
+        assert_eq!(k(&[("a", "x")]), k(&[("a", "x")]));
+        assert_ne!(k(&[("a", "bc")]), k(&[("ab", "c")]));
+        assert_ne!(k(&[("a", "x")]), k(&[("a", "y")]));
+    }
+
+    #[test]
+    fn entry_is_visible_only_after_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path().to_path_buf()).unwrap();
+        assert!(cache.lookup("base", "k1").is_none());
+        let p = cache.begin("base", "k1").unwrap();
+        fs::write(p.path().join("out"), b"data").unwrap();
+        assert!(cache.lookup("base", "k1").is_none());
+        let dest = p.commit().unwrap();
+        assert_eq!(fs::read(dest.join("out")).unwrap(), b"data");
+        assert!(cache.lookup("base", "k1").is_some());
+    }
+
+    #[test]
+    fn dropped_pending_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path().to_path_buf()).unwrap();
+        {
+            let p = cache.begin("compose", "k").unwrap();
+            fs::write(p.path().join("half"), b"x").unwrap();
+        }
+        let left: Vec<_> = fs::read_dir(dir.path().join("stages/compose")).unwrap().collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+}

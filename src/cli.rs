@@ -1,0 +1,141 @@
+//! The command line: clap structs only. `main` parses, `commands` runs.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::plan::{DEFAULT_ROLE, DEFAULT_SITE, DEFAULT_TARGET};
+use crate::stage::Stage;
+
+#[derive(Debug, Parser)]
+#[command(name = "imgforge", version, about = "Turns a server's role into a bootable disk image", help_expected = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build the disk image of a role for a target.
+    Build(BuildArgs),
+    /// Build (from cache when unchanged), boot headless in QEMU, and wait for IMGFORGE-READY.
+    Test(TestArgs),
+    /// Build and boot in QEMU with the serial console on this terminal.
+    Boot(BootArgs),
+    /// Print the effective merged profile of a role on a target.
+    Plan(ProfileArgs),
+    /// List the roles, targets and sites.
+    List(ListArgs),
+    /// Show an image's partitions, filesystems and manifest.
+    Inspect(InspectArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ProfileArgs {
+    /// Role to build (a file in profiles/roles/).
+    #[arg(long, default_value = DEFAULT_ROLE)]
+    pub role: String,
+    /// Target to build for (a file in profiles/targets/).
+    #[arg(long, default_value = DEFAULT_TARGET)]
+    pub target: String,
+    /// Site binding roles to hosts (a file in profiles/sites/).
+    #[arg(long, default_value = DEFAULT_SITE)]
+    pub site: String,
+    /// Host of the site to build (default: the first host running the role).
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Profiles folder replacing the embedded profiles (default: ./profiles if present).
+    #[arg(long, value_name = "DIR", help_heading = "Inputs")]
+    pub profiles: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    #[command(flatten)]
+    pub profile: ProfileArgs,
+    /// Folder the image, qcow2, manifest and SHA256SUMS are written to.
+    #[arg(long, value_name = "DIR", default_value = "images")]
+    pub out: PathBuf,
+    /// Rebuild this stage and every later one, ignoring their cache.
+    #[arg(long, value_name = "STAGE", help_heading = "Advanced")]
+    pub rebuild: Option<Stage>,
+    /// Overlays folder replacing the embedded overlays (default: ./overlays if present).
+    #[arg(long, value_name = "DIR", help_heading = "Inputs")]
+    pub overlays: Option<PathBuf>,
+    /// The imgforge checkout holding crates/gateway and crates/worker.
+    #[arg(long, value_name = "DIR", help_heading = "Inputs")]
+    pub source: Option<PathBuf>,
+    /// Cache folder (default: $IMGFORGE_CACHE, else ~/.cache/imgforge).
+    #[arg(long, value_name = "DIR", help_heading = "Advanced")]
+    pub cache: Option<PathBuf>,
+    /// Print only errors and the result.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    #[command(flatten)]
+    pub build: BuildArgs,
+    /// Seconds to wait for the ready line (default: the profile's boot-timeout-secs).
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<u64>,
+    /// Boot the kernel directly (-kernel) instead of through UEFI firmware and systemd-boot.
+    #[arg(long)]
+    pub direct_kernel: bool,
+    /// Where the serial console is saved (default: <out>/<role>-<target>.serial.log).
+    #[arg(long, value_name = "FILE")]
+    pub serial_log: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct BootArgs {
+    #[command(flatten)]
+    pub build: BuildArgs,
+    /// Forward a TCP port: HOST:GUEST, e.g. 8080:80 (repeatable). Binds 127.0.0.1 only.
+    #[arg(long = "forward", value_name = "HOST:GUEST", value_parser = parse_forward)]
+    pub forwards: Vec<(u16, u16)>,
+    /// Boot the kernel directly (-kernel) instead of through UEFI firmware and systemd-boot.
+    #[arg(long)]
+    pub direct_kernel: bool,
+    /// Keep the guest's writes in the image (default: a throw-away snapshot).
+    #[arg(long)]
+    pub persist: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Profiles folder replacing the embedded profiles (default: ./profiles if present).
+    #[arg(long, value_name = "DIR")]
+    pub profiles: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The raw image (.img) to inspect.
+    pub image: PathBuf,
+}
+
+fn parse_forward(s: &str) -> Result<(u16, u16), String> {
+    let (h, g) = s.split_once(':').ok_or_else(|| format!("`{s}`: expected HOST:GUEST, e.g. 8080:80"))?;
+    let port = |p: &str| p.parse::<u16>().map_err(|_| format!("`{p}` is not a port number"));
+    Ok((port(h)?, port(g)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn forward_parses() {
+        assert_eq!(parse_forward("8080:80"), Ok((8080, 80)));
+        assert!(parse_forward("8080").is_err());
+        assert!(parse_forward("x:80").is_err());
+    }
+}

@@ -1,0 +1,45 @@
+//! One function per subcommand. Shared set-up (profiles, plan, build options) lives here.
+
+mod boot;
+mod build;
+mod inspect;
+mod list;
+mod plan;
+mod test;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+
+use crate::cache::{self, Cache};
+use crate::cli::{BuildArgs, Command, ProfileArgs};
+use crate::exit::user;
+use crate::overlay::OverlaySource;
+use crate::plan::{Plan, Request};
+use crate::profile::ProfileSource;
+use crate::stage::BuildOptions;
+
+pub fn run(command: Command) -> Result<()> {
+    match command {
+        Command::Build(a) => build::run(a),
+        Command::Test(a) => test::run(a),
+        Command::Boot(a) => boot::run(a),
+        Command::Plan(a) => plan::run(a),
+        Command::List(a) => list::run(a),
+        Command::Inspect(a) => inspect::run(a),
+    }
+}
+
+/// Reads the profiles and resolves the plan; every failure here is the user's to fix.
+fn resolve_plan(a: &ProfileArgs) -> Result<Plan> {
+    let src = ProfileSource::choose(a.profiles.as_deref()).map_err(user)?;
+    let req = Request { role: a.role.clone(), target: a.target.clone(), site: a.site.clone(), host: a.host.clone() };
+    crate::plan::resolve(&src, &req).map_err(user)
+}
+
+fn build_options(a: &BuildArgs) -> Result<BuildOptions> {
+    let overlays = OverlaySource::choose(a.overlays.as_deref()).map_err(user)?;
+    let cache = Cache::open(a.cache.clone().unwrap_or_else(cache::default_dir))?;
+    let source_dir = a.source.clone().unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    Ok(BuildOptions { cache, overlays, source_dir, out_dir: a.out.clone(), rebuild_from: a.rebuild })
+}

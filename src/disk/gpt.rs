@@ -1,0 +1,137 @@
+//! Writing and reading the GPT with the `gpt` crate: protective MBR, primary and backup
+//! headers, with GUIDs derived from the build's inputs (not random) so images are
+//! reproducible.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+
+use anyhow::{anyhow, Context, Result};
+use gpt::disk::LogicalBlockSize;
+use gpt::partition::Partition;
+use gpt::partition_types::{self, Type};
+
+use super::layout::{Extent, Layout, SECTOR};
+use crate::ids::Ids;
+
+/// The root partition type for an architecture (the Discoverable Partitions Specification):
+/// tools such as systemd-gpt-auto-generator find the root by it.
+pub fn root_type(arch: &str) -> Result<Type> {
+    match arch {
+        "amd64" => Ok(partition_types::LINUX_ROOT_X64),
+        "arm64" => Ok(partition_types::LINUX_ROOT_ARM_64),
+        other => Err(anyhow!("no root partition type for arch {other}")),
+    }
+}
+
+/// Writes a protective MBR and a GPT with the ESP (1) and root (2) partitions.
+pub fn write(file: &mut File, layout: &Layout, ids: &Ids, root: Type) -> Result<()> {
+    let sectors = layout.total / SECTOR;
+    let mbr = gpt::mbr::ProtectiveMBR::with_lb_size(u32::try_from(sectors - 1).unwrap_or(u32::MAX));
+    mbr.overwrite_lba0(file).context("writing the protective MBR")?;
+    let mut disk = gpt::GptConfig::new()
+        .writable(true)
+        .logical_block_size(LogicalBlockSize::Lb512)
+        .create_from_device(&mut *file, Some(ids.disk_guid))
+        .context("initializing the GPT")?;
+    let part = |ext: &Extent, ty: Type, guid: uuid::Uuid, name: &str| Partition {
+        part_type_guid: ty,
+        part_guid: guid,
+        first_lba: ext.first_lba(),
+        last_lba: ext.last_lba(),
+        flags: 0,
+        name: name.to_string(),
+    };
+    let mut parts = BTreeMap::new();
+    parts.insert(1, part(&layout.esp, partition_types::EFI, ids.esp_partuuid, "esp"));
+    parts.insert(2, part(&layout.root, root, ids.root_partuuid, "root"));
+    disk.update_partitions(parts).context("setting the partitions")?;
+    disk.write_inplace().context("writing the GPT")?;
+    Ok(())
+}
+
+/// A short name for the partition types imgforge writes, else the type GUID.
+fn type_name(t: &Type) -> String {
+    if *t == partition_types::EFI {
+        "esp".into()
+    } else if *t == partition_types::LINUX_ROOT_X64 {
+        "root-x86-64".into()
+    } else if *t == partition_types::LINUX_ROOT_ARM_64 {
+        "root-arm64".into()
+    } else {
+        t.guid.to_string()
+    }
+}
+
+/// A partition as read back from an image.
+#[derive(Debug, Clone)]
+pub struct ReadPartition {
+    pub number: u32,
+    pub name: String,
+    pub type_name: String,
+    pub guid: uuid::Uuid,
+    pub offset: u64,
+    pub len: u64,
+}
+
+pub fn read(file: &mut File) -> Result<(uuid::Uuid, Vec<ReadPartition>)> {
+    let disk = gpt::GptConfig::new()
+        .writable(false)
+        .logical_block_size(LogicalBlockSize::Lb512)
+        .open_from_device(file)
+        .context("reading the GPT")?;
+    let mut out = Vec::new();
+    for (n, p) in disk.partitions() {
+        if !p.is_used() {
+            continue;
+        }
+        out.push(ReadPartition {
+            number: *n,
+            name: p.name.clone(),
+            type_name: type_name(&p.part_type_guid),
+            guid: p.part_guid,
+            offset: p.first_lba * SECTOR,
+            len: (p.last_lba - p.first_lba + 1) * SECTOR,
+        });
+    }
+    Ok((*disk.guid(), out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::disk::layout::{plan, MIB};
+    use std::process::Command;
+
+    #[test]
+    fn sfdisk_reads_what_we_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("disk.img");
+        let layout = plan(64, 100 * MIB);
+        let mut f = File::options().read(true).write(true).create_new(true).open(&path).unwrap();
+        f.set_len(layout.total).unwrap();
+        let ids = Ids::derive("test");
+        write(&mut f, &layout, &ids, root_type("amd64").unwrap()).unwrap();
+        drop(f);
+
+        let out = Command::new("sfdisk").arg("-V").arg(&path).output().expect("sfdisk (package fdisk)");
+        assert!(out.status.success(), "sfdisk -V: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let json = Command::new("sfdisk").arg("--json").arg(&path).output().unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+        let t = &v["partitiontable"];
+        assert_eq!(t["label"], "gpt");
+        assert_eq!(t["id"].as_str().unwrap().to_lowercase(), ids.disk_guid.to_string());
+        let parts = t["partitions"].as_array().unwrap();
+        assert_eq!(parts.len(), 2);
+        assert_eq!(parts[0]["start"], 2048);
+        assert_eq!(parts[0]["size"], 64 * 2048);
+        assert_eq!(parts[0]["type"].as_str().unwrap(), "C12A7328-F81F-11D2-BA4B-00A0C93EC93B");
+        assert_eq!(parts[1]["uuid"].as_str().unwrap().to_lowercase(), ids.root_partuuid.to_string());
+        assert_eq!(parts[1]["type"].as_str().unwrap(), "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709");
+
+        let mut f = File::open(&path).unwrap();
+        let (guid, read_back) = read(&mut f).unwrap();
+        assert_eq!(guid, ids.disk_guid);
+        assert_eq!(read_back[1].offset, layout.root.offset);
+        assert_eq!(read_back[1].len, layout.root.len);
+    }
+}

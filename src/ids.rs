@@ -1,0 +1,55 @@
+//! Identifiers written into an image (partition GUIDs, filesystem UUIDs, the FAT volume id),
+//! derived from the build's input hash: the same inputs give the same image, bit for bit,
+//! and different inputs give different identifiers.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// A fixed namespace for imgforge's name-based (v5) UUIDs.
+const NAMESPACE: Uuid = Uuid::from_u128(0x5f0d_2a8e_7c41_4b4e_9a57_1d2c_3e4f_6a7b);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ids {
+    pub disk_guid: Uuid,
+    pub esp_partuuid: Uuid,
+    pub root_partuuid: Uuid,
+    pub root_fs_uuid: Uuid,
+    pub root_hash_seed: Uuid,
+    pub fat_volume_id: u32,
+}
+
+impl Ids {
+    pub fn derive(seed: &str) -> Self {
+        let id = |what: &str| Uuid::new_v5(&NAMESPACE, format!("{seed}/{what}").as_bytes());
+        let vol = id("fat-volume-id");
+        Ids {
+            disk_guid: id("disk"),
+            esp_partuuid: id("esp-partition"),
+            root_partuuid: id("root-partition"),
+            root_fs_uuid: id("root-filesystem"),
+            root_hash_seed: id("root-hash-seed"),
+            fat_volume_id: u32::from_le_bytes(vol.as_bytes()[..4].try_into().expect("4 bytes")),
+        }
+    }
+
+    /// The FAT volume id as Linux shows it in /dev/disk/by-uuid: `ABCD-EF01`.
+    pub fn fat_uuid(&self) -> String {
+        let v = self.fat_volume_id;
+        format!("{:04X}-{:04X}", v >> 16, v & 0xffff)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_seed_same_ids_other_seed_other_ids() {
+        assert_eq!(Ids::derive("a"), Ids::derive("a"));
+        let (a, b) = (Ids::derive("a"), Ids::derive("b"));
+        assert_ne!(a.root_partuuid, b.root_partuuid);
+        assert_ne!(a.fat_volume_id, b.fat_volume_id);
+        assert_ne!(a.root_partuuid, a.esp_partuuid);
+        assert_eq!(Ids { fat_volume_id: 0x1234_abcd, ..a }.fat_uuid(), "1234-ABCD");
+    }
+}

@@ -1,0 +1,23 @@
+//! imgforge: turns a server's role into a bootable disk image.
+//!
+//! The tree follows the subjects: `profile` (schema, loading, merging) and `plan` (resolve),
+//! `stage` (the pipeline: base, binaries, compose, image, outputs), `disk` (layout, GPT),
+//! `fs` (the FAT writer, ext4 by mke2fs), `qemu` (the boot-test harness), `cache`, `tool`
+//! (running external programs), `commands` (one function per subcommand).
+
+pub mod apt_sources;
+pub mod cache;
+pub mod cli;
+pub mod commands;
+pub mod disk;
+pub mod exit;
+pub mod fs;
+pub mod ids;
+pub mod overlay;
+pub mod plan;
+pub mod profile;
+pub mod progress;
+pub mod qemu;
+pub mod sparse;
+pub mod stage;
+pub mod tool;

@@ -1,0 +1,298 @@
+//! The resolve stage: merge common, target and role layers with the site into the
+//! effective [`Plan`] that every later stage reads, and validate it.
+
+use std::collections::BTreeSet;
+
+use anyhow::{anyhow, bail, Result};
+use serde::Serialize;
+
+use crate::cache::sha256_bytes;
+use crate::profile::load::parse_toml;
+use crate::profile::merge::Merge;
+use crate::profile::{Layer, ProfileSource, Qemu, Service, Site};
+
+pub const DEFAULT_ROLE: &str = "proxy";
+pub const DEFAULT_TARGET: &str = "x86_64-vm";
+pub const DEFAULT_SITE: &str = "example";
+
+/// Timestamps in the image when SOURCE_DATE_EPOCH is not set: 2025-01-01T00:00:00Z.
+pub const DEFAULT_EPOCH: u64 = 1_735_689_600;
+
+/// What was asked for on the command line.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub role: String,
+    pub target: String,
+    pub site: String,
+    pub host: Option<String>,
+}
+
+/// The effective, validated build plan.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Plan {
+    pub role: String,
+    pub target: String,
+    pub site: String,
+    pub host: HostPlan,
+    pub suite: String,
+    pub arch: String,
+    pub rust_target: String,
+    pub partition_table: String,
+    pub boot: String,
+    pub packages: Vec<String>,
+    pub enable_units: Vec<String>,
+    pub initramfs_modules: Vec<String>,
+    pub kernel_cmdline: Vec<String>,
+    pub esp_size_mib: u64,
+    pub root_free_mib: u64,
+    pub boot_timeout_secs: u64,
+    pub source_date_epoch: u64,
+    #[serde(rename = "service")]
+    pub services: Vec<Service>,
+    pub qemu: QemuPlan,
+    /// The profile files read, with their hashes (recorded in manifest.json).
+    pub inputs: Vec<Input>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct HostPlan {
+    pub name: String,
+    pub fqdn: String,
+    pub address: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+    pub dns: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct QemuPlan {
+    pub binary: String,
+    pub machine: String,
+    pub cpu: String,
+    pub memory_mib: u64,
+    pub smp: u32,
+    pub firmware_code: String,
+    pub firmware_vars: String,
+    pub serial: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Input {
+    pub path: String,
+    pub sha256: String,
+}
+
+impl Plan {
+    /// Image file stem: `<role>-<target>`.
+    pub fn image_name(&self) -> String {
+        format!("{}-{}", self.role, self.target)
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("plan serializes")
+    }
+}
+
+pub fn resolve(src: &ProfileSource, req: &Request) -> Result<Plan> {
+    let mut inputs = Vec::new();
+    let mut record = |display: &str, text: &str| {
+        inputs.push(Input { path: display.to_string(), sha256: sha256_bytes(text.as_bytes()) })
+    };
+
+    let mut layer = Layer::default();
+    let mut origin = Vec::new();
+    if let Some(common) = src.read("common.toml")? {
+        layer = parse_toml(&common.display, &common.text)?;
+        record(&common.display, &common.text);
+        origin.push(common.display);
+    }
+    let (target, tfile) = src.load_named::<Layer>("targets", "target", &req.target)?;
+    record(&tfile.display, &tfile.text);
+    let (role, rfile) = src.load_named::<Layer>("roles", "role", &req.role)?;
+    record(&rfile.display, &rfile.text);
+    let (site, sfile) = src.load_named::<Site>("sites", "site", &req.site)?;
+    record(&sfile.display, &sfile.text);
+    layer.merge(target);
+    layer.merge(role);
+    let layers = format!("{}, {}, {}", origin.join(", "), tfile.display, rfile.display);
+
+    let need = |v: Option<String>, key: &str| {
+        v.ok_or_else(|| anyhow!("no layer sets `{key}` (read: {layers}); the target usually does"))
+    };
+    let arch = need(layer.arch, "arch")?;
+    if !["amd64", "arm64"].contains(&arch.as_str()) {
+        bail!("{}: `arch = \"{arch}\"` is not supported; use amd64 or arm64", tfile.display);
+    }
+    let partition_table = need(layer.partition_table, "partition-table")?;
+    if partition_table != "gpt" {
+        bail!("`partition-table = \"{partition_table}\"` is not supported yet; use gpt");
+    }
+    let boot = need(layer.boot, "boot")?;
+    if boot != "systemd-boot" {
+        bail!("`boot = \"{boot}\"` is not supported yet; use systemd-boot");
+    }
+
+    let host = pick_host(&site, &sfile.display, req)?;
+    for svc in &layer.services {
+        validate_service(svc, &rfile.display)?;
+    }
+    let q = layer.qemu.unwrap_or_default();
+    let qemu = resolve_qemu(q, &tfile.display)?;
+
+    let source_date_epoch = match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .map_err(|_| anyhow!("SOURCE_DATE_EPOCH=`{v}` is not a number of seconds"))?,
+        Err(_) => DEFAULT_EPOCH,
+    };
+
+    Ok(Plan {
+        role: req.role.clone(),
+        target: req.target.clone(),
+        site: req.site.clone(),
+        host,
+        suite: layer.suite.unwrap_or_else(|| "trixie".into()),
+        arch,
+        rust_target: need(layer.rust_target, "rust-target")?,
+        partition_table,
+        boot,
+        packages: sorted_unique(layer.packages),
+        enable_units: sorted_unique(layer.enable_units),
+        initramfs_modules: sorted_unique(layer.initramfs_modules),
+        kernel_cmdline: unique_in_order(layer.kernel_cmdline),
+        esp_size_mib: layer.esp_size_mib.unwrap_or(64),
+        root_free_mib: layer.root_free_mib.unwrap_or(256),
+        boot_timeout_secs: layer.boot_timeout_secs.unwrap_or(300),
+        source_date_epoch,
+        services: layer.services,
+        qemu,
+        inputs,
+    })
+}
+
+fn pick_host(site: &Site, display: &str, req: &Request) -> Result<HostPlan> {
+    let host = match &req.host {
+        Some(name) => {
+            let h = site.hosts.iter().find(|h| &h.name == name).ok_or_else(|| {
+                let names: Vec<_> = site.hosts.iter().map(|h| h.name.as_str()).collect();
+                anyhow!("{display}: no host `{name}`; hosts: {}", names.join(", "))
+            })?;
+            if h.role != req.role {
+                bail!("{display}: host `{name}` runs role `{}`, not `{}`", h.role, req.role);
+            }
+            Some(h)
+        }
+        None => site.hosts.iter().find(|h| h.role == req.role),
+    };
+    // A role with no host in the site still builds: the image is named after the role.
+    let (name, address, gateway, dns) = match host {
+        Some(h) => (h.name.clone(), h.address.clone(), h.gateway.clone(), h.dns.clone()),
+        None => (req.role.clone(), "dhcp".to_string(), None, vec![]),
+    };
+    if !valid_hostname(&name) {
+        bail!("{display}: host name `{name}` is not a valid hostname (letters, digits, '-')");
+    }
+    if address != "dhcp" && !address.contains('/') {
+        bail!("{display}: host `{name}`: address `{address}` must be `dhcp` or ADDRESS/PREFIX");
+    }
+    Ok(HostPlan { fqdn: format!("{name}.{}", site.domain), name, address, gateway, dns })
+}
+
+fn valid_hostname(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 63
+        && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        && !n.starts_with('-')
+}
+
+fn validate_service(svc: &Service, display: &str) -> Result<()> {
+    let name_ok = !svc.name.is_empty()
+        && svc.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c));
+    if !name_ok {
+        bail!("{display}: service name `{}` is not a valid unit name", svc.name);
+    }
+    match svc.exec.first() {
+        Some(p) if p.starts_with('/') => {}
+        _ => bail!("{display}: service `{}`: `exec` must start with an absolute path", svc.name),
+    }
+    if let Some(url) = &svc.health {
+        if !url.starts_with("http://") {
+            bail!("{display}: service `{}`: health `{url}` must be an http:// URL", svc.name);
+        }
+    }
+    Ok(())
+}
+
+fn resolve_qemu(q: Qemu, display: &str) -> Result<QemuPlan> {
+    let need = |v: Option<String>, key: &str| {
+        v.ok_or_else(|| anyhow!("{display}: [qemu] does not set `{key}`"))
+    };
+    Ok(QemuPlan {
+        binary: need(q.binary, "binary")?,
+        machine: need(q.machine, "machine")?,
+        cpu: q.cpu.unwrap_or_else(|| "max".into()),
+        memory_mib: q.memory_mib.unwrap_or(1024),
+        smp: q.smp.unwrap_or(1),
+        firmware_code: need(q.firmware_code, "firmware-code")?,
+        firmware_vars: need(q.firmware_vars, "firmware-vars")?,
+        serial: q.serial.unwrap_or_else(|| "ttyS0".into()),
+    })
+}
+
+fn sorted_unique(v: Vec<String>) -> Vec<String> {
+    v.into_iter().collect::<BTreeSet<_>>().into_iter().collect()
+}
+
+fn unique_in_order(v: Vec<String>) -> Vec<String> {
+    let mut seen = BTreeSet::new();
+    v.into_iter().filter(|s| seen.insert(s.clone())).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(role: &str, target: &str) -> Request {
+        Request { role: role.into(), target: target.into(), site: DEFAULT_SITE.into(), host: None }
+    }
+
+    #[test]
+    fn default_plan_merges_layers() {
+        let plan = resolve(&ProfileSource::Embedded, &req(DEFAULT_ROLE, DEFAULT_TARGET)).unwrap();
+        assert_eq!(plan.arch, "amd64");
+        assert_eq!(plan.suite, "trixie");
+        assert!(plan.packages.contains(&"systemd".to_string()), "from common.toml");
+        assert!(plan.packages.contains(&"linux-image-amd64".to_string()), "from the target");
+        assert!(plan.services.iter().any(|s| s.name == "gateway"), "from the role");
+        assert_eq!(plan.host.name, "edge");
+        assert_eq!(plan.host.fqdn, "edge.example.test");
+        assert_eq!(plan.kernel_cmdline.last().map(String::as_str), Some("console=ttyS0,115200n8"));
+        assert_eq!(plan.inputs.len(), 4);
+    }
+
+    #[test]
+    fn unknown_target_lists_known() {
+        let err = resolve(&ProfileSource::Embedded, &req("proxy", "pdp11")).unwrap_err().to_string();
+        assert!(err.contains("unknown target `pdp11`; known targets: ") && err.contains("x86_64-vm"), "{err}");
+    }
+
+    #[test]
+    fn bad_host_address_is_rejected_with_file() {
+        let site = Site {
+            domain: "example.test".into(),
+            hosts: vec![crate::profile::schema::Host {
+                name: "edge".into(),
+                role: "proxy".into(),
+                address: "10.0.0.1".into(),
+                gateway: None,
+                dns: vec![],
+            }],
+        };
+        let err = pick_host(&site, "sites/x.toml", &req("proxy", "x86_64-vm")).unwrap_err().to_string();
+        assert!(err.starts_with("sites/x.toml: host `edge`: address `10.0.0.1`"), "{err}");
+    }
+}

@@ -1,0 +1,113 @@
+//! The profile file formats. Every struct denies unknown keys so a typo is an error, not a
+//! silently ignored setting. Keys are kebab-case.
+//!
+//! `common.toml`, `targets/*.toml` and `roles/*.toml` share one schema, [`Layer`], merged in
+//! that order by [`super::merge`]. `sites/*.toml` is a [`Site`].
+
+use serde::{Deserialize, Serialize};
+
+/// One layer of settings. Every field is optional so that a layer sets only what it owns.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Layer {
+    /// One line saying what this target or role is, shown by `imgforge list`.
+    pub description: Option<String>,
+    /// Debian suite of the image (default trixie).
+    pub suite: Option<String>,
+    /// Debian architecture: amd64 or arm64.
+    pub arch: Option<String>,
+    /// Rust target triple the gateway and worker are built for.
+    pub rust_target: Option<String>,
+    /// Partition table of the disk: gpt.
+    pub partition_table: Option<String>,
+    /// How the image boots: systemd-boot.
+    pub boot: Option<String>,
+    /// Debian packages installed in the base root. Lists append across layers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub packages: Vec<String>,
+    /// Units of Debian packages to enable in the base root (`systemctl enable` in the chroot).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub enable_units: Vec<String>,
+    /// Kernel modules the initramfs carries (initramfs-tools MODULES=list).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub initramfs_modules: Vec<String>,
+    /// Kernel command line words, after `root=` (which imgforge sets).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kernel_cmdline: Vec<String>,
+    /// Size of the EFI system partition.
+    pub esp_size_mib: Option<u64>,
+    /// Free space left in the root filesystem beyond its content.
+    pub root_free_mib: Option<u64>,
+    /// How long a boot test waits for the ready line.
+    pub boot_timeout_secs: Option<u64>,
+    /// Services run by systemd. A later layer's service of the same name replaces it.
+    #[serde(default, rename = "service", skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<Service>,
+    /// How QEMU runs this target in `imgforge test` and `imgforge boot`.
+    pub qemu: Option<Qemu>,
+}
+
+/// A service the role runs, rendered into a systemd unit.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Service {
+    /// Unit name without `.service`.
+    pub name: String,
+    pub description: String,
+    /// Command and arguments; the first word is an absolute path.
+    pub exec: Vec<String>,
+    /// Linux capabilities granted to the (unprivileged, dynamic) service user.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capabilities: Vec<String>,
+    /// TCP ports it listens on; the worker checks each answers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<u16>,
+    /// An HTTP URL inside the node that must answer 2xx or 3xx for the service to count as ready.
+    pub health: Option<String>,
+}
+
+/// QEMU settings of a target. Fields merge one by one (a role may raise memory-mib alone).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Qemu {
+    pub binary: Option<String>,
+    pub machine: Option<String>,
+    pub cpu: Option<String>,
+    pub memory_mib: Option<u64>,
+    pub smp: Option<u32>,
+    /// UEFI firmware code and variable-store templates (read-only; the vars are copied).
+    pub firmware_code: Option<String>,
+    pub firmware_vars: Option<String>,
+    /// The serial console device inside the guest, e.g. ttyS0.
+    pub serial: Option<String>,
+}
+
+/// A site: the hosts of one deployment and the role each runs.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Site {
+    /// The site's DNS domain; hostnames are `<host>.<domain>`.
+    pub domain: String,
+    #[serde(default, rename = "host")]
+    pub hosts: Vec<Host>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Host {
+    /// Short hostname.
+    pub name: String,
+    /// Role this host runs (a file in roles/).
+    pub role: String,
+    /// `dhcp` or a static address with prefix, e.g. `192.168.50.2/24`.
+    #[serde(default = "dhcp")]
+    pub address: String,
+    /// Default gateway for a static address.
+    pub gateway: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<String>,
+}
+
+fn dhcp() -> String {
+    "dhcp".to_string()
+}

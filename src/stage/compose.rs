@@ -1,0 +1,456 @@
+//! The compose stage: stream the base root tar into the final root tar, adding overlays,
+//! rendered templates, generated units and links, and the project's binaries.
+//!
+//! Deterministic: base entries keep their order and headers; an added path that exists in
+//! the base replaces that entry in place; new paths follow in sorted order, with any missing
+//! parent folders; every added entry has owner 0:0 and mtime SOURCE_DATE_EPOCH.
+//!
+//! While streaming, the boot files (kernel, initramfs, systemd-boot) are copied out for
+//! the image stage, which puts them on the ESP.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File};
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use super::base::Base;
+use super::binaries::Binaries;
+use super::units::{self, Generated};
+use super::{BuildOptions, Stage};
+use crate::cache::{sha256_bytes, KeyBuilder};
+use crate::ids::Ids;
+use crate::overlay::OverlayFile;
+use crate::plan::Plan;
+use crate::progress::Progress;
+
+/// Paths never copied from the base: per-node secrets and identity that must not be shared
+/// by every server flashed from one image.
+const DROPPED_PREFIXES: &[&str] = &["etc/ssh/ssh_host_"];
+
+/// What compose produced, as recorded in `compose.json` beside the tar.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Composed {
+    pub key: String,
+    pub ids: Ids,
+    pub dir: PathBuf,
+    pub kernel_version: String,
+    /// Bytes of file data in the root, each file rounded up to 4 KiB blocks.
+    pub data_bytes: u64,
+    pub entries: u64,
+    /// Hashes of the overlay files used, for the manifest.
+    pub overlays: Vec<(String, String)>,
+}
+
+impl Composed {
+    pub fn root_tar(&self) -> PathBuf {
+        self.dir.join("root.tar")
+    }
+    pub fn kernel(&self) -> PathBuf {
+        self.dir.join("boot/vmlinuz")
+    }
+    pub fn initrd(&self) -> PathBuf {
+        self.dir.join("boot/initrd.img")
+    }
+    pub fn bootloader(&self) -> PathBuf {
+        self.dir.join("boot/systemd-boot.efi")
+    }
+    /// The kernel command line the loader entry carries.
+    pub fn cmdline(&self, plan: &Plan) -> String {
+        let mut words = vec![format!("root=PARTUUID={}", self.ids.root_partuuid)];
+        words.extend(plan.kernel_cmdline.iter().cloned());
+        words.join(" ")
+    }
+}
+
+/// One entry compose adds.
+#[derive(Debug, Clone)]
+enum Addition {
+    File { content: Vec<u8>, mode: u32 },
+    Symlink { target: String },
+}
+
+pub fn run(plan: &Plan, opts: &BuildOptions, base: &Base, bins: &Binaries, progress: &mut Progress) -> Result<Composed> {
+    const NAME: &str = "compose";
+    let overlays = opts.overlays.files_for(&plan.role)?;
+    let mut key = KeyBuilder::new(NAME);
+    key.add_str("base", &base.key)
+        .add_str("binaries", &bins.content_hash)
+        .add_str("plan", &plan_for_key(plan));
+    for (path, f) in &overlays {
+        key.add(path, &f.content);
+    }
+    let key = key.finish();
+    let load = |dir: &Path| -> Result<Composed> {
+        let text = fs::read_to_string(dir.join("compose.json"))
+            .with_context(|| format!("reading {}", dir.join("compose.json").display()))?;
+        let mut c: Composed = serde_json::from_str(&text).context("parsing compose.json")?;
+        c.dir = dir.to_path_buf();
+        Ok(c)
+    };
+    if !opts.forced(Stage::Compose) {
+        if let Some(dir) = opts.cache.lookup(NAME, &key) {
+            progress.cached(NAME);
+            return load(&dir);
+        }
+    }
+    progress.start(NAME, "streaming the base root with overlays, units and binaries");
+    let ids = Ids::derive(&key);
+    let mut additions = BTreeMap::new();
+    render_overlays(plan, &ids, &overlays, &mut additions)?;
+    for g in units::generate(plan) {
+        match g {
+            Generated::File { path, content, mode } => additions.insert(path, Addition::File { content, mode }),
+            Generated::Symlink { path, target } => additions.insert(path, Addition::Symlink { target }),
+        };
+    }
+    for (name, path) in &bins.files {
+        let content = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        additions.insert(format!("usr/local/bin/{name}"), Addition::File { content, mode: 0o755 });
+    }
+
+    let pending = opts.cache.begin(NAME, &key)?;
+    fs::create_dir_all(pending.path().join("boot"))?;
+    let stats = stream(&base.root_tar, &pending.path().join("root.tar"), &pending.path().join("boot"), additions, plan)
+        .with_context(|| format!("composing the root from {}", base.root_tar.display()))?;
+    let composed = Composed {
+        key: key.clone(),
+        ids,
+        dir: PathBuf::new(),
+        kernel_version: stats.kernel_version,
+        data_bytes: stats.data_bytes,
+        entries: stats.entries,
+        overlays: overlays.iter().map(|(p, f)| (p.clone(), sha256_bytes(&f.content))).collect(),
+    };
+    fs::write(pending.path().join("compose.json"), serde_json::to_vec_pretty(&composed)?)?;
+    let dir = pending.commit()?;
+    progress.done(NAME);
+    load(&dir)
+}
+
+/// The parts of the plan that change the root's content (not the QEMU settings).
+fn plan_for_key(plan: &Plan) -> String {
+    let mut p = plan.clone();
+    p.inputs.clear();
+    p.boot_timeout_secs = 0;
+    p.qemu.memory_mib = 0;
+    p.qemu.smp = 0;
+    p.qemu.cpu.clear();
+    serde_json::to_string(&p).expect("plan serializes")
+}
+
+fn render_overlays(plan: &Plan, ids: &Ids, files: &BTreeMap<String, OverlayFile>, out: &mut BTreeMap<String, Addition>) -> Result<()> {
+    let mut ctx = tera::Context::new();
+    ctx.insert("plan", plan);
+    ctx.insert("ids", &serde_json::json!({
+        "root_partuuid": ids.root_partuuid.to_string(),
+        "root_fs_uuid": ids.root_fs_uuid.to_string(),
+        "esp_partuuid": ids.esp_partuuid.to_string(),
+        "esp_fat_uuid": ids.fat_uuid(),
+    }));
+    for f in files.values() {
+        if f.is_template() {
+            let text = std::str::from_utf8(&f.content).map_err(|_| anyhow!("{}: a template must be UTF-8", f.origin))?;
+            let rendered = tera::Tera::one_off(text, &ctx, false)
+                .map_err(|e| anyhow!("{}: {}", f.origin, tera_error_chain(&e)))?;
+            let path = f.path.trim_end_matches(".tera").to_string();
+            let mode = if rendered.starts_with("#!") { 0o755 } else { 0o644 };
+            out.insert(path, Addition::File { content: rendered.into_bytes(), mode });
+        } else {
+            out.insert(f.path.clone(), Addition::File { content: f.content.clone(), mode: f.mode() });
+        }
+    }
+    Ok(())
+}
+
+fn tera_error_chain(e: &tera::Error) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        parts.push(s.to_string());
+        src = s.source();
+    }
+    parts.join(": ")
+}
+
+struct Stats {
+    kernel_version: String,
+    data_bytes: u64,
+    entries: u64,
+}
+
+/// Strips `./` and a trailing `/` so base paths compare with ours.
+fn normalize(p: &Path) -> String {
+    let s = p.to_string_lossy();
+    let s = s.strip_prefix("./").unwrap_or(&s);
+    s.trim_end_matches('/').to_string()
+}
+
+fn stream(base_tar: &Path, out_tar: &Path, boot_dir: &Path, mut additions: BTreeMap<String, Addition>, plan: &Plan) -> Result<Stats> {
+    let input = File::open(base_tar).with_context(|| format!("opening {}", base_tar.display()))?;
+    let mut archive = tar::Archive::new(BufReader::with_capacity(1 << 20, input));
+    let output = File::create(out_tar).with_context(|| format!("creating {}", out_tar.display()))?;
+    let mut builder = tar::Builder::new(BufWriter::with_capacity(1 << 20, output));
+    builder.follow_symlinks(false);
+    let efi_arch = match plan.arch.as_str() {
+        "amd64" => "x64",
+        "arm64" => "aa64",
+        other => bail!("no systemd-boot for arch {other}"),
+    };
+    let bootloader_path = format!("usr/lib/systemd/boot/efi/systemd-boot{efi_arch}.efi");
+    let mut kernels = Vec::new();
+    let mut dirs: BTreeSet<String> = BTreeSet::new();
+    let mut stats = Stats { kernel_version: String::new(), data_bytes: 0, entries: 0 };
+    let epoch = plan.source_date_epoch;
+
+    for entry in archive.entries().context("reading the base tar")? {
+        let mut entry = entry.context("reading a base tar entry")?;
+        let path = normalize(&entry.path()?);
+        if path.is_empty() {
+            // The archive's own root "./": mke2fs makes the root folder (root_owner=0:0).
+            continue;
+        }
+        if DROPPED_PREFIXES.iter().any(|p| path.starts_with(p)) {
+            continue;
+        }
+        if let Some(add) = additions.remove(&path) {
+            append_addition(&mut builder, &path, &add, epoch, &mut stats)?;
+            continue;
+        }
+        let kind = entry.header().entry_type();
+        let mut header = entry.header().clone();
+        // Forward extended attributes (file capabilities) recorded as PAX records.
+        let xattrs: Vec<(String, Vec<u8>)> = match entry.pax_extensions()? {
+            Some(exts) => exts
+                .filter_map(|e| e.ok())
+                .filter_map(|e| {
+                    let k = e.key().ok()?;
+                    k.starts_with("SCHILY.xattr.").then(|| (k.to_string(), e.value_bytes().to_vec()))
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        if !xattrs.is_empty() {
+            builder.append_pax_extensions(xattrs.iter().map(|(k, v)| (k.as_str(), v.as_slice())))?;
+        }
+        stats.entries += 1;
+        match kind {
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                let size = entry.header().size()?;
+                stats.data_bytes += size.div_ceil(4096) * 4096;
+                let capture = boot_capture(&path, &bootloader_path);
+                if let Some(name) = capture {
+                    let mut data = Vec::with_capacity(size as usize);
+                    entry.read_to_end(&mut data)?;
+                    fs::write(boot_dir.join(name), &data)?;
+                    if name == "vmlinuz" {
+                        kernels.push(path.trim_start_matches("boot/vmlinuz-").to_string());
+                    }
+                    builder.append_data(&mut header, &path, data.as_slice())?;
+                } else {
+                    builder.append_data(&mut header, &path, &mut entry)?;
+                }
+            }
+            tar::EntryType::Symlink | tar::EntryType::Link => {
+                let target = entry
+                    .link_name()?
+                    .ok_or_else(|| anyhow!("{path}: link without a target"))?
+                    .into_owned();
+                // Hard links name their target as an archive path: normalize it like ours.
+                let target = if kind == tar::EntryType::Link { PathBuf::from(normalize(&target)) } else { target };
+                builder.append_link(&mut header, &path, &target)?;
+            }
+            tar::EntryType::Directory => {
+                dirs.insert(path.clone());
+                builder.append_data(&mut header, format!("{path}/"), std::io::empty())?;
+            }
+            _ => {
+                builder.append_data(&mut header, &path, std::io::empty())?;
+            }
+        }
+    }
+
+    // New paths, sorted, each preceded by the folders it needs.
+    for (path, add) in std::mem::take(&mut additions) {
+        let mut parent = String::new();
+        for comp in path.split('/').collect::<Vec<_>>().split_last().map(|(_, p)| p.to_vec()).unwrap_or_default() {
+            if !parent.is_empty() {
+                parent.push('/');
+            }
+            parent.push_str(comp);
+            if dirs.insert(parent.clone()) {
+                let mut h = tar::Header::new_gnu();
+                h.set_entry_type(tar::EntryType::Directory);
+                set_common(&mut h, 0o755, epoch);
+                h.set_size(0);
+                builder.append_data(&mut h, format!("{parent}/"), std::io::empty())?;
+                stats.entries += 1;
+            }
+        }
+        append_addition(&mut builder, &path, &add, epoch, &mut stats)?;
+    }
+    let mut w = builder.into_inner().context("finishing the root tar")?;
+    w.flush()?;
+
+    kernels.sort();
+    match kernels.as_slice() {
+        [one] => stats.kernel_version = one.clone(),
+        [] => bail!("the base root has no kernel in /boot (is the target's kernel package listed?)"),
+        many => bail!("the base root has several kernels ({}); a target installs one", many.join(", ")),
+    }
+    for f in ["initrd.img", "systemd-boot.efi"] {
+        if !boot_dir.join(f).is_file() {
+            bail!("the base root lacks {f} (initramfs-tools and systemd-boot-efi must be installed)");
+        }
+    }
+    Ok(stats)
+}
+
+/// Which boot file, if any, a base path is.
+fn boot_capture(path: &str, bootloader: &str) -> Option<&'static str> {
+    if path.starts_with("boot/vmlinuz-") {
+        Some("vmlinuz")
+    } else if path.starts_with("boot/initrd.img-") {
+        Some("initrd.img")
+    } else if path == bootloader {
+        Some("systemd-boot.efi")
+    } else {
+        None
+    }
+}
+
+fn set_common(h: &mut tar::Header, mode: u32, epoch: u64) {
+    h.set_mode(mode);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(epoch);
+    // Numeric owners only: names would be looked up on the building machine.
+    let _ = h.set_username("root");
+    let _ = h.set_groupname("root");
+}
+
+fn append_addition<W: Write>(b: &mut tar::Builder<W>, path: &str, add: &Addition, epoch: u64, stats: &mut Stats) -> Result<()> {
+    let mut h = tar::Header::new_gnu();
+    stats.entries += 1;
+    match add {
+        Addition::File { content, mode } => {
+            h.set_entry_type(tar::EntryType::Regular);
+            set_common(&mut h, *mode, epoch);
+            h.set_size(content.len() as u64);
+            stats.data_bytes += (content.len() as u64).div_ceil(4096) * 4096;
+            b.append_data(&mut h, path, content.as_slice())
+                .with_context(|| format!("adding /{path}"))?;
+        }
+        Addition::Symlink { target } => {
+            h.set_entry_type(tar::EntryType::Symlink);
+            set_common(&mut h, 0o777, epoch);
+            h.set_size(0);
+            b.append_link(&mut h, path, target).with_context(|| format!("adding link /{path}"))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{resolve, Request};
+    use crate::profile::ProfileSource;
+
+    fn plan() -> Plan {
+        resolve(&ProfileSource::Embedded, &Request { role: "proxy".into(), target: "x86_64-vm".into(), site: "example".into(), host: None }).unwrap()
+    }
+
+    /// A tiny base root in the shape mmdebstrap writes (./-prefixed, folders first).
+    fn base_tar(dir: &Path) -> PathBuf {
+        let p = dir.join("base.tar");
+        let mut b = tar::Builder::new(File::create(&p).unwrap());
+        let mut add = |path: &str, data: &[u8], kind: tar::EntryType| {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(kind);
+            h.set_mode(if kind == tar::EntryType::Directory { 0o755 } else { 0o644 });
+            h.set_size(data.len() as u64);
+            h.set_mtime(1);
+            b.append_data(&mut h, path, data).unwrap();
+        };
+        use tar::EntryType::{Directory as D, Regular as R};
+        add("./", b"", D);
+        add("./boot/", b"", D);
+        add("./boot/initrd.img-6.12-amd64", b"initrd", R);
+        add("./boot/vmlinuz-6.12-amd64", b"kernel", R);
+        add("./etc/", b"", D);
+        add("./etc/hostname", b"builder\n", R);
+        add("./etc/ssh/", b"", D);
+        add("./etc/ssh/ssh_host_ed25519_key", b"SECRET", R);
+        add("./usr/", b"", D);
+        add("./usr/lib/", b"", D);
+        add("./usr/lib/systemd/", b"", D);
+        add("./usr/lib/systemd/boot/", b"", D);
+        add("./usr/lib/systemd/boot/efi/", b"", D);
+        add("./usr/lib/systemd/boot/efi/systemd-bootx64.efi", b"MZboot", R);
+        b.finish().unwrap();
+        p
+    }
+
+    fn entries(tar_path: &Path) -> Vec<(String, Vec<u8>)> {
+        let mut a = tar::Archive::new(File::open(tar_path).unwrap());
+        a.entries()
+            .unwrap()
+            .map(|e| {
+                let mut e = e.unwrap();
+                let p = e.path().unwrap().to_string_lossy().into_owned();
+                let mut d = Vec::new();
+                e.read_to_end(&mut d).unwrap();
+                (p, d)
+            })
+            .collect()
+    }
+
+    fn run_stream(dir: &Path, additions: BTreeMap<String, Addition>) -> (PathBuf, Stats) {
+        let base = base_tar(dir);
+        let out = dir.join(format!("out-{}.tar", additions.len()));
+        let boot = dir.join("boot");
+        fs::create_dir_all(&boot).unwrap();
+        let stats = stream(&base, &out, &boot, additions, &plan()).unwrap();
+        (out, stats)
+    }
+
+    #[test]
+    fn replaces_in_place_appends_new_drops_host_keys_and_captures_boot_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut adds = BTreeMap::new();
+        adds.insert("etc/hostname".into(), Addition::File { content: b"edge\n".to_vec(), mode: 0o644 });
+        adds.insert("etc/imgforge/node.toml".into(), Addition::File { content: b"role = \"proxy\"\n".to_vec(), mode: 0o644 });
+        adds.insert("etc/systemd/system/multi-user.target.wants/x.service".into(), Addition::Symlink { target: "/etc/systemd/system/x.service".into() });
+        let (out, stats) = run_stream(dir.path(), adds);
+        let e = entries(&out);
+        let names: Vec<&str> = e.iter().map(|(p, _)| p.as_str()).collect();
+        let hostname_at = names.iter().position(|n| *n == "etc/hostname").unwrap();
+        assert!(hostname_at < names.iter().position(|n| *n == "usr/").unwrap(), "replaced in place: {names:?}");
+        assert_eq!(e[hostname_at].1, b"edge\n");
+        assert!(!names.iter().any(|n| n.contains("ssh_host_")), "host keys dropped: {names:?}");
+        let imgforge_dir = names.iter().position(|n| *n == "etc/imgforge/").expect("parent created");
+        assert!(imgforge_dir < names.iter().position(|n| *n == "etc/imgforge/node.toml").unwrap());
+        assert!(names.contains(&"etc/systemd/system/multi-user.target.wants/"), "{names:?}");
+        assert_eq!(fs::read(dir.path().join("boot/vmlinuz")).unwrap(), b"kernel");
+        assert_eq!(fs::read(dir.path().join("boot/systemd-boot.efi")).unwrap(), b"MZboot");
+        assert_eq!(stats.kernel_version, "6.12-amd64");
+    }
+
+    #[test]
+    fn same_input_same_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mk = || {
+            let mut a = BTreeMap::new();
+            a.insert("etc/z".to_string(), Addition::File { content: b"z".to_vec(), mode: 0o644 });
+            a.insert("opt/a/b".to_string(), Addition::File { content: b"b".to_vec(), mode: 0o755 });
+            a
+        };
+        let (one, _) = run_stream(dir.path(), mk());
+        let first = fs::read(&one).unwrap();
+        let (two, _) = run_stream(dir.path(), mk());
+        assert_eq!(first, fs::read(two).unwrap());
+    }
+}

@@ -1,0 +1,119 @@
+//! The filesystems and disk stages, cached together as one output: the disk file.
+//!
+//! Order: lay out the partitions, create the sparse file, write the GPT (disk), then the
+//! ESP's FAT32 in-process and the root ext4 by mke2fs at its offset (filesystems). The
+//! summary times "disk" and "filesystems" separately.
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+
+use super::compose::Composed;
+use super::{BuildOptions, Stage};
+use crate::cache::KeyBuilder;
+use crate::disk::{gpt, layout};
+use crate::fs::{ext4, fat};
+use crate::plan::Plan;
+use crate::progress::Progress;
+
+pub struct Image {
+    pub key: String,
+    pub disk: PathBuf,
+    pub layout: layout::Layout,
+}
+
+/// systemd-boot's configuration: boot the one entry at once (a server has no one to choose).
+const LOADER_CONF: &str = "default imgforge.conf\ntimeout 0\nconsole-mode keep\neditor no\n";
+
+pub fn loader_entry(plan: &Plan, c: &Composed) -> String {
+    format!(
+        "title imgforge {role} ({target}), Debian {suite}, Linux {kver}\n\
+         linux /imgforge/vmlinuz\n\
+         initrd /imgforge/initrd.img\n\
+         options {cmdline}\n",
+        role = plan.role,
+        target = plan.target,
+        suite = plan.suite,
+        kver = c.kernel_version,
+        cmdline = c.cmdline(plan),
+    )
+}
+
+pub fn run(plan: &Plan, opts: &BuildOptions, c: &Composed, progress: &mut Progress) -> Result<Image> {
+    const NAME: &str = "image";
+    let root_bytes = layout::root_size(c.data_bytes, c.entries, plan.root_free_mib);
+    let lay = layout::plan(plan.esp_size_mib, root_bytes);
+    let mut key = KeyBuilder::new(NAME);
+    key.add_str("compose", &c.key)
+        .add_str("layout", &format!("{lay:?}"))
+        .add_str("loader", &loader_entry(plan, c))
+        .add_str("epoch", &plan.source_date_epoch.to_string());
+    let key = key.finish();
+    if !opts.forced(Stage::Image) {
+        if let Some(dir) = opts.cache.lookup(NAME, &key) {
+            progress.cached("disk");
+            progress.cached("filesystems");
+            return Ok(Image { key, disk: dir.join("disk.img"), layout: lay });
+        }
+    }
+    ext4::check_mke2fs()?;
+    let pending = opts.cache.begin(NAME, &key)?;
+    let disk_path = pending.path().join("disk.img");
+
+    progress.start("disk", &format!("GPT, {} MiB", lay.total / layout::MIB));
+    let mut file = File::options()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&disk_path)
+        .with_context(|| format!("creating {}", disk_path.display()))?;
+    file.set_len(lay.total).with_context(|| format!("sizing {}", disk_path.display()))?;
+    gpt::write(&mut file, &lay, &c.ids, gpt::root_type(&plan.arch)?)
+        .with_context(|| format!("writing the partition table of {}", disk_path.display()))?;
+    progress.done("disk");
+
+    progress.start("filesystems", "ESP (FAT32) and root (ext4 from the root tar)");
+    write_esp(&mut file, plan, c, &lay).with_context(|| format!("writing the ESP of {}", disk_path.display()))?;
+    file.sync_all()?;
+    drop(file);
+    let t = Instant::now();
+    ext4::make_from_tar(&ext4::Ext4Options {
+        disk: &disk_path,
+        offset: lay.root.offset,
+        size: lay.root.len,
+        tar: &c.root_tar(),
+        uuid: c.ids.root_fs_uuid,
+        hash_seed: c.ids.root_hash_seed,
+        label: "root",
+        epoch: plan.source_date_epoch,
+    })?;
+    progress.detail(&format!("root ext4 written in {:.1}s", t.elapsed().as_secs_f64()));
+    File::open(&disk_path)?.sync_all()?;
+    let dir = pending.commit()?;
+    progress.done("filesystems");
+    Ok(Image { key, disk: dir.join("disk.img"), layout: lay })
+}
+
+fn write_esp(file: &mut File, plan: &Plan, c: &Composed, lay: &layout::Layout) -> Result<()> {
+    let read = |p: &Path| fs::read(p).with_context(|| format!("reading {}", p.display()));
+    let bootloader = read(&c.bootloader())?;
+    let kernel = read(&c.kernel())?;
+    let initrd = read(&c.initrd())?;
+    let entry = loader_entry(plan, c);
+    let removable = match plan.arch.as_str() {
+        "arm64" => "EFI/BOOT/BOOTAA64.EFI",
+        _ => "EFI/BOOT/BOOTX64.EFI",
+    };
+    let files = [
+        // The removable-media path: firmware boots it with no boot entry in NVRAM, which a
+        // freshly flashed disk never has.
+        fat::FatFile { path: removable.into(), content: &bootloader },
+        fat::FatFile { path: "loader/loader.conf".into(), content: LOADER_CONF.as_bytes() },
+        fat::FatFile { path: "loader/entries/imgforge.conf".into(), content: entry.as_bytes() },
+        fat::FatFile { path: "imgforge/vmlinuz".into(), content: &kernel },
+        fat::FatFile { path: "imgforge/initrd.img".into(), content: &initrd },
+    ];
+    fat::write_volume(file, lay.esp.offset, lay.esp.len, c.ids.fat_volume_id, "ESP", plan.source_date_epoch, &files)
+}

@@ -1,0 +1,78 @@
+//! The build pipeline (DESIGN.md section 3). Each stage reads its inputs, hashes everything
+//! it reads into a key, and either finds its output in the cache under that key or builds it
+//! in a temporary folder that is renamed into place when complete.
+
+pub mod base;
+pub mod binaries;
+pub mod compose;
+pub mod image;
+pub mod outputs;
+pub mod units;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::ValueEnum;
+
+use crate::cache::Cache;
+use crate::overlay::OverlaySource;
+use crate::plan::Plan;
+use crate::progress::Progress;
+
+/// The stages, in order. `--rebuild STAGE` ignores the cache from that stage on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+pub enum Stage {
+    Base,
+    Binaries,
+    Compose,
+    Image,
+    Outputs,
+}
+
+pub struct BuildOptions {
+    pub cache: Cache,
+    pub overlays: OverlaySource,
+    /// The imgforge workspace holding crates/gateway and crates/worker.
+    pub source_dir: PathBuf,
+    pub out_dir: PathBuf,
+    pub rebuild_from: Option<Stage>,
+}
+
+impl BuildOptions {
+    fn forced(&self, stage: Stage) -> bool {
+        self.rebuild_from.is_some_and(|from| stage >= from)
+    }
+}
+
+/// What a build produced.
+pub struct Built {
+    pub image: PathBuf,
+    pub outputs: outputs::Outputs,
+    pub compose: compose::Composed,
+}
+
+pub fn build(plan: &Plan, opts: &BuildOptions, progress: &mut Progress) -> Result<Built> {
+    let result = run_stages(plan, opts, progress);
+    if result.is_err() {
+        progress.abort();
+    }
+    result
+}
+
+fn run_stages(plan: &Plan, opts: &BuildOptions, progress: &mut Progress) -> Result<Built> {
+    let base = base::run(plan, opts, progress)?;
+    let bins = binaries::run(plan, opts, progress)?;
+    let composed = compose::run(plan, opts, &base, &bins, progress)?;
+    let image = image::run(plan, opts, &composed, progress)?;
+    let outputs = outputs::run(plan, opts, &base, &composed, &image, progress)?;
+    let mut lines = vec![
+        ("image".to_string(), outputs.image.display().to_string()),
+        ("size".to_string(), crate::progress::fmt_bytes(outputs.image_size)),
+        ("allocated".to_string(), crate::progress::fmt_bytes(outputs.image_allocated)),
+    ];
+    if let Some(q) = &outputs.qcow2 {
+        lines.push(("qcow2".to_string(), q.display().to_string()));
+    }
+    progress.summary(&lines);
+    Ok(Built { image: outputs.image.clone(), outputs, compose: composed })
+}

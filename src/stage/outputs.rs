@@ -1,0 +1,175 @@
+//! The outputs stage: `<role>-<target>.img` (sparse raw), `.qcow2`, `.manifest.json` and
+//! `SHA256SUMS` in the output folder. Each is written under a temporary name and renamed
+//! into place once complete, so an interrupted build leaves no half-written image.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::base::Base;
+use super::compose::Composed;
+use super::image::Image;
+use super::{BuildOptions, Stage};
+use crate::cache::{sha256_file, KeyBuilder};
+use crate::disk::gpt;
+use crate::plan::Plan;
+use crate::progress::Progress;
+use crate::sparse;
+use crate::tool::{self, HostTool};
+
+pub const QEMU_IMG: HostTool = HostTool { program: "qemu-img", package: "qemu-utils" };
+
+pub struct Outputs {
+    pub image: PathBuf,
+    pub qcow2: Option<PathBuf>,
+    pub manifest: PathBuf,
+    pub image_sha256: String,
+    pub image_size: u64,
+    pub image_allocated: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct FileRecord {
+    name: String,
+    size: u64,
+    sha256: String,
+}
+
+pub fn run(plan: &Plan, opts: &BuildOptions, base: &Base, c: &Composed, img: &Image, progress: &mut Progress) -> Result<Outputs> {
+    const NAME: &str = "outputs";
+    let name = plan.image_name();
+    let out = &opts.out_dir;
+    fs::create_dir_all(out).with_context(|| format!("creating output folder {}", out.display()))?;
+    let img_path = out.join(format!("{name}.img"));
+    let qcow_path = out.join(format!("{name}.qcow2"));
+    let manifest_path = out.join(format!("{name}.manifest.json"));
+    let mut key = KeyBuilder::new(NAME);
+    key.add_str("image", &img.key).add_str("version", env!("CARGO_PKG_VERSION"));
+    let key = key.finish();
+
+    if !opts.forced(Stage::Outputs) {
+        if let Some(sha) = up_to_date(&manifest_path, &key, &img_path, &qcow_path) {
+            progress.cached(NAME);
+            return Ok(Outputs {
+                image_size: fs::metadata(&img_path)?.len(),
+                image_allocated: sparse::allocated(&img_path)?,
+                image: img_path,
+                qcow2: Some(qcow_path),
+                manifest: manifest_path,
+                image_sha256: sha,
+            });
+        }
+    }
+    tool::require(&QEMU_IMG)?;
+    progress.start(NAME, &format!("{} (.img, .qcow2, manifest, SHA256SUMS)", out.display()));
+    let tmp = tempfile::Builder::new()
+        .prefix(".imgforge-tmp-")
+        .tempdir_in(out)
+        .with_context(|| format!("creating a temporary folder in {}", out.display()))?;
+    let tmp_img = tmp.path().join("image.img");
+    let img_sha = sparse::copy_and_hash(&img.disk, &tmp_img)?;
+    let tmp_qcow = tmp.path().join("image.qcow2");
+    tool::run(Command::new("qemu-img").args(["convert", "-f", "raw", "-O", "qcow2"]).arg(&tmp_img).arg(&tmp_qcow))
+        .context("converting the image to qcow2")?;
+    let qcow_sha = sha256_file(&tmp_qcow)?;
+    let img_size = fs::metadata(&tmp_img)?.len();
+    let files = vec![
+        FileRecord { name: format!("{name}.img"), size: img_size, sha256: img_sha.clone() },
+        FileRecord { name: format!("{name}.qcow2"), size: fs::metadata(&tmp_qcow)?.len(), sha256: qcow_sha },
+    ];
+    let manifest = manifest(plan, base, c, img, &key, &files)?;
+    let tmp_manifest = tmp.path().join("manifest.json");
+    fs::write(&tmp_manifest, serde_json::to_vec_pretty(&manifest)?)?;
+
+    // The manifest last: its presence with this key means the files beside it are complete.
+    rename(&tmp_img, &img_path)?;
+    rename(&tmp_qcow, &qcow_path)?;
+    rename(&tmp_manifest, &manifest_path)?;
+    update_sha256sums(out, &files)?;
+    progress.done(NAME);
+    Ok(Outputs {
+        image_allocated: sparse::allocated(&img_path)?,
+        image: img_path,
+        qcow2: Some(qcow_path),
+        manifest: manifest_path,
+        image_sha256: img_sha,
+        image_size: img_size,
+    })
+}
+
+fn rename(from: &Path, to: &Path) -> Result<()> {
+    fs::rename(from, to).with_context(|| format!("renaming {} to {}", from.display(), to.display()))
+}
+
+/// The image's sha256 if the outputs in place were made from this key and are intact.
+fn up_to_date(manifest: &Path, key: &str, img: &Path, qcow: &Path) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(&fs::read(manifest).ok()?).ok()?;
+    if v["build-key"].as_str()? != key {
+        return None;
+    }
+    let files: Vec<FileRecord> = serde_json::from_value(v["files"].clone()).ok()?;
+    for (f, p) in files.iter().zip([img, qcow]) {
+        if fs::metadata(p).ok()?.len() != f.size {
+            return None;
+        }
+    }
+    files.first().map(|f| f.sha256.clone())
+}
+
+fn manifest(plan: &Plan, base: &Base, c: &Composed, img: &Image, key: &str, files: &[FileRecord]) -> Result<serde_json::Value> {
+    let packages: Vec<serde_json::Value> = fs::read_to_string(&base.packages_tsv)
+        .with_context(|| format!("reading {}", base.packages_tsv.display()))?
+        .lines()
+        .filter_map(|l| l.split_once('\t'))
+        .map(|(n, v)| json!({"name": n, "version": v}))
+        .collect();
+    let mut f = fs::File::open(&img.disk)?;
+    let (_, parts) = gpt::read(&mut f)?;
+    let mut inputs: Vec<serde_json::Value> = plan.inputs.iter().map(|i| json!({"path": i.path, "sha256": i.sha256})).collect();
+    inputs.extend(c.overlays.iter().map(|(p, h)| json!({"path": format!("overlay:/{p}"), "sha256": h})));
+    Ok(json!({
+        "imgforge": env!("CARGO_PKG_VERSION"),
+        "build-key": key,
+        "role": plan.role,
+        "target": plan.target,
+        "host": plan.host.name,
+        "suite": plan.suite,
+        "arch": plan.arch,
+        "kernel": c.kernel_version,
+        "source-date-epoch": plan.source_date_epoch,
+        "stages": {"base": base.key, "compose": c.key, "image": img.key},
+        "inputs": inputs,
+        "partitions": parts.iter().map(|p| json!({
+            "number": p.number, "name": p.name, "type": p.type_name,
+            "partuuid": p.guid.to_string(), "offset": p.offset, "size": p.len,
+        })).collect::<Vec<_>>(),
+        "root-fs-uuid": c.ids.root_fs_uuid.to_string(),
+        "esp-volume-id": c.ids.fat_uuid(),
+        "files": files,
+        "packages": packages,
+        // Secret slots: names only, never values (the worker issue fills them).
+        "slots": [],
+    }))
+}
+
+/// Replaces the lines for `files` in `<out>/SHA256SUMS`, keeping other images' lines.
+fn update_sha256sums(out: &Path, files: &[FileRecord]) -> Result<()> {
+    let path = out.join("SHA256SUMS");
+    let old = fs::read_to_string(&path).unwrap_or_default();
+    let ours: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
+    let mut lines: Vec<String> = old
+        .lines()
+        .filter(|l| l.split_whitespace().nth(1).is_none_or(|n| !ours.contains(&n.trim_start_matches('*'))))
+        .map(str::to_string)
+        .collect();
+    lines.extend(files.iter().map(|f| format!("{}  {}", f.sha256, f.name)));
+    lines.sort_by(|a, b| a.split_whitespace().nth(1).cmp(&b.split_whitespace().nth(1)));
+    let tmp = tempfile::NamedTempFile::new_in(out)?;
+    fs::write(tmp.path(), lines.join("\n") + "\n")?;
+    tmp.persist(&path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
