@@ -57,6 +57,10 @@ fn service_unit(svc: &Service) -> String {
          [Unit]\n\
          Description={desc}\n\
          After=network.target\n\
+         # A service that fails 5 times in a minute is left failed, so the worker reports\n\
+         # it at once instead of watching it restart forever.\n\
+         StartLimitIntervalSec=60\n\
+         StartLimitBurst=5\n\
          \n\
          [Service]\n\
          ExecStart={exec}\n\

@@ -75,7 +75,9 @@ fn ready(cfg: &config::NodeConfig) -> Result<ExitCode> {
     let deadline = Instant::now() + Duration::from_secs(cfg.timeout_secs);
     let results = loop {
         let results = checks::run_all(cfg);
-        if results.iter().all(|r| r.ok) || Instant::now() >= deadline {
+        // A unit in the failed state has exhausted its restarts: waiting longer cannot help.
+        let hopeless = results.iter().any(|r| r.detail.as_deref().is_some_and(|d| d.ends_with(" is failed")));
+        if results.iter().all(|r| r.ok) || hopeless || Instant::now() >= deadline {
             break results;
         }
         std::thread::sleep(Duration::from_secs(1));

@@ -1,0 +1,215 @@
+//! Slow tests: build the real proxy x86_64-vm image (mmdebstrap, mke2fs, qemu-img) and
+//! boot it in QEMU under OVMF. Gated with #[ignore]; `scripts/test` runs them. See
+//! tests/README.md for how long each takes.
+//!
+//! The tests share one built image (built once) and run one at a time: QEMU under TCG and a
+//! build on the same two cores would only slow each other.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+static BUILT: OnceLock<PathBuf> = OnceLock::new();
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn imgforge(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_imgforge"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(args)
+        .output()
+        .expect("run imgforge")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// The output folder of the shared build.
+fn built() -> &'static Path {
+    BUILT.get_or_init(|| {
+        let out = tmp("image-out");
+        let o = imgforge(&["build", "--out", out.to_str().unwrap()]);
+        assert!(o.status.success(), "build failed:\n{}", text(&o.stderr));
+        out
+    })
+}
+
+fn image() -> PathBuf {
+    built().join("proxy-x86_64-vm.img")
+}
+
+fn run(cmd: &mut Command) -> String {
+    let o = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    let all = format!("{}{}", text(&o.stdout), text(&o.stderr));
+    assert!(o.status.success(), "{cmd:?} failed:\n{all}");
+    all
+}
+
+/// (offset, size) in bytes of partition `n` (1-based), as sfdisk reads it.
+fn partition(img: &Path, n: usize) -> (u64, u64) {
+    let v: serde_json::Value = serde_json::from_str(&run(Command::new("sfdisk").arg("--json").arg(img))).unwrap();
+    let p = &v["partitiontable"]["partitions"][n - 1];
+    (p["start"].as_u64().unwrap() * 512, p["size"].as_u64().unwrap() * 512)
+}
+
+fn stage_lines(stderr: &str) -> Vec<(String, String)> {
+    let summary = stderr.split("summary:\n").nth(1).expect("a summary");
+    summary
+        .lines()
+        .map_while(|l| {
+            let mut w = l.split_whitespace();
+            Some((w.next()?.to_string(), w.next()?.to_string()))
+        })
+        .collect()
+}
+
+fn sha256(p: &Path) -> String {
+    run(Command::new("sha256sum").arg(p)).split_whitespace().next().unwrap().to_string()
+}
+
+fn debugfs(img: &Path, offset: u64, request: &str) -> String {
+    run(Command::new("debugfs").arg("-R").arg(request).arg(format!("{}?offset={offset}", img.display())))
+}
+
+#[test]
+#[ignore = "slow: builds a real image (~1 min warm, ~4 min cold)"]
+fn image_passes_sfdisk_fsck_fat_and_e2fsck() {
+    let _g = serial();
+    let img = image();
+    run(Command::new("sfdisk").arg("-V").arg(&img));
+    let (esp_off, esp_len) = partition(&img, 1);
+    let (root_off, _) = partition(&img, 2);
+
+    // The ESP on its own, as firmware and fsck.fat see it.
+    let esp = tmp("esp").join("esp.img");
+    let data = std::fs::read(&img).unwrap();
+    std::fs::write(&esp, &data[esp_off as usize..(esp_off + esp_len) as usize]).unwrap();
+    let fsck = run(Command::new("fsck.fat").arg("-n").arg(&esp));
+    assert_eq!(fsck.lines().count(), 2, "fsck.fat found something to repair:\n{fsck}");
+    let listing = run(Command::new("mdir").args(["-i", esp.to_str().unwrap(), "-/", "-b", "::"]));
+    for f in ["::/EFI/BOOT/BOOTX64.EFI", "::/loader/loader.conf", "::/loader/entries/imgforge.conf", "::/imgforge/vmlinuz", "::/imgforge/initrd.img"] {
+        assert!(listing.lines().any(|l| l == f), "{f} missing from the ESP:\n{listing}");
+    }
+    let entry = run(Command::new("mtype").args(["-i", esp.to_str().unwrap(), "::/loader/entries/imgforge.conf"]));
+    assert!(entry.contains("options root=PARTUUID=") && entry.contains("console=ttyS0"), "{entry}");
+
+    let e2 = run(Command::new("e2fsck").arg("-fn").arg(format!("{}?offset={root_off}", img.display())));
+    assert!(e2.contains("files") && !e2.contains("Fix?"), "{e2}");
+
+    // What compose put in the root, and what it kept out.
+    let ssh = debugfs(&img, root_off, "ls -l /etc/ssh");
+    assert!(!ssh.contains("ssh_host_"), "the image must carry no SSH host keys:\n{ssh}");
+    let node = debugfs(&img, root_off, "cat /etc/imgforge/node.toml");
+    assert!(node.contains("role = \"proxy\"") && node.contains("units = [\"gateway.service\"]"), "{node}");
+    let wants = debugfs(&img, root_off, "ls /etc/systemd/system/multi-user.target.wants");
+    assert!(wants.contains("gateway.service") && wants.contains("imgforge-ready.service"), "{wants}");
+    let hostname = debugfs(&img, root_off, "cat /etc/hostname");
+    assert!(hostname.contains("edge"), "{hostname}");
+    let gw = debugfs(&img, root_off, "stat /usr/local/bin/gateway");
+    assert!(gw.contains("Mode:  0755") && gw.contains("User:     0"), "{gw}");
+
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(built().join("proxy-x86_64-vm.manifest.json")).unwrap()).unwrap();
+    let pkgs = manifest["packages"].as_array().unwrap();
+    assert!(pkgs.iter().any(|p| p["name"] == "systemd" && p["version"].as_str().unwrap().starts_with("257")), "trixie's systemd 257");
+    assert!(manifest["inputs"].as_array().unwrap().iter().all(|i| i["sha256"].as_str().unwrap().len() == 64));
+    let sums = std::fs::read_to_string(built().join("SHA256SUMS")).unwrap();
+    assert!(sums.contains(&format!("{}  proxy-x86_64-vm.img", sha256(&img))), "{sums}");
+    run(Command::new("qemu-img").arg("check").arg(built().join("proxy-x86_64-vm.qcow2")));
+}
+
+#[test]
+#[ignore = "slow: builds a real image twice (~1 min warm)"]
+fn same_inputs_give_the_same_image() {
+    let _g = serial();
+    let first = sha256(&image());
+    let out = tmp("rebuilt");
+    // Compose and every later stage run again from the same base and binaries.
+    let o = imgforge(&["build", "--rebuild", "compose", "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let stages = stage_lines(&text(&o.stderr));
+    assert!(stages.iter().any(|(s, t)| s == "compose" && t != "cached"), "compose ran again: {stages:?}");
+    assert_eq!(sha256(&out.join("proxy-x86_64-vm.img")), first, "two builds of the same inputs differ");
+}
+
+#[test]
+#[ignore = "slow: builds a real image (~1 min warm)"]
+fn unchanged_build_is_cached_and_an_overlay_edit_reruns_compose_onward() {
+    let _g = serial();
+    built();
+    let o = imgforge(&["build", "--out", built().to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let stages = stage_lines(&text(&o.stderr));
+    let names: Vec<&str> = stages.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(names, ["base", "binaries", "compose", "disk", "filesystems", "outputs", "total"]);
+    for (s, t) in &stages[..6] {
+        assert_eq!(t, "cached", "{s} rebuilt with nothing changed");
+    }
+
+    // One overlay file changed: base and binaries come from cache, the rest runs.
+    let overlays = tmp("overlays");
+    run(Command::new("cp").arg("-r").arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("overlays/.")).arg(&overlays));
+    let conf = overlays.join("common/etc/ssh/sshd_config.d/imgforge.conf");
+    let mut t = std::fs::read_to_string(&conf).unwrap();
+    t.push_str("# edited by the overlay test\n");
+    std::fs::write(&conf, t).unwrap();
+    let out = tmp("overlay-out");
+    let o = imgforge(&["build", "--overlays", overlays.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let stages = stage_lines(&text(&o.stderr));
+    for (s, t) in &stages[..6] {
+        let want_cached = s == "base" || s == "binaries";
+        assert_eq!(t == "cached", want_cached, "{s}: {t} ({stages:?})");
+    }
+    let img = out.join("proxy-x86_64-vm.img");
+    let (root_off, _) = partition(&img, 2);
+    assert!(debugfs(&img, root_off, "cat /etc/ssh/sshd_config.d/imgforge.conf").contains("edited by the overlay test"));
+}
+
+#[test]
+#[ignore = "slow: boots the image in QEMU under OVMF (~30-60 s under TCG)"]
+fn boot_test_reaches_ready_through_uefi_firmware() {
+    let _g = serial();
+    let out = built();
+    let o = imgforge(&["test", "--out", out.to_str().unwrap()]);
+    let err = text(&o.stderr);
+    assert!(o.status.success(), "imgforge test failed:\n{err}");
+    assert!(err.contains("(UEFI firmware, systemd-boot)"), "{err}");
+    assert_eq!(text(&o.stdout).trim(), "IMGFORGE-READY role=proxy target=x86_64-vm checks=4/4");
+    assert!(err.contains(", powered off"), "the worker powers off on imgforge.poweroff:\n{err}");
+    let log = std::fs::read_to_string(out.join("proxy-x86_64-vm.serial.log")).unwrap();
+    assert!(log.contains("IMGFORGE-READY"), "{log}");
+}
+
+#[test]
+#[ignore = "slow: builds and boots an image whose service fails (~1-2 min)"]
+fn a_failing_service_fails_the_boot_test_with_the_console_tail() {
+    let _g = serial();
+    built();
+    let dir = tmp("broken-profiles");
+    run(Command::new("cp").arg("-r").arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles")).arg(&dir));
+    std::fs::write(
+        dir.join("profiles/roles/broken.toml"),
+        "description = \"a role whose service always exits 1\"\n\n[[service]]\nname = \"always-fails\"\ndescription = \"fails\"\nexec = [\"/bin/false\"]\n",
+    )
+    .unwrap();
+    let out = tmp("broken-out");
+    let o = imgforge(&[
+        "test", "--role", "broken", "--profiles", dir.join("profiles").to_str().unwrap(), "--out", out.to_str().unwrap(),
+    ]);
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "a failed boot test exits 3:\n{err}");
+    assert!(err.contains("IMGFORGE-FAILED role=broken failed=always-fails.service"), "{err}");
+    assert!(err.contains("--- last lines of the serial console"), "{err}");
+}
