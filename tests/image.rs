@@ -65,13 +65,16 @@ fn partition(img: &Path, n: usize) -> (u64, u64) {
 
 fn stage_lines(stderr: &str) -> Vec<(String, String)> {
     let summary = stderr.split("summary:\n").nth(1).expect("a summary");
-    summary
-        .lines()
-        .map_while(|l| {
-            let mut w = l.split_whitespace();
-            Some((w.next()?.to_string(), w.next()?.to_string()))
-        })
-        .collect()
+    let mut rows = Vec::new();
+    for l in summary.lines() {
+        let mut w = l.split_whitespace();
+        let (Some(k), Some(v)) = (w.next(), w.next()) else { break };
+        rows.push((k.to_string(), v.to_string()));
+        if k == "total" {
+            break;
+        }
+    }
+    rows
 }
 
 fn sha256(p: &Path) -> String {

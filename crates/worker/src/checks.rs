@@ -34,10 +34,37 @@ pub fn run_all(cfg: &NodeConfig) -> Vec<CheckResult> {
     out
 }
 
+/// How long a unit must have been active to count: a crash-looping service is "active" for
+/// an instant after each restart, and a snapshot taken then would call it ready.
+const SETTLE_SECS: f64 = 3.0;
+
 fn unit_active(unit: &str) -> Result<(), String> {
-    let out = Command::new("systemctl").args(["is-active", unit]).output().map_err(|e| format!("systemctl: {e}"))?;
-    let state = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    if state == "active" { Ok(()) } else { Err(format!("{unit} is {state}")) }
+    let out = Command::new("systemctl")
+        .args(["show", unit, "-p", "ActiveState", "-p", "SubState", "-p", "NRestarts", "-p", "ActiveEnterTimestampMonotonic"])
+        .output()
+        .map_err(|e| format!("systemctl: {e}"))?;
+    let uptime = std::fs::read_to_string("/proc/uptime").unwrap_or_default();
+    let uptime_secs: f64 = uptime.split_whitespace().next().and_then(|u| u.parse().ok()).unwrap_or(0.0);
+    judge_unit(unit, &String::from_utf8_lossy(&out.stdout), uptime_secs)
+}
+
+/// Decides a unit check from `systemctl show` properties and the time since boot.
+pub fn judge_unit(unit: &str, props: &str, uptime_secs: f64) -> Result<(), String> {
+    let get = |k: &str| props.lines().find_map(|l| l.strip_prefix(k)?.strip_prefix('=')).unwrap_or("");
+    let state = get("ActiveState");
+    if state == "failed" {
+        // Callers stop waiting on this exact wording: the unit gave up restarting.
+        return Err(format!("{unit} is failed"));
+    }
+    if state != "active" {
+        return Err(format!("{unit} is {state} ({}, {} restarts)", get("SubState"), get("NRestarts")));
+    }
+    let since = get("ActiveEnterTimestampMonotonic").parse::<f64>().unwrap_or(0.0) / 1e6;
+    let active_for = uptime_secs - since;
+    if active_for < SETTLE_SECS {
+        return Err(format!("{unit} active for only {active_for:.1} s"));
+    }
+    Ok(())
 }
 
 fn no_failed_units() -> Result<(), String> {
@@ -116,6 +143,17 @@ pub fn to_json(cfg: &NodeConfig, results: &[CheckResult]) -> String {
 mod tests {
     use super::*;
     use std::net::TcpListener;
+
+    #[test]
+    fn a_unit_counts_once_it_has_stayed_active() {
+        let props = |state: &str, since_us: u64| format!("ActiveState={state}\nSubState=running\nNRestarts=0\nActiveEnterTimestampMonotonic={since_us}\n");
+        assert!(judge_unit("a.service", &props("active", 10_000_000), 20.0).is_ok());
+        let err = judge_unit("a.service", &props("active", 19_000_000), 20.0).unwrap_err();
+        assert!(err.contains("active for only 1.0 s"), "{err}");
+        assert_eq!(judge_unit("a.service", &props("failed", 0), 20.0).unwrap_err(), "a.service is failed");
+        let err = judge_unit("a.service", "ActiveState=activating\nSubState=auto-restart\nNRestarts=3\n", 20.0).unwrap_err();
+        assert_eq!(err, "a.service is activating (auto-restart, 3 restarts)");
+    }
 
     #[test]
     fn url_and_status_parsing() {
