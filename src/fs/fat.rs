@@ -1,7 +1,7 @@
 //! The FAT writer: a FAT32 volume written in one pass into a region of the disk file.
 //!
-//! Why not the `fatfs` crate's writer: its released version (0.3.6, the newest on
-//! crates.io) writes every directory's `.` and `..` entries with long-name records and points
+//! Why not the `fatfs` crate's writer: its newest release (0.3.6) writes every
+//! directory's `.` and `..` entries with long-name records and points
 //! `..` at the root's cluster, which `fsck.fat` rejects (the fix is only in its unreleased
 //! branch). A fresh volume with known files is a small, fixed job: boot sector, FSInfo and
 //! their backups, two FATs, then folders and files in contiguous clusters. `fatfs` stays as
