@@ -1,5 +1,6 @@
 //! Exit codes: 0 ok, 1 a user or configuration error, 2 an internal error, 3 a boot test
-//! that failed (the node reported IMGFORGE-FAILED, panicked, or never became ready).
+//! that failed (the node reported IMGFORGE-FAILED, panicked, or never became ready), 130
+//! interrupted by Ctrl-C or SIGTERM.
 
 use std::process::ExitCode;
 
@@ -17,6 +18,8 @@ pub const OK: u8 = 0;
 pub const USER: u8 = 1;
 pub const INTERNAL: u8 = 2;
 pub const BOOT_FAILED: u8 = 3;
+/// As a shell reports a command ended by SIGINT.
+pub const INTERRUPTED: u8 = 130;
 
 /// Marks an error as the user's to fix, keeping its whole cause chain in the message.
 pub fn user(e: anyhow::Error) -> anyhow::Error {
@@ -24,7 +27,9 @@ pub fn user(e: anyhow::Error) -> anyhow::Error {
 }
 
 pub fn code_for(e: &anyhow::Error) -> ExitCode {
-    let code = if e.chain().any(|c| c.is::<BootFailed>()) {
+    let code = if e.chain().any(|c| c.is::<crate::interrupt::Interrupted>()) {
+        INTERRUPTED
+    } else if e.chain().any(|c| c.is::<BootFailed>()) {
         BOOT_FAILED
     } else if e.chain().any(|c| c.is::<UserError>()) {
         USER

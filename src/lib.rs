@@ -13,6 +13,7 @@ pub mod disk;
 pub mod exit;
 pub mod fs;
 pub mod ids;
+pub mod interrupt;
 pub mod overlay;
 pub mod plan;
 pub mod profile;

@@ -163,7 +163,11 @@ pub fn boot_and_wait(o: &BootOptions, serial_log: &Path, mut on_line: impl FnMut
     let deadline = started + o.timeout;
     let mut verdict = None;
     loop {
-        let left = deadline.saturating_duration_since(Instant::now());
+        crate::interrupt::check()?;
+        let left = deadline.saturating_duration_since(Instant::now()).min(Duration::from_millis(500));
+        if left.is_zero() {
+            break;
+        }
         match rx.recv_timeout(left) {
             Ok(line) => {
                 let _ = writeln!(log, "{line}");
@@ -173,7 +177,7 @@ pub fn boot_and_wait(o: &BootOptions, serial_log: &Path, mut on_line: impl FnMut
                     break;
                 }
             }
-            Err(mpsc::RecvTimeoutError::Timeout) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => continue,
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
     }

@@ -23,6 +23,7 @@ pub fn copy_and_hash(src: &Path, dst: &Path) -> Result<String> {
     let mut h = Sha256::new();
     let mut buf = vec![0u8; CHUNK];
     loop {
+        crate::interrupt::check()?;
         let n = read_full(&mut input, &mut buf).with_context(|| format!("reading {}", src.display()))?;
         if n == 0 {
             break;

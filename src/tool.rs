@@ -69,6 +69,7 @@ pub fn run(cmd: &mut Command) -> Result<Vec<u8>> {
         .output()
         .with_context(|| format!("starting `{}`", display(cmd)))?;
     if !out.status.success() {
+        crate::interrupt::check()?;
         let text = String::from_utf8_lossy(&out.stderr);
         let mut tail: Vec<&str> = text.lines().rev().take(TAIL_LINES).collect();
         tail.reverse();
@@ -111,7 +112,10 @@ pub fn run_streaming(cmd: &mut Command, mut on_line: impl FnMut(&str)) -> Result
     let status = child
         .wait()
         .with_context(|| format!("waiting for `{}`", display(cmd)))?;
+    // A tool that caught the signal may still exit 0 with half its work done.
+    crate::interrupt::check()?;
     if !status.success() {
+        crate::interrupt::check()?;
         bail!(
             "`{}` failed ({}):\n{}",
             display(cmd),

@@ -216,3 +216,36 @@ fn a_failing_service_fails_the_boot_test_with_the_console_tail() {
     assert!(err.contains("IMGFORGE-FAILED role=broken failed=always-fails.service"), "{err}");
     assert!(err.contains("--- last lines of the serial console"), "{err}");
 }
+
+#[test]
+#[ignore = "slow: starts a build and interrupts it (~10 s warm)"]
+fn an_interrupted_build_leaves_no_output_and_no_temporary_files() {
+    let _g = serial();
+    built();
+    let out = tmp("interrupted-out");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_imgforge"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["build", "--rebuild", "compose", "--out", out.to_str().unwrap()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Base and binaries come from cache at once; compose, image and outputs take ~6 s.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    run(Command::new("kill").args(["-INT", &child.id().to_string()]));
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(130), "interrupted builds exit 130:\n{err}");
+    assert!(err.contains("interrupted; temporary files removed"), "{err}");
+    let left: Vec<_> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(left.is_empty(), "nothing may be left in the output folder: {left:?}");
+    let cache = std::env::var_os("IMGFORGE_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/imgforge"));
+    for stage in std::fs::read_dir(cache.join("stages")).unwrap() {
+        for e in std::fs::read_dir(stage.unwrap().path()).unwrap() {
+            let name = e.unwrap().file_name().to_string_lossy().into_owned();
+            assert!(!name.starts_with(".tmp-"), "a temporary stage folder was left in the cache: {name}");
+        }
+    }
+}

@@ -206,6 +206,7 @@ fn stream(base_tar: &Path, out_tar: &Path, boot_dir: &Path, mut additions: BTree
     let epoch = plan.source_date_epoch;
 
     for entry in archive.entries().context("reading the base tar")? {
+        crate::interrupt::check()?;
         let mut entry = entry.context("reading a base tar entry")?;
         let path = normalize(&entry.path()?);
         if path.is_empty() {

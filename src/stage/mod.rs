@@ -60,10 +60,15 @@ pub fn build(plan: &Plan, opts: &BuildOptions, progress: &mut Progress) -> Resul
 }
 
 fn run_stages(plan: &Plan, opts: &BuildOptions, progress: &mut Progress) -> Result<Built> {
+    use crate::interrupt::check;
     let base = base::run(plan, opts, progress)?;
+    check()?;
     let bins = binaries::run(plan, opts, progress)?;
+    check()?;
     let composed = compose::run(plan, opts, &base, &bins, progress)?;
+    check()?;
     let image = image::run(plan, opts, &composed, progress)?;
+    check()?;
     let outputs = outputs::run(plan, opts, &base, &composed, &image, progress)?;
     let mut lines = vec![
         ("image".to_string(), outputs.image.display().to_string()),

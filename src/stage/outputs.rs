@@ -85,6 +85,7 @@ pub fn run(plan: &Plan, opts: &BuildOptions, base: &Base, c: &Composed, img: &Im
     let tmp_manifest = tmp.path().join("manifest.json");
     fs::write(&tmp_manifest, serde_json::to_vec_pretty(&manifest)?)?;
 
+    crate::interrupt::check()?;
     // The manifest last: its presence with this key means the files beside it are complete.
     rename(&tmp_img, &img_path)?;
     rename(&tmp_qcow, &qcow_path)?;
