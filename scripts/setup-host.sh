@@ -19,6 +19,7 @@ declare -A RELEASE_PKGS=(
   [bmaptool]=bmap-tools
   [xz]=xz-utils
   [systemd-analyze]=systemd
+  [curl]=curl
 )
 OVMF_CODE=/usr/share/OVMF/OVMF_CODE_4M.fd
 

@@ -284,7 +284,16 @@ pub fn interactive(o: &BootOptions) -> Result<ExitStatus> {
     let mut cmd = command(o, &vars, "mon:stdio")?;
     let line = tool::display(&cmd);
     eprintln!("imgforge: {line}\nimgforge: Ctrl-A X quits QEMU");
-    cmd.status().with_context(|| format!("running `{line}`"))
+    let mut child = Guard(cmd.spawn().with_context(|| format!("starting `{line}`"))?);
+    // The terminal is in raw mode (Ctrl-C goes to the guest); a SIGTERM to imgforge must
+    // still stop QEMU rather than leave it running unattended.
+    loop {
+        if let Some(status) = child.0.try_wait()? {
+            return Ok(status);
+        }
+        crate::interrupt::check()?;
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 #[cfg(test)]
