@@ -81,6 +81,11 @@ fn sha256(p: &Path) -> String {
     run(Command::new("sha256sum").arg(p)).split_whitespace().next().unwrap().to_string()
 }
 
+/// The cache the imgforge under test uses (its default, as `cache::default_dir` picks it).
+fn cache_dir() -> PathBuf {
+    imgforge::cache::default_dir()
+}
+
 fn debugfs(img: &Path, offset: u64, request: &str) -> String {
     run(Command::new("debugfs").arg("-R").arg(request).arg(format!("{}?offset={offset}", img.display())))
 }
@@ -239,9 +244,7 @@ fn an_interrupted_build_leaves_no_output_and_no_temporary_files() {
     assert!(err.contains("interrupted; temporary files removed"), "{err}");
     let left: Vec<_> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert!(left.is_empty(), "nothing may be left in the output folder: {left:?}");
-    let cache = std::env::var_os("IMGFORGE_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/imgforge"));
+    let cache = cache_dir();
     for stage in std::fs::read_dir(cache.join("stages")).unwrap() {
         for e in std::fs::read_dir(stage.unwrap().path()).unwrap() {
             let name = e.unwrap().file_name().to_string_lossy().into_owned();
@@ -258,9 +261,7 @@ fn generated_units_pass_the_images_own_systemd_analyze_verify() {
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(built().join("proxy-x86_64-vm.manifest.json")).unwrap()).unwrap();
     let key = manifest["stages"]["compose"].as_str().unwrap();
-    let cache = std::env::var_os("IMGFORGE_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/imgforge"));
+    let cache = cache_dir();
     let root = tmp("verify-root");
     run(Command::new("tar").arg("-xf").arg(cache.join("stages/compose").join(key).join("root.tar")).arg("-C").arg(&root));
     let unit_dir = root.join("etc/systemd/system");

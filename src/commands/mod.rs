@@ -17,6 +17,7 @@ use crate::exit::user;
 use crate::overlay::OverlaySource;
 use crate::plan::{Plan, Request};
 use crate::profile::ProfileSource;
+use crate::qemu::Firmware;
 use crate::stage::BuildOptions;
 
 pub fn run(command: Command) -> Result<()> {
@@ -35,6 +36,24 @@ fn resolve_plan(a: &ProfileArgs) -> Result<Plan> {
     let src = ProfileSource::choose(a.profiles.as_deref()).map_err(user)?;
     let req = Request { role: a.role.clone(), target: a.target.clone(), site: a.site.clone(), host: a.host.clone() };
     crate::plan::resolve(&src, &req).map_err(user)
+}
+
+/// Builds the image (from cache when unchanged) and says how QEMU starts its kernel.
+fn build_for_boot(a: &BuildArgs, direct_kernel: bool) -> Result<(Plan, BuildOptions, crate::stage::Built, Firmware)> {
+    let plan = resolve_plan(&a.profile)?;
+    let opts = build_options(a)?;
+    let mut progress = crate::progress::Progress::new(a.quiet);
+    let built = crate::stage::build(&plan, &opts, &mut progress)?;
+    let firmware = if direct_kernel {
+        Firmware::DirectKernel {
+            kernel: built.compose.kernel(),
+            initrd: built.compose.initrd(),
+            cmdline: built.compose.cmdline(&plan),
+        }
+    } else {
+        Firmware::Uefi
+    };
+    Ok((plan, opts, built, firmware))
 }
 
 fn build_options(a: &BuildArgs) -> Result<BuildOptions> {

@@ -3,23 +3,10 @@ use std::time::Duration;
 use anyhow::Result;
 
 use crate::cli::TestArgs;
-use crate::progress::Progress;
-use crate::qemu::{self, BootOptions, Firmware};
+use crate::qemu::{self, BootOptions};
 
 pub fn run(a: TestArgs) -> Result<()> {
-    let plan = super::resolve_plan(&a.build.profile)?;
-    let opts = super::build_options(&a.build)?;
-    let mut progress = Progress::new(a.build.quiet);
-    let built = crate::stage::build(&plan, &opts, &mut progress)?;
-    let firmware = if a.direct_kernel {
-        Firmware::DirectKernel {
-            kernel: built.compose.kernel(),
-            initrd: built.compose.initrd(),
-            cmdline: built.compose.cmdline(&plan),
-        }
-    } else {
-        Firmware::Uefi
-    };
+    let (plan, opts, built, firmware) = super::build_for_boot(&a.build, a.direct_kernel)?;
     let boot = BootOptions {
         qemu: plan.qemu.clone(),
         image: built.image.clone(),
