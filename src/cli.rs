@@ -28,6 +28,8 @@ pub enum Command {
     List(ListArgs),
     /// Show an image's partitions, filesystems and manifest.
     Inspect(InspectArgs),
+    /// Write secret values into an image's seed area (checked against its slots).
+    Seed(SeedArgs),
 }
 
 #[derive(Debug, Args)]
@@ -114,6 +116,15 @@ pub struct ListArgs {
 pub struct InspectArgs {
     /// The raw image (.img) to inspect.
     pub image: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct SeedArgs {
+    /// The raw image (.img) to seed.
+    pub image: PathBuf,
+    /// TOML file with one `slot-name = "value"` per slot (see profiles/secrets.example.toml).
+    #[arg(long, value_name = "FILE")]
+    pub secrets: PathBuf,
 }
 
 fn parse_forward(s: &str) -> Result<(u16, u16), String> {

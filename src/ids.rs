@@ -12,6 +12,7 @@ const NAMESPACE: Uuid = Uuid::from_u128(0x5f0d_2a8e_7c41_4b4e_9a57_1d2c_3e4f_6a7
 pub struct Ids {
     pub disk_guid: Uuid,
     pub esp_partuuid: Uuid,
+    pub seed_partuuid: Uuid,
     pub root_partuuid: Uuid,
     pub root_fs_uuid: Uuid,
     pub root_hash_seed: Uuid,
@@ -25,6 +26,7 @@ impl Ids {
         Ids {
             disk_guid: id("disk"),
             esp_partuuid: id("esp-partition"),
+            seed_partuuid: id("seed-partition"),
             root_partuuid: id("root-partition"),
             root_fs_uuid: id("root-filesystem"),
             root_hash_seed: id("root-hash-seed"),

@@ -19,6 +19,7 @@ pub mod plan;
 pub mod profile;
 pub mod progress;
 pub mod qemu;
+pub mod seed;
 pub mod sparse;
 pub mod stage;
 pub mod tool;

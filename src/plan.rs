@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::cache::sha256_bytes;
 use crate::profile::load::parse_toml;
 use crate::profile::merge::Merge;
-use crate::profile::{Layer, ProfileSource, Qemu, Service, Site};
+use crate::profile::{Layer, ProfileSource, Qemu, Service, Site, Slot};
 
 pub const DEFAULT_ROLE: &str = "proxy";
 pub const DEFAULT_TARGET: &str = "x86_64-vm";
@@ -50,6 +50,8 @@ pub struct Plan {
     pub source_date_epoch: u64,
     #[serde(rename = "service")]
     pub services: Vec<Service>,
+    #[serde(rename = "slot")]
+    pub slots: Vec<Slot>,
     pub qemu: QemuPlan,
     /// The profile files read, with their hashes (recorded in manifest.json).
     pub inputs: Vec<Input>,
@@ -139,6 +141,15 @@ pub fn resolve(src: &ProfileSource, req: &Request) -> Result<Plan> {
     for svc in &layer.services {
         validate_service(svc, &rfile.display)?;
     }
+    for slot in &layer.slots {
+        let ok = !slot.name.is_empty() && slot.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+        if !ok {
+            bail!("{}: slot name `{}` must be lower-case letters, digits, '-' or '_'", rfile.display, slot.name);
+        }
+        if !layer.services.iter().any(|s| s.name == slot.service) {
+            bail!("{}: slot `{}` is read by service `{}`, which the role does not run", rfile.display, slot.name, slot.service);
+        }
+    }
     let q = layer.qemu.unwrap_or_default();
     let qemu = resolve_qemu(q, &tfile.display)?;
 
@@ -169,6 +180,7 @@ pub fn resolve(src: &ProfileSource, req: &Request) -> Result<Plan> {
         boot_timeout_secs: layer.boot_timeout_secs.unwrap_or(300),
         source_date_epoch,
         services: layer.services,
+        slots: layer.slots,
         qemu,
         inputs,
     })

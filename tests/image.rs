@@ -97,7 +97,7 @@ fn image_passes_sfdisk_fsck_fat_and_e2fsck() {
     let img = image();
     run(Command::new("sfdisk").arg("-V").arg(&img));
     let (esp_off, esp_len) = partition(&img, 1);
-    let (root_off, _) = partition(&img, 2);
+    let (root_off, _) = partition(&img, 3);
 
     // The ESP on its own, as firmware and fsck.fat see it.
     let esp = tmp("esp").join("esp.img");
@@ -181,7 +181,7 @@ fn unchanged_build_is_cached_and_an_overlay_edit_reruns_compose_onward() {
         assert_eq!(t == "cached", want_cached, "{s}: {t} ({stages:?})");
     }
     let img = out.join("proxy-x86_64-vm.img");
-    let (root_off, _) = partition(&img, 2);
+    let (root_off, _) = partition(&img, 3);
     assert!(debugfs(&img, root_off, "cat /etc/ssh/sshd_config.d/imgforge.conf").contains("edited by the overlay test"));
 }
 

@@ -19,7 +19,15 @@ pub fn run(a: InspectArgs) -> Result<()> {
     println!("partition table: gpt, disk guid {guid}");
     for p in &parts {
         println!("  {} {:<6} offset {:>10} size {:>10}  type {}  partuuid {}", p.number, p.name, p.offset, fmt_bytes(p.len), p.type_name, p.guid);
-        if let Ok((id, label, files)) = fat::list(&mut f, p.offset, p.len) {
+        if p.name == crate::seed::PART_NAME {
+            let state = crate::seed::read(&mut f)?;
+            let names: Vec<&str> = state.slots.iter().map(|s| s.name.as_str()).collect();
+            let seeded = match &state.secrets {
+                Some(v) => format!("seeded ({} values)", v.len()),
+                None => "not seeded".into(),
+            };
+            println!("    seed area: slots {}; {seeded}", if names.is_empty() { "none".into() } else { names.join(", ") });
+        } else if let Ok((id, label, files)) = fat::list(&mut f, p.offset, p.len) {
             println!("    vfat label {label:?} volume id {:04X}-{:04X}", id >> 16, id & 0xffff);
             for (name, len) in files {
                 println!("      {name} ({len} bytes)");

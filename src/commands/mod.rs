@@ -5,6 +5,7 @@ mod build;
 mod inspect;
 mod list;
 mod plan;
+mod seed;
 mod test;
 
 use std::path::PathBuf;
@@ -28,6 +29,7 @@ pub fn run(command: Command) -> Result<()> {
         Command::Plan(a) => plan::run(a),
         Command::List(a) => list::run(a),
         Command::Inspect(a) => inspect::run(a),
+        Command::Seed(a) => seed::run(a),
     }
 }
 

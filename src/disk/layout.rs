@@ -22,6 +22,9 @@ impl Extent {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Layout {
     pub esp: Extent,
+    /// The seed area (secrets given at flash time), between the ESP and the root so the
+    /// root stays last and can grow to fill the card.
+    pub seed: Extent,
     pub root: Extent,
     pub total: u64,
 }
@@ -38,11 +41,12 @@ pub fn root_size(data_bytes: u64, entries: u64, free_mib: u64) -> u64 {
     with_reserve.div_ceil(MIB) * MIB
 }
 
-pub fn plan(esp_mib: u64, root_bytes: u64) -> Layout {
+pub fn plan(esp_mib: u64, seed_bytes: u64, root_bytes: u64) -> Layout {
     let esp = Extent { offset: MIB, len: esp_mib * MIB };
-    let root = Extent { offset: esp.offset + esp.len, len: root_bytes.div_ceil(MIB) * MIB };
+    let seed = Extent { offset: esp.offset + esp.len, len: seed_bytes.div_ceil(MIB) * MIB };
+    let root = Extent { offset: seed.offset + seed.len, len: root_bytes.div_ceil(MIB) * MIB };
     // 1 MiB at the end holds the backup GPT (33 sectors) and keeps the size MiB-aligned.
-    Layout { esp, root, total: root.offset + root.len + MIB }
+    Layout { esp, seed, root, total: root.offset + root.len + MIB }
 }
 
 #[cfg(test)]
@@ -51,10 +55,11 @@ mod tests {
 
     #[test]
     fn partitions_are_aligned_and_disjoint() {
-        let l = plan(64, 300 * MIB + 5);
+        let l = plan(64, MIB, 300 * MIB + 5);
         assert_eq!(l.esp.offset % MIB, 0);
         assert_eq!(l.root.offset % MIB, 0);
-        assert_eq!(l.root.offset, l.esp.offset + l.esp.len);
+        assert_eq!(l.seed.offset, l.esp.offset + l.esp.len);
+        assert_eq!(l.root.offset, l.seed.offset + l.seed.len);
         assert_eq!(l.root.len, 301 * MIB);
         assert_eq!(l.total, l.root.offset + l.root.len + MIB);
         assert_eq!(l.esp.first_lba(), 2048);

@@ -55,6 +55,12 @@ impl Merge for Layer {
                 None => self.services.push(svc),
             }
         }
+        for slot in later.slots {
+            match self.slots.iter_mut().find(|s| s.name == slot.name) {
+                Some(existing) => *existing = slot,
+                None => self.slots.push(slot),
+            }
+        }
         match (&mut self.qemu, later.qemu) {
             (Some(q), Some(l)) => q.merge(l),
             (q @ None, l) => *q = l,

@@ -10,4 +10,4 @@ pub mod merge;
 pub mod schema;
 
 pub use load::ProfileSource;
-pub use schema::{Layer, Qemu, Service, Site};
+pub use schema::{Layer, Qemu, Service, Site, Slot};

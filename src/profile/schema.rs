@@ -43,8 +43,33 @@ pub struct Layer {
     /// Services run by systemd. A later layer's service of the same name replaces it.
     #[serde(default, rename = "service", skip_serializing_if = "Vec::is_empty")]
     pub services: Vec<Service>,
+    /// Secret slots: named places for secrets, filled when the card is seeded or flashed
+    /// (or generated on first boot), never stored in the image. Replaced by name.
+    #[serde(default, rename = "slot", skip_serializing_if = "Vec::is_empty")]
+    pub slots: Vec<Slot>,
     /// How QEMU runs this target in `imgforge test` and `imgforge boot`.
     pub qemu: Option<Qemu>,
+}
+
+/// A named secret the node needs. The image carries the name, never a value.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Slot {
+    /// Key of the secret in the secrets file, e.g. `jupyter-htpasswd`.
+    pub name: String,
+    pub description: String,
+    /// The service (unit name without .service) that reads it.
+    pub service: String,
+    /// Seeding must give a value (unless `generate` is set).
+    #[serde(default = "yes")]
+    pub required: bool,
+    /// The node may generate the value on first boot when none is seeded.
+    #[serde(default)]
+    pub generate: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// A service the role runs, rendered into a systemd unit.

@@ -5,6 +5,7 @@
 //! summary times "disk" and "filesystems" separately.
 
 use std::fs::{self, File};
+use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -17,6 +18,7 @@ use crate::disk::{gpt, layout};
 use crate::fs::{ext4, fat};
 use crate::plan::Plan;
 use crate::progress::Progress;
+use crate::seed;
 
 pub struct Image {
     pub key: String,
@@ -44,11 +46,12 @@ pub fn loader_entry(plan: &Plan, c: &Composed) -> String {
 pub fn run(plan: &Plan, opts: &BuildOptions, c: &Composed, progress: &mut Progress) -> Result<Image> {
     const NAME: &str = "image";
     let root_bytes = layout::root_size(c.data_bytes, c.entries, plan.root_free_mib);
-    let lay = layout::plan(plan.esp_size_mib, root_bytes);
+    let lay = layout::plan(plan.esp_size_mib, seed::SIZE, root_bytes);
     let mut key = KeyBuilder::new(NAME);
     key.add_str("compose", &c.key)
         .add_str("layout", &format!("{lay:?}"))
         .add_str("loader", &loader_entry(plan, c))
+        .add_str("slots", &format!("{:?}", plan.slots))
         .add_str("epoch", &plan.source_date_epoch.to_string());
     let key = key.finish();
     if !opts.forced(Stage::Image) {
@@ -72,6 +75,10 @@ pub fn run(plan: &Plan, opts: &BuildOptions, c: &Composed, progress: &mut Progre
     file.set_len(lay.total).with_context(|| format!("sizing {}", disk_path.display()))?;
     gpt::write(&mut file, &lay, &c.ids, gpt::root_type(&plan.arch)?)
         .with_context(|| format!("writing the partition table of {}", disk_path.display()))?;
+    // The seed area carries the slot names from the start: seeding checks against them.
+    let area = seed::initial_area(&plan.slots)?;
+    file.seek(SeekFrom::Start(lay.seed.offset))?;
+    file.write_all(&area).context("writing the seed area's slot list")?;
     progress.done("disk");
 
     progress.start("filesystems", "ESP (FAT32) and root (ext4 from the root tar)");

@@ -152,8 +152,10 @@ fn manifest(plan: &Plan, base: &Base, c: &Composed, img: &Image, key: &str, file
         "esp-volume-id": c.ids.fat_uuid(),
         "files": files,
         "packages": packages,
-        // Secret slots: names only, never values (the worker issue fills them).
-        "slots": [],
+        // Secret slots: names only, never values.
+        "slots": plan.slots.iter().map(|s| json!({
+            "name": s.name, "service": s.service, "required": s.required, "generate": s.generate,
+        })).collect::<Vec<_>>(),
     }))
 }
 

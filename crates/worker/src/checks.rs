@@ -113,7 +113,10 @@ fn http_ok(url: &str) -> Result<(), String> {
     let mut s = TcpStream::connect_timeout(&resolve(&authority)?, Duration::from_secs(2)).map_err(|e| format!("{url}: {e}"))?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok();
     let host = authority.split(':').next().unwrap_or("localhost");
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: imgforge-worker\r\n\r\n").map_err(|e| format!("{url}: {e}"))?;
+    // One write: `write!` on a socket sends each piece separately, and a server that reads
+    // once and closes would reset the connection.
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: imgforge-worker\r\n\r\n");
+    s.write_all(request.as_bytes()).map_err(|e| format!("{url}: {e}"))?;
     let mut buf = [0u8; 512];
     let n = s.read(&mut buf).map_err(|e| format!("{url}: {e}"))?;
     let head = String::from_utf8_lossy(&buf[..n]);
@@ -171,8 +174,13 @@ mod tests {
         let server = std::thread::spawn(move || {
             for (i, s) in l.incoming().take(2).enumerate() {
                 let mut s = s.unwrap();
+                let mut req = Vec::new();
                 let mut buf = [0u8; 1024];
-                let _ = s.read(&mut buf);
+                while !req.ends_with(b"\r\n\r\n") {
+                    let n = s.read(&mut buf).unwrap();
+                    assert!(n > 0, "request ended early");
+                    req.extend_from_slice(&buf[..n]);
+                }
                 let reply = if i == 0 { "HTTP/1.1 200 OK\r\n\r\nok" } else { "HTTP/1.1 503 Busy\r\n\r\n" };
                 s.write_all(reply.as_bytes()).unwrap();
             }
