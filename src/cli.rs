@@ -30,6 +30,8 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Write secret values into an image's seed area (checked against its slots).
     Seed(SeedArgs),
+    /// Write an image to a card (or a file), verified, then seed its secrets.
+    Flash(FlashArgs),
 }
 
 #[derive(Debug, Args)]
@@ -125,6 +127,35 @@ pub struct SeedArgs {
     /// TOML file with one `slot-name = "value"` per slot (see profiles/secrets.example.toml).
     #[arg(long, value_name = "FILE")]
     pub secrets: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct FlashArgs {
+    /// The image: .img, or .img.xz (decompressed as it is written).
+    pub image: PathBuf,
+    /// The card's block device (e.g. /dev/sdb), or a file with --file-target.
+    pub target: PathBuf,
+    /// Secrets file to seed into the written card (see profiles/secrets.example.toml).
+    #[arg(long, value_name = "FILE")]
+    pub secrets: Option<PathBuf>,
+    /// Do not ask for confirmation.
+    #[arg(long, short)]
+    pub yes: bool,
+    /// Write a device that is not removable (a fixed disk, a loop device).
+    #[arg(long)]
+    pub force: bool,
+    /// The target is a regular file (created if missing), not a device.
+    #[arg(long)]
+    pub file_target: bool,
+    /// Block map to use (default: <name>.img.bmap beside the image, if present).
+    #[arg(long, value_name = "FILE", help_heading = "Advanced")]
+    pub bmap: Option<PathBuf>,
+    /// Write every byte even when a bmap is present.
+    #[arg(long, help_heading = "Advanced", conflicts_with = "bmap")]
+    pub no_bmap: bool,
+    /// Testing aid: fail with a write error after this many MiB.
+    #[arg(long, hide = true, value_name = "MIB")]
+    pub fail_after_mib: Option<u64>,
 }
 
 fn parse_forward(s: &str) -> Result<(u16, u16), String> {

@@ -6,11 +6,13 @@
 //! (running external programs), `commands` (one function per subcommand).
 
 pub mod apt_sources;
+pub mod bmap;
 pub mod cache;
 pub mod cli;
 pub mod commands;
 pub mod disk;
 pub mod exit;
+pub mod flash;
 pub mod fs;
 pub mod ids;
 pub mod interrupt;

@@ -11,8 +11,9 @@ use sha2::{Digest, Sha256};
 const CHUNK: usize = 1 << 20;
 
 /// Copies `src` to `dst` (created new), leaving all-zero MiB chunks as holes, and returns
-/// the sha256 of the whole content, computed in the same pass.
-pub fn copy_and_hash(src: &Path, dst: &Path) -> Result<String> {
+/// the sha256 of the whole content and its block map, computed in the same pass. Chunks
+/// inside `always_mapped` (offset, len) extents are mapped even when zero.
+pub fn copy_and_hash(src: &Path, dst: &Path, always_mapped: &[(u64, u64)]) -> Result<(String, crate::bmap::Bmap)> {
     let mut input = File::open(src).with_context(|| format!("opening {}", src.display()))?;
     let len = input.metadata()?.len();
     let mut out = File::options()
@@ -21,6 +22,8 @@ pub fn copy_and_hash(src: &Path, dst: &Path) -> Result<String> {
         .open(dst)
         .with_context(|| format!("creating {}", dst.display()))?;
     let mut h = Sha256::new();
+    let mut map = crate::bmap::Builder::new();
+    let mut pos = 0u64;
     let mut buf = vec![0u8; CHUNK];
     loop {
         crate::interrupt::check()?;
@@ -29,7 +32,11 @@ pub fn copy_and_hash(src: &Path, dst: &Path) -> Result<String> {
             break;
         }
         h.update(&buf[..n]);
-        if buf[..n].iter().all(|b| *b == 0) {
+        let zero = buf[..n].iter().all(|b| *b == 0);
+        let forced = always_mapped.iter().any(|(o, l)| pos < o + l && *o < pos + n as u64);
+        map.feed(&buf[..n], !zero || forced);
+        pos += n as u64;
+        if zero {
             out.seek(SeekFrom::Current(n as i64))?;
         } else {
             out.write_all(&buf[..n]).with_context(|| format!("writing {}", dst.display()))?;
@@ -37,7 +44,7 @@ pub fn copy_and_hash(src: &Path, dst: &Path) -> Result<String> {
     }
     out.set_len(len)?;
     out.sync_all()?;
-    Ok(crate::cache::hex(&h.finalize()))
+    Ok((crate::cache::hex(&h.finalize()), map.finish()))
 }
 
 fn read_full(r: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -70,7 +77,8 @@ mod tests {
         f.write_all(b"data").unwrap();
         drop(f);
         let dst = dir.path().join("b");
-        let hash = copy_and_hash(&src, &dst).unwrap();
+        let (hash, map) = copy_and_hash(&src, &dst, &[(40 * 1024 * 1024, 4096)]).unwrap();
+        assert_eq!(map.extents(), [(10 * 1024 * 1024, 1024 * 1024), (40 * 1024 * 1024, 1024 * 1024)], "data and forced chunks");
         assert_eq!(hash, crate::cache::sha256_file(&src).unwrap());
         assert_eq!(std::fs::read(&src).unwrap(), std::fs::read(&dst).unwrap());
         assert!(allocated(&dst).unwrap() <= 2 * 1024 * 1024, "holes kept: {}", allocated(&dst).unwrap());

@@ -2,6 +2,7 @@
 
 mod boot;
 mod build;
+mod flash;
 mod inspect;
 mod list;
 mod plan;
@@ -30,6 +31,7 @@ pub fn run(command: Command) -> Result<()> {
         Command::List(a) => list::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Seed(a) => seed::run(a),
+        Command::Flash(a) => flash::run(a),
     }
 }
 

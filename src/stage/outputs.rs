@@ -1,4 +1,4 @@
-//! The outputs stage: `<role>-<target>.img` (sparse raw), `.qcow2`, `.manifest.json` and
+//! The outputs stage: `<role>-<target>.img` (sparse raw), `.img.bmap`, `.qcow2`, `.manifest.json` and
 //! `SHA256SUMS` in the output folder. Each is written under a temporary name and renamed
 //! into place once complete, so an interrupted build leaves no half-written image.
 
@@ -24,6 +24,7 @@ use crate::tool::{self, HostTool};
 pub const QEMU_IMG: HostTool = HostTool { program: "qemu-img", package: "qemu-utils" };
 
 pub struct Outputs {
+    /// `<name>.img`; beside it `<name>.img.bmap`, which bmaptool finds by that name.
     pub image: PathBuf,
     pub qcow2: Option<PathBuf>,
     pub manifest: PathBuf,
@@ -71,7 +72,11 @@ pub fn run(plan: &Plan, opts: &BuildOptions, base: &Base, c: &Composed, img: &Im
         .tempdir_in(out)
         .with_context(|| format!("creating a temporary folder in {}", out.display()))?;
     let tmp_img = tmp.path().join("image.img");
-    let img_sha = sparse::copy_and_hash(&img.disk, &tmp_img)?;
+    // The seed area is always mapped: a card flashed by bmap must not keep an old seed.
+    let seed = (img.layout.seed.offset, img.layout.seed.len);
+    let (img_sha, map) = sparse::copy_and_hash(&img.disk, &tmp_img, &[seed])?;
+    let tmp_bmap = tmp.path().join("image.bmap");
+    fs::write(&tmp_bmap, crate::bmap::to_xml(&map))?;
     let tmp_qcow = tmp.path().join("image.qcow2");
     tool::run(Command::new("qemu-img").args(["convert", "-f", "raw", "-O", "qcow2"]).arg(&tmp_img).arg(&tmp_qcow))
         .context("converting the image to qcow2")?;
@@ -89,6 +94,7 @@ pub fn run(plan: &Plan, opts: &BuildOptions, base: &Base, c: &Composed, img: &Im
     // The manifest last: its presence with this key means the files beside it are complete.
     rename(&tmp_img, &img_path)?;
     rename(&tmp_qcow, &qcow_path)?;
+    rename(&tmp_bmap, &out.join(format!("{name}.img.bmap")))?;
     rename(&tmp_manifest, &manifest_path)?;
     update_sha256sums(out, &files)?;
     progress.done(NAME);
@@ -108,6 +114,9 @@ fn rename(from: &Path, to: &Path) -> Result<()> {
 
 /// The image's sha256 if the outputs in place were made from this key and are intact.
 fn up_to_date(manifest: &Path, key: &str, img: &Path, qcow: &Path) -> Option<String> {
+    if !img.with_extension("img.bmap").is_file() {
+        return None;
+    }
     let v: serde_json::Value = serde_json::from_slice(&fs::read(manifest).ok()?).ok()?;
     if v["build-key"].as_str()? != key {
         return None;
@@ -173,6 +182,8 @@ fn update_sha256sums(out: &Path, files: &[FileRecord]) -> Result<()> {
     lines.sort_by(|a, b| a.split_whitespace().nth(1).cmp(&b.split_whitespace().nth(1)));
     let tmp = tempfile::NamedTempFile::new_in(out)?;
     fs::write(tmp.path(), lines.join("\n") + "\n")?;
+    // A temporary file is created 0600; checksums are for everyone to read.
+    fs::set_permissions(tmp.path(), std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
     tmp.persist(&path).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }

@@ -1,0 +1,114 @@
+use std::fs::File;
+use std::io::IsTerminal;
+
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::cli::FlashArgs;
+use crate::exit::user;
+use crate::flash::{source::Source, target, write};
+use crate::progress::fmt_bytes;
+
+/// A bar with throughput and time left on a terminal; a line every 10% otherwise.
+struct FlashProgress {
+    bar: Option<ProgressBar>,
+    what: String,
+    total: u64,
+    done: u64,
+    next_tenth: u64,
+}
+
+impl write::Progress for FlashProgress {
+    fn phase(&mut self, what: &str, total: u64) {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+        self.what = what.to_string();
+        self.total = total;
+        self.done = 0;
+        self.next_tenth = 1;
+        if std::io::stderr().is_terminal() {
+            let b = ProgressBar::new(total);
+            b.set_style(
+                ProgressStyle::with_template("{msg:<10} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}")
+                    .expect("valid template")
+                    .progress_chars("=> "),
+            );
+            b.set_message(what.to_string());
+            self.bar = Some(b);
+        } else {
+            eprintln!("==> {what} {}", fmt_bytes(total));
+        }
+    }
+
+    fn advance(&mut self, bytes: u64) {
+        self.done += bytes;
+        match &self.bar {
+            Some(b) => b.inc(bytes),
+            None => {
+                while self.total > 0 && self.next_tenth <= 10 && self.done * 10 >= self.total * self.next_tenth {
+                    eprintln!("    {} {}%", self.what, self.next_tenth * 10);
+                    self.next_tenth += 1;
+                }
+            }
+        }
+    }
+}
+
+pub fn run(a: FlashArgs) -> Result<()> {
+    let src = Source::open_path(&a.image).map_err(user)?;
+    let bmap_path = a.bmap.clone().unwrap_or_else(|| src.default_bmap());
+    let map = if a.no_bmap || (a.bmap.is_none() && !bmap_path.exists()) {
+        None
+    } else {
+        Some(crate::flash::source::load_bmap(&bmap_path, src.size).map_err(user)?)
+    };
+    // Check the secrets before erasing anything: a typo must not cost a card write.
+    if let (Some(secrets), false) = (&a.secrets, src.compressed) {
+        let mut f = File::open(&src.path)?;
+        let state = crate::seed::read(&mut f)?;
+        let text = std::fs::read_to_string(secrets).with_context(|| format!("reading {}", secrets.display())).map_err(user)?;
+        crate::seed::check_secrets(&secrets.display().to_string(), &text, &state.slots)?;
+    }
+    let tgt = target::check(&a.target, src.size, a.force, a.file_target)?;
+    target::confirm(&tgt, &a.image, a.yes)?;
+    let (dev, dev_size) = target::open(&tgt, src.size)?;
+    match &map {
+        Some(m) => eprintln!("imgforge: {} of {} mapped by {}", fmt_bytes(m.mapped_bytes()), fmt_bytes(src.size), bmap_path.display()),
+        None => eprintln!("imgforge: no bmap: writing all {}", fmt_bytes(src.size)),
+    }
+    let mut progress = FlashProgress { bar: None, what: String::new(), total: 0, done: 0, next_tenth: 1 };
+    let result = write::write_image(&src, map.as_ref(), &dev, dev_size, &mut progress, a.fail_after_mib.map(|m| m * 1024 * 1024))
+        .and_then(|report| {
+            if let Some(secrets) = &a.secrets {
+                let mut dev = dev.try_clone()?;
+                let names = crate::seed::seed(&mut dev, secrets)?;
+                eprintln!("imgforge: seeded {} secret(s): {}", names.len(), names.join(", "));
+            }
+            Ok(report)
+        });
+    if let Some(b) = progress.bar.take() {
+        b.finish_and_clear();
+    }
+    match result {
+        Ok(r) => {
+            eprintln!(
+                "imgforge: wrote {} and verified {} to {} in {:.1} s ({}/s)",
+                fmt_bytes(r.written),
+                fmt_bytes(r.verified),
+                tgt.path().display(),
+                r.seconds,
+                fmt_bytes((r.written as f64 / r.seconds.max(0.001)) as u64)
+            );
+            Ok(())
+        }
+        Err(e) => {
+            let wiped = write::wipe(&dev, dev_size, src.size);
+            let note = match wiped {
+                Ok(()) => format!("flashing {} failed; its partition tables were wiped so it cannot boot half-written", tgt.path().display()),
+                Err(w) => format!("flashing {} failed, and wiping its partition tables failed too ({w:#}): do not boot it", tgt.path().display()),
+            };
+            Err(e.context(note))
+        }
+    }
+}
