@@ -137,7 +137,7 @@ pub fn describe(d: &BlockDev) -> String {
         "{}, serial {}, {}, {}",
         d.model.as_deref().map(str::trim).filter(|m| !m.is_empty()).unwrap_or("unknown model"),
         d.serial.as_deref().map(str::trim).filter(|m| !m.is_empty()).unwrap_or("unknown"),
-        fmt_bytes(d.size),
+        format!("{:.1} GiB", d.size as f64 / (1u64 << 30) as f64),
         if d.rm { "removable" } else { "fixed" }
     )
 }
@@ -205,7 +205,7 @@ mod tests {
             "children":[{"name":"sdb1","path":"/dev/sdb1","size":268435456,"model":null,"serial":null,"rm":true,"type":"part","mountpoints":["/media/boot"]}]}]}"#;
         let l: Lsblk = serde_json::from_str(json).unwrap();
         let d = &l.blockdevices[0];
-        assert_eq!(describe(d), "SD Card Reader, serial 0123, 29723.0 MiB, removable");
+        assert_eq!(describe(d), "SD Card Reader, serial 0123, 29.7 GiB, removable");
         let mut m = Vec::new();
         collect_mounts(d, &mut m);
         assert_eq!(m, ["/media/boot (/dev/sdb1)"]);
