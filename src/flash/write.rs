@@ -86,44 +86,71 @@ pub fn write_image(src: &Source, map: Option<&Bmap>, dev: &File, dev_size: u64, 
     wipe(dev, dev_size, size)?;
 
     progress.phase("writing", total);
-    let mut reader = src.reader()?;
-    let mut buf = vec![0u8; MIB as usize];
-    let mut pos = 0u64;
     let mut written = 0u64;
-    let mut body_hash = Sha256::new();
     let mut range_hash: Vec<Sha256> = extents.iter().map(|_| Sha256::new()).collect();
-    while pos < size {
-        crate::interrupt::check()?;
-        let n = read_full(&mut reader, &mut buf).with_context(|| format!("reading {}", src.path.display()))? as u64;
-        if n == 0 {
-            bail!("{} ended after {pos} of {size} bytes", src.path.display());
-        }
-        let chunk = &buf[..n as usize];
+    // A range wholly inside the body is verified against its source hash; a range that
+    // reaches into the held-back head or tail needs a hash of its body part alone.
+    let inside: Vec<bool> = extents.iter().map(|(o, l)| *o >= MIB && o + l <= size - MIB).collect();
+    let mut body_hash: Vec<Sha256> = extents.iter().map(|_| Sha256::new()).collect();
+    let mut process = |i: usize, s: u64, part: &[u8]| -> Result<()> {
+        let e = s + part.len() as u64;
         for (held, (ho, hl)) in [(&mut held_head, head), (&mut held_tail, tail)] {
-            if let Some((s, e)) = overlap(pos, n, ho, hl) {
-                held[(s - ho) as usize..(e - ho) as usize].copy_from_slice(&chunk[(s - pos) as usize..(e - pos) as usize]);
+            if let Some((hs, he)) = overlap(s, e - s, ho, hl) {
+                held[(hs - ho) as usize..(he - ho) as usize].copy_from_slice(&part[(hs - s) as usize..(he - s) as usize]);
             }
         }
+        range_hash[i].update(part);
+        progress.advance(e - s);
+        if let Some((bs, be)) = body(s, e) {
+            let piece = &part[(bs - s) as usize..(be - s) as usize];
+            if fail_after.is_some_and(|limit| written >= limit) {
+                bail!("simulated write error after {written} bytes (--fail-after-mib)");
+            }
+            dev.write_all_at(piece, bs).with_context(|| format!("writing at byte {bs}"))?;
+            if !inside[i] {
+                body_hash[i].update(piece);
+            }
+            written += piece.len() as u64;
+        }
+        Ok(())
+    };
+    let mut buf = vec![0u8; MIB as usize];
+    if map.is_some() && !src.compressed {
+        // A raw image with a bmap: read only the mapped ranges, at their offsets (a mostly
+        // empty card image is mostly holes, which need not be read at all).
+        let f = File::open(&src.path).with_context(|| format!("opening {}", src.path.display()))?;
         for (i, (eo, el)) in extents.iter().enumerate() {
-            let Some((s, e)) = overlap(pos, n, *eo, *el) else { continue };
-            let part = &chunk[(s - pos) as usize..(e - pos) as usize];
-            range_hash[i].update(part);
-            progress.advance(e - s);
-            if let Some((bs, be)) = body(s, e) {
-                let piece = &part[(bs - s) as usize..(be - s) as usize];
-                if fail_after.is_some_and(|limit| written >= limit) {
-                    bail!("simulated write error after {written} bytes (--fail-after-mib)");
-                }
-                dev.write_all_at(piece, bs).with_context(|| format!("writing at byte {bs}"))?;
-                body_hash.update(piece);
-                written += piece.len() as u64;
+            let mut s = *eo;
+            while s < eo + el {
+                crate::interrupt::check()?;
+                let len = (eo + el - s).min(MIB) as usize;
+                f.read_exact_at(&mut buf[..len], s).with_context(|| format!("reading {} at byte {s}", src.path.display()))?;
+                process(i, s, &buf[..len])?;
+                s += len as u64;
             }
         }
-        pos += n;
+    } else {
+        // Compressed, or every byte: one sequential pass.
+        let mut reader = src.reader()?;
+        let mut pos = 0u64;
+        while pos < size {
+            crate::interrupt::check()?;
+            let n = read_full(&mut reader, &mut buf).with_context(|| format!("reading {}", src.path.display()))? as u64;
+            if n == 0 {
+                bail!("{} ended after {pos} of {size} bytes", src.path.display());
+            }
+            for (i, (eo, el)) in extents.iter().enumerate() {
+                if let Some((s, e)) = overlap(pos, n, *eo, *el) {
+                    process(i, s, &buf[(s - pos) as usize..(e - pos) as usize])?;
+                }
+            }
+            pos += n;
+        }
     }
+    let range_sums: Vec<[u8; 32]> = range_hash.into_iter().map(|h| h.finalize().into()).collect();
     if let Some(m) = map {
-        for (i, (h, r)) in range_hash.into_iter().zip(&m.ranges).enumerate() {
-            if crate::cache::hex(&h.finalize()) != r.sha256 {
+        for (i, (sum, r)) in range_sums.iter().zip(&m.ranges).enumerate() {
+            if crate::cache::hex(sum) != r.sha256 {
                 bail!("the image does not match its bmap (range {i}, blocks {}-{}): a damaged download?", r.first, r.last);
             }
         }
@@ -133,10 +160,10 @@ pub fn write_image(src: &Source, map: Option<&Bmap>, dev: &File, dev_size: u64, 
     // Read back what was written, from the device rather than the page cache.
     progress.phase("verifying", written);
     let _ = rustix::fs::fadvise(dev, 0, std::num::NonZeroU64::new(size), rustix::fs::Advice::DontNeed);
-    let mut check = Sha256::new();
     let mut verified = 0u64;
-    for (eo, el) in &extents {
+    for (i, ((eo, el), bh)) in extents.iter().zip(body_hash).enumerate() {
         let Some((mut s, e)) = body(*eo, eo + el) else { continue };
+        let mut check = Sha256::new();
         while s < e {
             crate::interrupt::check()?;
             let len = (e - s).min(MIB) as usize;
@@ -146,9 +173,10 @@ pub fn write_image(src: &Source, map: Option<&Bmap>, dev: &File, dev_size: u64, 
             verified += len as u64;
             s += len as u64;
         }
-    }
-    if check.finalize() != body_hash.finalize() {
-        bail!("read-back verification failed: the target does not hold what was written (a failing card?)");
+        let expected: [u8; 32] = if inside[i] { range_sums[i] } else { bh.finalize().into() };
+        if <[u8; 32]>::from(check.finalize()) != expected {
+            bail!("read-back verification failed at bytes {eo}..{}: the target does not hold what was written (a failing card?)", eo + el);
+        }
     }
 
     // The partition tables last: backup GPT at the end, then the first MiB.
