@@ -12,6 +12,7 @@ use crate::progress::fmt_bytes;
 /// A bar with throughput and time left on a terminal; a line every 10% otherwise.
 struct FlashProgress {
     bar: Option<ProgressBar>,
+    started: std::time::Instant,
     what: String,
     total: u64,
     done: u64,
@@ -27,6 +28,7 @@ impl write::Progress for FlashProgress {
         self.total = total;
         self.done = 0;
         self.next_tenth = 1;
+        self.started = std::time::Instant::now();
         if std::io::stderr().is_terminal() {
             let b = ProgressBar::new(total);
             b.set_style(
@@ -47,7 +49,10 @@ impl write::Progress for FlashProgress {
             Some(b) => b.inc(bytes),
             None => {
                 while self.total > 0 && self.next_tenth <= 10 && self.done * 10 >= self.total * self.next_tenth {
-                    eprintln!("    {} {}%", self.what, self.next_tenth * 10);
+                    let secs = self.started.elapsed().as_secs_f64().max(0.001);
+                    let rate = self.done as f64 / secs;
+                    let left = (self.total - self.done.min(self.total)) as f64 / rate.max(1.0);
+                    eprintln!("    {} {:>3}%  {}/s  {:.0} s left", self.what, self.next_tenth * 10, fmt_bytes(rate as u64), left);
                     self.next_tenth += 1;
                 }
             }
@@ -77,7 +82,7 @@ pub fn run(a: FlashArgs) -> Result<()> {
         Some(m) => eprintln!("imgforge: {} of {} mapped by {}", fmt_bytes(m.mapped_bytes()), fmt_bytes(src.size), bmap_path.display()),
         None => eprintln!("imgforge: no bmap: writing all {}", fmt_bytes(src.size)),
     }
-    let mut progress = FlashProgress { bar: None, what: String::new(), total: 0, done: 0, next_tenth: 1 };
+    let mut progress = FlashProgress { bar: None, started: std::time::Instant::now(), what: String::new(), total: 0, done: 0, next_tenth: 1 };
     let result = write::write_image(&src, map.as_ref(), &dev, dev_size, &mut progress, a.fail_after_mib.map(|m| m * 1024 * 1024))
         .and_then(|report| {
             if let Some(secrets) = &a.secrets {
