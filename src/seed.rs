@@ -114,6 +114,16 @@ pub fn read(dev: &mut File) -> Result<SeedState> {
     Ok(SeedState { slots, secrets })
 }
 
+/// The slots recorded in the manifest beside an image (`<name>.manifest.json` next to
+/// `<name>.img` or `<name>.img.xz`), for checking secrets without reading the image.
+pub fn slots_from_manifest(image: &Path) -> Option<Vec<Slot>> {
+    let name = image.file_name()?.to_str()?;
+    let stem = name.strip_suffix(".img.xz").or_else(|| name.strip_suffix(".img"))?;
+    let text = std::fs::read(image.with_file_name(format!("{stem}.manifest.json"))).ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&text).ok()?;
+    serde_json::from_value(v["slots"].clone()).ok()
+}
+
 /// Checks a secrets file (TOML, one `slot-name = "value"` per slot) against the slots.
 /// Errors name the file, line and key, never a value.
 pub fn check_secrets(display: &str, text: &str, slots: &[Slot]) -> Result<BTreeMap<String, String>> {

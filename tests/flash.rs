@@ -214,7 +214,15 @@ fn an_xz_image_flashes_to_the_same_bytes() {
     assert!(data.status.success());
     std::fs::write(&xz, &data.stdout).unwrap();
     std::fs::copy(img.with_extension("img.bmap"), dir.join("proxy-x86_64-vm.img.bmap")).unwrap();
+    std::fs::copy(img.with_extension("manifest.json"), dir.join("proxy-x86_64-vm.manifest.json")).unwrap();
     let target = dir.join("card.img");
+    // Secrets for an .img.xz are checked against the manifest's slots before writing.
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "nope = \"x\"\n").unwrap();
+    let o = imgforge(&["flash", xz.to_str().unwrap(), target.to_str().unwrap(), "--file-target", "--yes", "--secrets", bad.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("bad.toml:1:1: key `nope`"), "{}", text(&o.stderr));
+    assert!(!target.exists(), "nothing written");
     let o = imgforge(&["flash", xz.to_str().unwrap(), target.to_str().unwrap(), "--file-target", "--yes"]);
     let err = text(&o.stderr);
     assert!(o.status.success(), "{err}");

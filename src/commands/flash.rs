@@ -68,12 +68,22 @@ pub fn run(a: FlashArgs) -> Result<()> {
     } else {
         Some(crate::flash::source::load_bmap(&bmap_path, src.size).map_err(user)?)
     };
-    // Check the secrets before erasing anything: a typo must not cost a card write.
-    if let (Some(secrets), false) = (&a.secrets, src.compressed) {
-        let mut f = File::open(&src.path)?;
-        let state = crate::seed::read(&mut f)?;
-        let text = std::fs::read_to_string(secrets).with_context(|| format!("reading {}", secrets.display())).map_err(user)?;
-        crate::seed::check_secrets(&secrets.display().to_string(), &text, &state.slots)?;
+    // Check the secrets before erasing anything: a typo must not cost a card write. A raw
+    // image's own seed area has the slots; for an .img.xz the manifest beside it does (and
+    // without one they are checked when seeding, after the write).
+    if let Some(secrets) = &a.secrets {
+        let slots = if src.compressed {
+            crate::seed::slots_from_manifest(&src.path)
+        } else {
+            Some(crate::seed::read(&mut File::open(&src.path)?)?.slots)
+        };
+        match slots {
+            Some(slots) => {
+                let text = std::fs::read_to_string(secrets).with_context(|| format!("reading {}", secrets.display())).map_err(user)?;
+                crate::seed::check_secrets(&secrets.display().to_string(), &text, &slots)?;
+            }
+            None => eprintln!("imgforge: no manifest beside {}: the secrets are checked after writing", src.path.display()),
+        }
     }
     let tgt = target::check(&a.target, src.size, a.force, a.file_target)?;
     target::confirm(&tgt, &a.image, a.yes)?;

@@ -85,6 +85,7 @@ pub fn run(plan: &Plan, opts: &BuildOptions, base: &Base, c: &Composed, img: &Im
     let files = vec![
         FileRecord { name: format!("{name}.img"), size: img_size, sha256: img_sha.clone() },
         FileRecord { name: format!("{name}.qcow2"), size: fs::metadata(&tmp_qcow)?.len(), sha256: qcow_sha },
+        FileRecord { name: format!("{name}.img.bmap"), size: fs::metadata(&tmp_bmap)?.len(), sha256: sha256_file(&tmp_bmap)? },
     ];
     let manifest = manifest(plan, base, c, img, &key, &files)?;
     let tmp_manifest = tmp.path().join("manifest.json");
@@ -114,15 +115,16 @@ fn rename(from: &Path, to: &Path) -> Result<()> {
 
 /// The image's sha256 if the outputs in place were made from this key and are intact.
 fn up_to_date(manifest: &Path, key: &str, img: &Path, qcow: &Path) -> Option<String> {
-    if !img.with_extension("img.bmap").is_file() {
-        return None;
-    }
     let v: serde_json::Value = serde_json::from_slice(&fs::read(manifest).ok()?).ok()?;
     if v["build-key"].as_str()? != key {
         return None;
     }
     let files: Vec<FileRecord> = serde_json::from_value(v["files"].clone()).ok()?;
-    for (f, p) in files.iter().zip([img, qcow]) {
+    let bmap = img.with_extension("img.bmap");
+    if files.len() != 3 {
+        return None;
+    }
+    for (f, p) in files.iter().zip([img, qcow, bmap.as_path()]) {
         if fs::metadata(p).ok()?.len() != f.size {
             return None;
         }
@@ -163,7 +165,8 @@ fn manifest(plan: &Plan, base: &Base, c: &Composed, img: &Image, key: &str, file
         "packages": packages,
         // Secret slots: names only, never values.
         "slots": plan.slots.iter().map(|s| json!({
-            "name": s.name, "service": s.service, "required": s.required, "generate": s.generate,
+            "name": s.name, "description": s.description, "service": s.service,
+            "required": s.required, "generate": s.generate,
         })).collect::<Vec<_>>(),
     }))
 }
