@@ -24,6 +24,7 @@ pub struct Progress {
     bar: Option<ProgressBar>,
     current: Option<(&'static str, Instant)>,
     records: Vec<StageRecord>,
+    started: Instant,
 }
 
 impl Progress {
@@ -34,6 +35,7 @@ impl Progress {
             bar: None,
             current: None,
             records: Vec::new(),
+            started: Instant::now(),
         }
     }
 
@@ -72,6 +74,11 @@ impl Progress {
         }
     }
 
+    /// Records a stage that ran alongside another, with its own elapsed time.
+    pub fn record(&mut self, stage: &'static str, outcome: Outcome) {
+        self.finish_current(stage, outcome);
+    }
+
     pub fn cached(&mut self, stage: &'static str) {
         self.finish_current(stage, Outcome::Cached);
     }
@@ -106,14 +113,8 @@ impl Progress {
         if self.quiet {
             return;
         }
-        let total: Duration = self
-            .records
-            .iter()
-            .map(|r| match r.outcome {
-                Outcome::Built(d) => d,
-                Outcome::Cached => Duration::ZERO,
-            })
-            .sum();
+        // Wall time: binaries and base run side by side, so stage times overlap.
+        let total = self.started.elapsed();
         eprintln!("summary:");
         for r in &self.records {
             eprintln!("  {:<12} {}", r.stage, fmt_outcome(r.outcome));

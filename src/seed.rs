@@ -133,7 +133,7 @@ pub fn check_secrets(display: &str, text: &str, slots: &[Slot]) -> Result<BTreeM
     let names: Vec<&str> = slots.iter().map(|s| s.name.as_str()).collect();
     let mut out = BTreeMap::new();
     for (k, v) in &table {
-        let (line, col) = line_col(text, k.span().start);
+        let (line, col) = crate::profile::load::line_col(text, k.span().start);
         let key = k.get_ref();
         if !names.contains(&key.as_str()) {
             bail!(crate::exit::UserError(format!(
@@ -161,11 +161,6 @@ pub fn check_secrets(display: &str, text: &str, slots: &[Slot]) -> Result<BTreeM
         bail!(crate::exit::UserError(format!("{display}: no value for the required slot(s) {}", missing.join(", "))));
     }
     Ok(out)
-}
-
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    (before.matches('\n').count() + 1, before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1)
 }
 
 /// Seeds the image or disk open as `dev` with the secrets in `secrets_file`; returns the

@@ -47,7 +47,8 @@ pub fn copy_and_hash(src: &Path, dst: &Path, always_mapped: &[(u64, u64)]) -> Re
     Ok((crate::cache::hex(&h.finalize()), map.finish()))
 }
 
-fn read_full(r: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+/// Reads until `buf` is full or the input ends; returns how much was read.
+pub fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match r.read(&mut buf[n..])? {

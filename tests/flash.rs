@@ -3,38 +3,19 @@
 //! #[ignore]; they need root for loop devices and mounts. See tests/README.md.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 
-static SERIAL: Mutex<()> = Mutex::new(());
+mod common;
+use common::{imgforge, run, serial, text, tmp};
+
 static BUILT: OnceLock<PathBuf> = OnceLock::new();
 const SECRET: &str = "admin:$2y$05$FLASH-TEST-SECRET-VALUE-7f3a";
 
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
-fn imgforge(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_imgforge")).current_dir(env!("CARGO_MANIFEST_DIR")).args(args).output().expect("run imgforge")
-}
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
-fn tmp(name: &str) -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
-fn run(cmd: &mut Command) -> String {
-    let o = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    let all = format!("{}{}", text(&o.stdout), text(&o.stderr));
-    assert!(o.status.success(), "{cmd:?} failed:\n{all}");
-    text(&o.stdout)
-}
 
 /// The built image (with its .img.bmap beside it).
 fn image() -> &'static Path {

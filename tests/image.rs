@@ -6,34 +6,17 @@
 //! build on the same two cores would only slow each other.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::process::Command;
+use std::sync::OnceLock;
 
-static SERIAL: Mutex<()> = Mutex::new(());
+mod common;
+use common::{imgforge, run, serial, text, tmp};
+
 static BUILT: OnceLock<PathBuf> = OnceLock::new();
 
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
-fn imgforge(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_imgforge"))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args(args)
-        .output()
-        .expect("run imgforge")
-}
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
-fn tmp(name: &str) -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 /// The output folder of the shared build.
 fn built() -> &'static Path {
@@ -49,12 +32,6 @@ fn image() -> PathBuf {
     built().join("proxy-x86_64-vm.img")
 }
 
-fn run(cmd: &mut Command) -> String {
-    let o = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    let all = format!("{}{}", text(&o.stdout), text(&o.stderr));
-    assert!(o.status.success(), "{cmd:?} failed:\n{all}");
-    all
-}
 
 /// (offset, size) in bytes of partition `n` (1-based), as sfdisk reads it.
 fn partition(img: &Path, n: usize) -> (u64, u64) {

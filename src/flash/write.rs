@@ -12,7 +12,6 @@
 //! On any error the caller wipes the tables again ([`wipe`]).
 
 use std::fs::File;
-use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::time::Instant;
 
@@ -21,6 +20,7 @@ use sha2::{Digest, Sha256};
 
 use super::source::Source;
 use crate::bmap::Bmap;
+use crate::sparse::read_full;
 
 const MIB: u64 = 1024 * 1024;
 
@@ -48,17 +48,6 @@ pub fn wipe(dev: &File, dev_size: u64, image_size: u64) -> Result<()> {
         dev.write_all_at(&zeros[..len], at).with_context(|| format!("wiping the partition table area at byte {at}"))?;
     }
     dev.sync_all().context("syncing the wiped partition tables")
-}
-
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(n)
 }
 
 /// Intersection of [a, a+al) and [b, b+bl) as (start, end), if any.

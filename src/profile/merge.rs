@@ -34,6 +34,16 @@ impl Merge for Qemu {
     }
 }
 
+/// A later item replaces the earlier one of the same name; new names append.
+fn merge_by_name<T>(items: &mut Vec<T>, later: Vec<T>, name: fn(&T) -> &String) {
+    for item in later {
+        match items.iter_mut().find(|i| name(i) == name(&item)) {
+            Some(existing) => *existing = item,
+            None => items.push(item),
+        }
+    }
+}
+
 impl Merge for Layer {
     fn merge(&mut self, later: Self) {
         self.description.merge(later.description);
@@ -49,18 +59,8 @@ impl Merge for Layer {
         self.esp_size_mib.merge(later.esp_size_mib);
         self.root_free_mib.merge(later.root_free_mib);
         self.boot_timeout_secs.merge(later.boot_timeout_secs);
-        for svc in later.services {
-            match self.services.iter_mut().find(|s| s.name == svc.name) {
-                Some(existing) => *existing = svc,
-                None => self.services.push(svc),
-            }
-        }
-        for slot in later.slots {
-            match self.slots.iter_mut().find(|s| s.name == slot.name) {
-                Some(existing) => *existing = slot,
-                None => self.slots.push(slot),
-            }
-        }
+        merge_by_name(&mut self.services, later.services, |s| &s.name);
+        merge_by_name(&mut self.slots, later.slots, |s| &s.name);
         match (&mut self.qemu, later.qemu) {
             (Some(q), Some(l)) => q.merge(l),
             (q @ None, l) => *q = l,

@@ -6,7 +6,8 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
+use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
@@ -17,6 +18,7 @@ use crate::progress::Progress;
 use crate::tool;
 
 pub const BINARIES: &[&str] = &["gateway", "worker"];
+const NAME: &str = "binaries";
 
 pub struct Binaries {
     /// (name, path) of each built binary.
@@ -25,14 +27,43 @@ pub struct Binaries {
     pub content_hash: String,
 }
 
-pub fn run(plan: &Plan, opts: &BuildOptions, progress: &mut Progress) -> Result<Binaries> {
-    const NAME: &str = "binaries";
+/// The binaries stage once started: found in the cache, or cargo running in the background
+/// while the base stage runs (they load the machine differently: mmdebstrap is mostly dpkg
+/// on one core and disk I/O, cargo uses every core).
+pub enum Started {
+    Cached(PathBuf),
+    Building(Build),
+}
+
+pub struct Build {
+    key: String,
+    child: KillOnDrop,
+    log: tempfile::NamedTempFile,
+    target_dir: PathBuf,
+    rust_target: String,
+    started: Instant,
+}
+
+/// Stops cargo if the build ends early (the base stage failed or was interrupted).
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+pub fn start(plan: &Plan, opts: &BuildOptions) -> Result<Started> {
     let src = &opts.source_dir;
     if !src.join("crates/gateway/Cargo.toml").is_file() {
-        bail!(
+        return Err(crate::exit::UserError(format!(
             "the gateway and worker sources are not at {} (crates/gateway/Cargo.toml missing); pass --source with the imgforge checkout",
             src.display()
-        );
+        ))
+        .into());
     }
     let rustc = tool::run(Command::new("rustc").arg("-vV")).context("asking rustc for its version (is a Rust toolchain installed?)")?;
     let mut key = KeyBuilder::new(NAME);
@@ -42,23 +73,11 @@ pub fn run(plan: &Plan, opts: &BuildOptions, progress: &mut Progress) -> Result<
         key.add_str(&rel, &h);
     }
     let key = key.finish();
-    let from_dir = |dir: &Path| -> Result<Binaries> {
-        let mut files = Vec::new();
-        let mut all = KeyBuilder::new("binaries-content");
-        for b in BINARIES {
-            let p = dir.join(b);
-            all.add_str(b, &sha256_file(&p)?);
-            files.push((b.to_string(), p));
-        }
-        Ok(Binaries { files, content_hash: all.finish() })
-    };
     if !opts.forced(Stage::Binaries) {
         if let Some(dir) = opts.cache.lookup(NAME, &key) {
-            progress.cached(NAME);
-            return from_dir(&dir);
+            return Ok(Started::Cached(dir));
         }
     }
-    progress.start(NAME, &format!("cargo build --release --target {}", plan.rust_target));
     let target_dir = opts.cache.aux_dir("cargo-target")?;
     let cargo_home = std::env::var("CARGO_HOME")
         .unwrap_or_else(|_| format!("{}/.cargo", std::env::var("HOME").unwrap_or_else(|_| "/root".into())));
@@ -67,32 +86,65 @@ pub fn run(plan: &Plan, opts: &BuildOptions, progress: &mut Progress) -> Result<
         format!("--remap-path-prefix={cargo_home}=/build/cargo"),
     ]
     .join("\x1f");
+    let log = tempfile::NamedTempFile::new().context("creating cargo's log file")?;
     let mut cmd = Command::new("cargo");
     cmd.current_dir(src)
         .env("CARGO_ENCODED_RUSTFLAGS", flags)
         .env("CARGO_PROFILE_RELEASE_STRIP", "symbols")
         .args(["build", "--release", "--locked", "--target", &plan.rust_target])
         .arg("--target-dir")
-        .arg(&target_dir);
+        .arg(&target_dir)
+        .stdin(Stdio::null())
+        .stdout(log.reopen()?)
+        .stderr(log.reopen()?);
     for b in BINARIES {
         cmd.args(["-p", b]);
     }
-    tool::run_streaming(&mut cmd, |line| {
-        let l = line.trim_start();
-        if l.starts_with("Compiling") || l.starts_with("Finished") {
-            progress.detail(l);
+    let child = cmd.spawn().with_context(|| format!("starting `{}`", tool::display(&cmd)))?;
+    Ok(Started::Building(Build {
+        key,
+        child: KillOnDrop(child),
+        log,
+        target_dir,
+        rust_target: plan.rust_target.clone(),
+        started: Instant::now(),
+    }))
+}
+
+/// Waits for cargo (if it runs) and returns the binaries from the cache.
+pub fn finish(started: Started, opts: &BuildOptions, progress: &mut Progress) -> Result<Binaries> {
+    let dir = match started {
+        Started::Cached(dir) => {
+            progress.cached(NAME);
+            dir
         }
-    })
-    .context("building the gateway and worker")?;
-    let pending = opts.cache.begin(NAME, &key)?;
+        Started::Building(mut b) => {
+            progress.start(NAME, &format!("waiting for cargo build --release --target {}", b.rust_target));
+            let status = b.child.0.wait().context("waiting for cargo")?;
+            if !status.success() {
+                crate::interrupt::check()?;
+                let text = std::fs::read_to_string(b.log.path()).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(25).collect::<Vec<_>>().into_iter().rev().collect();
+                bail!("building the gateway and worker: cargo failed ({status}):\n{}", tail.join("\n"));
+            }
+            let pending = opts.cache.begin(NAME, &b.key)?;
+            for name in BINARIES {
+                let built = b.target_dir.join(&b.rust_target).join("release").join(name);
+                fs::copy(&built, pending.path().join(name)).with_context(|| format!("copying {}", built.display()))?;
+            }
+            let dir = pending.commit()?;
+            progress.record(NAME, crate::progress::Outcome::Built(b.started.elapsed()));
+            dir
+        }
+    };
+    let mut files = Vec::new();
+    let mut all = KeyBuilder::new("binaries-content");
     for b in BINARIES {
-        let built = target_dir.join(&plan.rust_target).join("release").join(b);
-        fs::copy(&built, pending.path().join(b))
-            .with_context(|| format!("copying {}", built.display()))?;
+        let p = dir.join(b);
+        all.add_str(b, &sha256_file(&p)?);
+        files.push((b.to_string(), p));
     }
-    let dir = pending.commit()?;
-    progress.done(NAME);
-    from_dir(&dir)
+    Ok(Binaries { files, content_hash: all.finish() })
 }
 
 /// Files whose content decides the binaries, relative to the workspace, sorted.

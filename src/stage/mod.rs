@@ -61,9 +61,11 @@ pub fn build(plan: &Plan, opts: &BuildOptions, progress: &mut Progress) -> Resul
 
 fn run_stages(plan: &Plan, opts: &BuildOptions, progress: &mut Progress) -> Result<Built> {
     use crate::interrupt::check;
+    // cargo builds the binaries while mmdebstrap builds the base.
+    let bins = binaries::start(plan, opts)?;
     let base = base::run(plan, opts, progress)?;
     check()?;
-    let bins = binaries::run(plan, opts, progress)?;
+    let bins = binaries::finish(bins, opts, progress)?;
     check()?;
     let composed = compose::run(plan, opts, &base, &bins, progress)?;
     check()?;

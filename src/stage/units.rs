@@ -95,7 +95,6 @@ const READY_UNIT: &str = "\
 [Unit]
 Description=imgforge readiness report
 After=multi-user.target
-Wants=network-online.target
 
 [Service]
 Type=oneshot

@@ -35,8 +35,9 @@ pub fn run_all(cfg: &NodeConfig) -> Vec<CheckResult> {
 }
 
 /// How long a unit must have been active to count: a crash-looping service is "active" for
-/// an instant after each restart, and a snapshot taken then would call it ready.
-const SETTLE_SECS: f64 = 3.0;
+/// an instant after each restart (then waits RestartSec=2 s in auto-restart), and a snapshot
+/// taken in that instant would call it ready.
+const SETTLE_SECS: f64 = 1.0;
 
 fn unit_active(unit: &str) -> Result<(), String> {
     let out = Command::new("systemctl")
@@ -151,8 +152,8 @@ mod tests {
     fn a_unit_counts_once_it_has_stayed_active() {
         let props = |state: &str, since_us: u64| format!("ActiveState={state}\nSubState=running\nNRestarts=0\nActiveEnterTimestampMonotonic={since_us}\n");
         assert!(judge_unit("a.service", &props("active", 10_000_000), 20.0).is_ok());
-        let err = judge_unit("a.service", &props("active", 19_000_000), 20.0).unwrap_err();
-        assert!(err.contains("active for only 1.0 s"), "{err}");
+        let err = judge_unit("a.service", &props("active", 19_500_000), 20.0).unwrap_err();
+        assert!(err.contains("active for only 0.5 s"), "{err}");
         assert_eq!(judge_unit("a.service", &props("failed", 0), 20.0).unwrap_err(), "a.service is failed");
         let err = judge_unit("a.service", "ActiveState=activating\nSubState=auto-restart\nNRestarts=3\n", 20.0).unwrap_err();
         assert_eq!(err, "a.service is activating (auto-restart, 3 restarts)");

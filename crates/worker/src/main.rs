@@ -80,7 +80,7 @@ fn ready(cfg: &config::NodeConfig) -> Result<ExitCode> {
         if results.iter().all(|r| r.ok) || hopeless || Instant::now() >= deadline {
             break results;
         }
-        std::thread::sleep(Duration::from_secs(1));
+        std::thread::sleep(Duration::from_millis(500));
     };
     let total = results.len();
     let passed = results.iter().filter(|r| r.ok).count();
