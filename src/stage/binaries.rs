@@ -7,7 +7,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Instant;
+use std::time::SystemTime;
 
 use anyhow::{bail, Context, Result};
 
@@ -41,7 +41,7 @@ pub struct Build {
     log: tempfile::NamedTempFile,
     target_dir: PathBuf,
     rust_target: String,
-    started: Instant,
+    started: SystemTime,
 }
 
 /// Stops cargo if the build ends early (the base stage failed or was interrupted).
@@ -107,7 +107,7 @@ pub fn start(plan: &Plan, opts: &BuildOptions) -> Result<Started> {
         log,
         target_dir,
         rust_target: plan.rust_target.clone(),
-        started: Instant::now(),
+        started: SystemTime::now(),
     }))
 }
 
@@ -133,7 +133,11 @@ pub fn finish(started: Started, opts: &BuildOptions, progress: &mut Progress) ->
                 fs::copy(&built, pending.path().join(name)).with_context(|| format!("copying {}", built.display()))?;
             }
             let dir = pending.commit()?;
-            progress.record(NAME, crate::progress::Outcome::Built(b.started.elapsed()));
+            // cargo may have finished long before the base did; its log's last write (the
+            // "Finished" line) says when, so the summary shows cargo's own time.
+            let ended = fs::metadata(b.log.path()).and_then(|m| m.modified()).unwrap_or_else(|_| SystemTime::now());
+            let took = ended.duration_since(b.started).unwrap_or_default();
+            progress.record(NAME, crate::progress::Outcome::Built(took));
             dir
         }
     };
