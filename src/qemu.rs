@@ -158,7 +158,8 @@ pub fn boot_and_wait(o: &BootOptions, serial_log: &Path, mut on_line: impl FnMut
     });
     let mut log = File::create(serial_log).with_context(|| format!("creating {}", serial_log.display()))?;
     let (tx, rx) = mpsc::channel::<String>();
-    let reader = std::thread::spawn(move || read_lines(stdout, tx));
+    // The reader ends by itself when QEMU's stdout closes.
+    std::thread::spawn(move || read_lines(stdout, tx));
 
     let deadline = started + o.timeout;
     let mut verdict = None;
@@ -206,7 +207,6 @@ pub fn boot_and_wait(o: &BootOptions, serial_log: &Path, mut on_line: impl FnMut
             } else {
                 false
             };
-            let _ = reader;
             Ok(BootReport { ready_line: line, seconds_to_ready: at.as_secs_f64(), powered_off })
         }
         other => {

@@ -13,16 +13,20 @@ pub struct CheckResult {
     pub name: String,
     pub ok: bool,
     pub detail: Option<String>,
+    /// The checked unit is in the failed state: it has used up its restarts, so waiting
+    /// longer cannot make this check pass.
+    pub gave_up: bool,
 }
 
 fn result(name: String, r: Result<(), String>) -> CheckResult {
-    CheckResult { name, ok: r.is_ok(), detail: r.err() }
+    CheckResult { name, ok: r.is_ok(), detail: r.err(), gave_up: false }
 }
 
 pub fn run_all(cfg: &NodeConfig) -> Vec<CheckResult> {
     let mut out = Vec::new();
     for u in &cfg.checks.units {
-        out.push(result(u.clone(), unit_active(u)));
+        let (r, gave_up) = unit_active(u);
+        out.push(CheckResult { gave_up, ..result(u.clone(), r) });
     }
     out.push(result("no-failed-units".into(), no_failed_units()));
     for p in &cfg.checks.tcp_ports {
@@ -39,14 +43,20 @@ pub fn run_all(cfg: &NodeConfig) -> Vec<CheckResult> {
 /// taken in that instant would call it ready.
 const SETTLE_SECS: f64 = 1.0;
 
-fn unit_active(unit: &str) -> Result<(), String> {
-    let out = Command::new("systemctl")
+/// The unit's check, and whether the unit is in the failed state (gave up restarting).
+fn unit_active(unit: &str) -> (Result<(), String>, bool) {
+    let out = match Command::new("systemctl")
         .args(["show", unit, "-p", "ActiveState", "-p", "SubState", "-p", "NRestarts", "-p", "ActiveEnterTimestampMonotonic"])
         .output()
-        .map_err(|e| format!("systemctl: {e}"))?;
+    {
+        Ok(o) => o,
+        Err(e) => return (Err(format!("systemctl: {e}")), false),
+    };
+    let props = String::from_utf8_lossy(&out.stdout);
     let uptime = std::fs::read_to_string("/proc/uptime").unwrap_or_default();
     let uptime_secs: f64 = uptime.split_whitespace().next().and_then(|u| u.parse().ok()).unwrap_or(0.0);
-    judge_unit(unit, &String::from_utf8_lossy(&out.stdout), uptime_secs)
+    let gave_up = props.lines().any(|l| l == "ActiveState=failed");
+    (judge_unit(unit, &props, uptime_secs), gave_up)
 }
 
 /// Decides a unit check from `systemctl show` properties and the time since boot.
@@ -54,7 +64,6 @@ pub fn judge_unit(unit: &str, props: &str, uptime_secs: f64) -> Result<(), Strin
     let get = |k: &str| props.lines().find_map(|l| l.strip_prefix(k)?.strip_prefix('=')).unwrap_or("");
     let state = get("ActiveState");
     if state == "failed" {
-        // Callers stop waiting on this exact wording: the unit gave up restarting.
         return Err(format!("{unit} is failed"));
     }
     if state != "active" {

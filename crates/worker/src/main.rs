@@ -76,7 +76,7 @@ fn ready(cfg: &config::NodeConfig) -> Result<ExitCode> {
     let results = loop {
         let results = checks::run_all(cfg);
         // A unit in the failed state has exhausted its restarts: waiting longer cannot help.
-        let hopeless = results.iter().any(|r| r.detail.as_deref().is_some_and(|d| d.ends_with(" is failed")));
+        let hopeless = results.iter().any(|r| r.gave_up);
         if results.iter().all(|r| r.ok) || hopeless || Instant::now() >= deadline {
             break results;
         }
