@@ -146,8 +146,11 @@ fn unchanged_build_is_cached_and_an_overlay_edit_reruns_compose_onward() {
     let overlays = tmp("overlays");
     run(Command::new("cp").arg("-r").arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("overlays/.")).arg(&overlays));
     let conf = overlays.join("common/etc/ssh/sshd_config.d/imgforge.conf");
+    // The edit is unique to this run: the cache is content-addressed and shared with earlier
+    // runs, so a fixed edit would find the compose output a previous run already stored.
+    let stamp = format!("# edited by the overlay test {:?}\n", std::time::SystemTime::now());
     let mut t = std::fs::read_to_string(&conf).unwrap();
-    t.push_str("# edited by the overlay test\n");
+    t.push_str(&stamp);
     std::fs::write(&conf, t).unwrap();
     let out = tmp("overlay-out");
     let o = imgforge(&["build", "--overlays", overlays.to_str().unwrap(), "--out", out.to_str().unwrap()]);
@@ -159,7 +162,7 @@ fn unchanged_build_is_cached_and_an_overlay_edit_reruns_compose_onward() {
     }
     let img = out.join("proxy-x86_64-vm.img");
     let (root_off, _) = partition(&img, 3);
-    assert!(debugfs(&img, root_off, "cat /etc/ssh/sshd_config.d/imgforge.conf").contains("edited by the overlay test"));
+    assert!(debugfs(&img, root_off, "cat /etc/ssh/sshd_config.d/imgforge.conf").contains(stamp.trim()));
 }
 
 #[test]
