@@ -90,6 +90,17 @@ pub struct TestArgs {
     /// Where the serial console is saved (default: <out>/<role>-<target>.serial.log).
     #[arg(long, value_name = "FILE")]
     pub serial_log: Option<PathBuf>,
+    /// Seed the booted copy with these secrets (default: throwaway random values for every
+    /// slot the node does not generate).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["unseeded", "disk"])]
+    pub secrets: Option<PathBuf>,
+    /// Boot without seeding: required slots stay empty (the node reports them).
+    #[arg(long, conflicts_with = "disk")]
+    pub unseeded: bool,
+    /// Boot this disk file as it is, keeping its writes (e.g. a copy you seeded, enlarged or
+    /// booted before), instead of a throwaway copy of the built image.
+    #[arg(long, value_name = "FILE")]
+    pub disk: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

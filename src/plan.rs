@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::cache::sha256_bytes;
 use crate::profile::load::parse_toml;
 use crate::profile::merge::Merge;
-use crate::profile::{Layer, ProfileSource, Qemu, Service, Site, Slot};
+use crate::profile::{Database, Job, Layer, ProfileSource, Qemu, Service, Site, Slot};
 
 pub const DEFAULT_ROLE: &str = "proxy";
 pub const DEFAULT_TARGET: &str = "x86_64-vm";
@@ -52,6 +52,10 @@ pub struct Plan {
     pub services: Vec<Service>,
     #[serde(rename = "slot")]
     pub slots: Vec<Slot>,
+    #[serde(rename = "database")]
+    pub databases: Vec<Database>,
+    #[serde(rename = "job")]
+    pub jobs: Vec<Job>,
     pub qemu: QemuPlan,
     /// The profile files read, with their hashes (recorded in manifest.json).
     pub inputs: Vec<Input>,
@@ -150,6 +154,7 @@ pub fn resolve(src: &ProfileSource, req: &Request) -> Result<Plan> {
             bail!("{}: slot `{}` is read by service `{}`, which the role does not run", rfile.display, slot.name, slot.service);
         }
     }
+    validate_databases_and_jobs(&layer.packages, &layer.slots, &layer.databases, &layer.jobs, &rfile.display)?;
     let q = layer.qemu.unwrap_or_default();
     let qemu = resolve_qemu(q, &tfile.display)?;
 
@@ -181,9 +186,45 @@ pub fn resolve(src: &ProfileSource, req: &Request) -> Result<Plan> {
         source_date_epoch,
         services: layer.services,
         slots: layer.slots,
+        databases: layer.databases,
+        jobs: layer.jobs,
         qemu,
         inputs,
     })
+}
+
+/// A plain PostgreSQL name, or a unit-name-safe job name.
+fn plain_name(s: &str, extra: char) -> bool {
+    s.chars().next().is_some_and(|c| c.is_ascii_lowercase()) && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == extra)
+}
+
+fn validate_databases_and_jobs(packages: &[String], slots: &[Slot], databases: &[Database], jobs: &[Job], display: &str) -> Result<()> {
+    let uses_pg = !databases.is_empty() || !jobs.is_empty();
+    if uses_pg && !packages.iter().any(|p| p == "postgresql") {
+        bail!("{display}: databases and pg-dump jobs need PostgreSQL: add \"postgresql\" to `packages`");
+    }
+    for d in databases {
+        for (what, n) in [("database", &d.name), ("owner", &d.owner)] {
+            if !plain_name(n, '_') {
+                bail!("{display}: {what} name `{n}` must be lower-case letters, digits or '_', starting with a letter");
+            }
+        }
+        if !slots.iter().any(|s| s.name == d.password_slot) {
+            bail!("{display}: database `{}`: password-slot `{}` is not a slot of the role", d.name, d.password_slot);
+        }
+    }
+    for j in jobs {
+        if !plain_name(&j.name, '-') {
+            bail!("{display}: job name `{}` must be lower-case letters, digits, '-' or '_'", j.name);
+        }
+        if !plain_name(&j.pg_dump.database, '_') {
+            bail!("{display}: job `{}`: database name `{}` is not a plain name", j.name, j.pg_dump.database);
+        }
+        if j.schedule.is_empty() || j.schedule.contains('\n') {
+            bail!("{display}: job `{}`: schedule must be one systemd calendar expression", j.name);
+        }
+    }
+    Ok(())
 }
 
 fn pick_host(site: &Site, display: &str, req: &Request) -> Result<HostPlan> {

@@ -1,11 +1,6 @@
-//! The seed area: a small raw partition (GPT name `imgforge-seed`) outside the root
-//! filesystem. At build time it receives the slot list (names only); `imgforge seed` and
-//! `imgforge flash --secrets` add the secret values; the node's worker reads them on first
-//! boot and wipes the area. No value is ever written to the root filesystem or a log.
-//!
-//! Layout: the slot record at 0, the secrets record at 64 KiB. A record is a 16-byte magic,
-//! the payload length (u32 LE), 4 zero bytes, the payload's sha256, then the TOML payload.
-//! An all-zero record is "absent".
+//! The host side of the seed area (its format is the `seed-area` crate, shared with the
+//! worker that reads it on the node): finding it in an image or card, checking a secrets
+//! file against its slots, and writing the values. No value is ever printed or logged.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -13,69 +8,10 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::disk::gpt;
 use crate::profile::Slot;
-
-pub const PART_NAME: &str = "imgforge-seed";
-pub const SIZE: u64 = 1024 * 1024;
-const SLOTS_AT: u64 = 0;
-const SECRETS_AT: u64 = 64 * 1024;
-const HEADER: usize = 56;
-const SLOTS_MAGIC: &[u8; 16] = b"IMGFORGE-SLOTS\0\0";
-const SECRETS_MAGIC: &[u8; 16] = b"IMGFORGE-SEED\0\0\0";
-
-#[derive(Debug, Serialize, Deserialize)]
-struct SlotList {
-    #[serde(default, rename = "slot")]
-    slots: Vec<Slot>,
-}
-
-fn encode(magic: &[u8; 16], payload: &[u8]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(HEADER + payload.len());
-    v.extend_from_slice(magic);
-    v.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    v.extend_from_slice(&[0u8; 4]);
-    v.extend_from_slice(&Sha256::digest(payload));
-    v.extend_from_slice(payload);
-    v
-}
-
-/// The payload of the record at `at`, `None` if the record is absent (all zero).
-fn decode(area: &[u8], at: u64, magic: &[u8; 16], what: &str) -> Result<Option<Vec<u8>>> {
-    let at = at as usize;
-    let head = &area[at..at + HEADER];
-    if head.iter().all(|b| *b == 0) {
-        return Ok(None);
-    }
-    if &head[..16] != magic {
-        bail!("the seed area's {what} record has an unknown format");
-    }
-    let len = u32::from_le_bytes(head[16..20].try_into().expect("4 bytes")) as usize;
-    let end = at + HEADER + len;
-    if end > area.len() {
-        bail!("the seed area's {what} record is truncated");
-    }
-    let payload = &area[at + HEADER..end];
-    if Sha256::digest(payload).as_slice() != &head[24..56] {
-        bail!("the seed area's {what} record fails its checksum");
-    }
-    Ok(Some(payload.to_vec()))
-}
-
-/// The seed partition's bytes as built: the slot record, zeros elsewhere.
-pub fn initial_area(slots: &[Slot]) -> Result<Vec<u8>> {
-    let text = toml::to_string(&SlotList { slots: slots.to_vec() }).context("writing the slot list")?;
-    let rec = encode(SLOTS_MAGIC, text.as_bytes());
-    if rec.len() as u64 > SECRETS_AT {
-        bail!("the slot list is larger than the seed area's 64 KiB for it");
-    }
-    let mut area = vec![0u8; SIZE as usize];
-    area[..rec.len()].copy_from_slice(&rec);
-    Ok(area)
-}
+pub use seed_area::{initial_area, SeedState, PART_NAME, SIZE};
 
 /// The seed partition of the disk or image open as `dev`: (offset, length).
 pub fn locate(dev: &mut File) -> Result<(u64, u64)> {
@@ -94,24 +30,9 @@ fn read_area(dev: &mut File, offset: u64) -> Result<Vec<u8>> {
     Ok(area)
 }
 
-/// What the seed area holds: the slot list and, if seeded, the values.
-pub struct SeedState {
-    pub slots: Vec<Slot>,
-    pub secrets: Option<BTreeMap<String, String>>,
-}
-
 pub fn read(dev: &mut File) -> Result<SeedState> {
     let (offset, _) = locate(dev)?;
-    let area = read_area(dev, offset)?;
-    let slots = match decode(&area, SLOTS_AT, SLOTS_MAGIC, "slot list")? {
-        Some(p) => toml::from_str::<SlotList>(std::str::from_utf8(&p)?).context("parsing the slot list")?.slots,
-        None => bail!("the seed area holds no slot list"),
-    };
-    let secrets = match decode(&area, SECRETS_AT, SECRETS_MAGIC, "secrets")? {
-        Some(p) => Some(toml::from_str(std::str::from_utf8(&p)?).context("parsing the seeded secrets")?),
-        None => None,
-    };
-    Ok(SeedState { slots, secrets })
+    seed_area::parse(&read_area(dev, offset)?)
 }
 
 /// The slots recorded in the manifest beside an image (`<name>.manifest.json` next to
@@ -171,18 +92,32 @@ pub fn seed(dev: &mut File, secrets_file: &Path) -> Result<Vec<String>> {
         .map_err(crate::exit::user)?;
     let state = read(dev)?;
     let values = check_secrets(&secrets_file.display().to_string(), &text, &state.slots)?;
-    let payload = toml::to_string(&values).context("encoding the secrets")?;
-    let rec = encode(SECRETS_MAGIC, payload.as_bytes());
-    if rec.len() as u64 > SIZE - SECRETS_AT {
-        bail!(crate::exit::UserError(format!("{}: the secrets are larger than the seed area's {} KiB", secrets_file.display(), (SIZE - SECRETS_AT) / 1024)));
-    }
+    write_values(dev, &values).map_err(|e| crate::exit::UserError(format!("{}: {e:#}", secrets_file.display())))?;
+    Ok(values.into_keys().collect())
+}
+
+/// Writes `values` (already checked against the slots) as the seed area's secrets record,
+/// replacing any earlier one, then syncs.
+pub fn write_values(dev: &mut File, values: &BTreeMap<String, String>) -> Result<()> {
+    let region = seed_area::secrets_region(values)?;
     let (offset, _) = locate(dev)?;
-    let mut region = vec![0u8; (SIZE - SECRETS_AT) as usize];
-    region[..rec.len()].copy_from_slice(&rec);
-    dev.seek(SeekFrom::Start(offset + SECRETS_AT))?;
+    dev.seek(SeekFrom::Start(offset + seed_area::SECRETS_AT))?;
     dev.write_all(&region).context("writing the seed area")?;
     dev.sync_all().context("syncing the seed area")?;
-    Ok(values.into_keys().collect())
+    Ok(())
+}
+
+/// Throwaway values for a boot test: 32 random bytes as hex for every slot the node does not
+/// generate itself. They exist only in the test's copy of the image.
+pub fn test_values(slots: &[Slot]) -> Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    let mut urandom = File::open("/dev/urandom").context("opening /dev/urandom")?;
+    for s in slots.iter().filter(|s| !s.generate) {
+        let mut b = [0u8; 32];
+        urandom.read_exact(&mut b)?;
+        out.insert(s.name.clone(), b.iter().map(|x| format!("{x:02x}")).collect());
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -198,18 +133,6 @@ mod tests {
             generate,
         };
         vec![s("jupyter-htpasswd", true, false), s("session-key", false, true)]
-    }
-
-    #[test]
-    fn records_round_trip_and_detect_damage() {
-        let area = initial_area(&slots()).unwrap();
-        assert_eq!(decode(&area, SECRETS_AT, SECRETS_MAGIC, "secrets").unwrap(), None, "unseeded");
-        let payload = decode(&area, SLOTS_AT, SLOTS_MAGIC, "slot list").unwrap().unwrap();
-        let list: SlotList = toml::from_str(std::str::from_utf8(&payload).unwrap()).unwrap();
-        assert_eq!(list.slots, slots());
-        let mut bad = area.clone();
-        bad[HEADER + 3] ^= 1;
-        assert!(decode(&bad, SLOTS_AT, SLOTS_MAGIC, "slot list").unwrap_err().to_string().contains("checksum"));
     }
 
     #[test]

@@ -61,6 +61,8 @@ impl Merge for Layer {
         self.boot_timeout_secs.merge(later.boot_timeout_secs);
         merge_by_name(&mut self.services, later.services, |s| &s.name);
         merge_by_name(&mut self.slots, later.slots, |s| &s.name);
+        merge_by_name(&mut self.databases, later.databases, |d| &d.name);
+        merge_by_name(&mut self.jobs, later.jobs, |j| &j.name);
         match (&mut self.qemu, later.qemu) {
             (Some(q), Some(l)) => q.merge(l),
             (q @ None, l) => *q = l,
@@ -82,6 +84,7 @@ mod tests {
             capabilities: vec![],
             ports: vec![],
             health: None,
+            after: vec![],
         }
     }
 

@@ -47,30 +47,67 @@ pub struct Layer {
     /// (or generated on first boot), never stored in the image. Replaced by name.
     #[serde(default, rename = "slot", skip_serializing_if = "Vec::is_empty")]
     pub slots: Vec<Slot>,
+    /// PostgreSQL databases the node creates at boot, each owned by a login role whose
+    /// password is a slot. Replaced by name.
+    #[serde(default, rename = "database", skip_serializing_if = "Vec::is_empty")]
+    pub databases: Vec<Database>,
+    /// Jobs run by systemd timers (backups first of all). Replaced by name.
+    #[serde(default, rename = "job", skip_serializing_if = "Vec::is_empty")]
+    pub jobs: Vec<Job>,
     /// How QEMU runs this target in `imgforge test` and `imgforge boot`.
     pub qemu: Option<Qemu>,
 }
 
-/// A named secret the node needs. The image carries the name, never a value.
+/// A database the worker creates (if missing) after PostgreSQL starts, at every boot.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct Slot {
-    /// Key of the secret in the secrets file, e.g. `jupyter-htpasswd`.
+pub struct Database {
+    /// Database name (a-z, 0-9, _).
     pub name: String,
-    pub description: String,
-    /// The service (unit name without .service) that reads it.
-    pub service: String,
-    /// Seeding must give a value (unless `generate` is set).
-    #[serde(default = "yes")]
-    pub required: bool,
-    /// The node may generate the value on first boot when none is seeded.
-    #[serde(default)]
-    pub generate: bool,
+    /// Its owner, a login role (a-z, 0-9, _).
+    pub owner: String,
+    /// The slot holding the owner's password.
+    pub password_slot: String,
 }
 
-fn yes() -> bool {
-    true
+/// A job run on a schedule by a systemd timer.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Job {
+    /// Unit name is `imgforge-job-<name>`.
+    pub name: String,
+    pub description: String,
+    /// When it runs: a systemd calendar expression (`daily`, `*-*-* 03:00:00`).
+    pub schedule: String,
+    /// Also run once at every boot, and count it in the boot's readiness.
+    #[serde(default)]
+    pub at_boot: bool,
+    /// What it does: dump a database of this node with pg_dump, keeping a rotation.
+    pub pg_dump: PgDump,
 }
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PgDump {
+    pub database: String,
+    /// Keep the newest dump of each of this many recent days...
+    #[serde(default = "seven")]
+    pub keep_daily: u32,
+    /// ...and of each of this many recent weeks.
+    #[serde(default = "four")]
+    pub keep_weekly: u32,
+}
+
+fn seven() -> u32 {
+    7
+}
+
+fn four() -> u32 {
+    4
+}
+
+/// A secret slot; its definition lives with the seed area's format, which carries it.
+pub use seed_area::Slot;
 
 /// A service the role runs, rendered into a systemd unit.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -89,6 +126,9 @@ pub struct Service {
     pub ports: Vec<u16>,
     /// An HTTP URL inside the node that must answer 2xx or 3xx for the service to count as ready.
     pub health: Option<String>,
+    /// Units it starts after (and pulls in), e.g. `postgresql.service`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<String>,
 }
 
 /// QEMU settings of a target. Fields merge one by one (a role may raise memory-mib alone).

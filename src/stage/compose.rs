@@ -28,7 +28,7 @@ use crate::progress::Progress;
 
 /// Paths never copied from the base: per-node secrets and identity that must not be shared
 /// by every server flashed from one image.
-const DROPPED_PREFIXES: &[&str] = &["etc/ssh/ssh_host_"];
+const DROPPED_PREFIXES: &[&str] = &["etc/ssh/ssh_host_", "etc/ssl/private/ssl-cert-snakeoil.key", "etc/ssl/certs/ssl-cert-snakeoil.pem"];
 
 /// What compose produced, as recorded in `compose.json` beside the tar.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -37,3 +37,15 @@ pub fn run(cmd: &mut Command) -> String {
     assert!(o.status.success(), "{cmd:?} failed:\n{all}");
     all
 }
+
+/// (offset, size) in bytes of partition `n` (1-based), as sfdisk reads it.
+pub fn partition(img: &Path, n: usize) -> (u64, u64) {
+    let v: serde_json::Value = serde_json::from_str(&run(Command::new("sfdisk").arg("--json").arg(img))).unwrap();
+    let p = &v["partitiontable"]["partitions"][n - 1];
+    (p["start"].as_u64().unwrap() * 512, p["size"].as_u64().unwrap() * 512)
+}
+
+/// e2fsprogs' debugfs on the ext4 filesystem at `offset` in `img`.
+pub fn debugfs(img: &Path, offset: u64, request: &str) -> String {
+    run(Command::new("debugfs").arg("-R").arg(request).arg(format!("{}?offset={offset}", img.display())))
+}

@@ -24,9 +24,20 @@ fn result(name: String, r: Result<(), String>) -> CheckResult {
 
 pub fn run_all(cfg: &NodeConfig) -> Vec<CheckResult> {
     let mut out = Vec::new();
+    // First boot ran before any of this (the ready unit is ordered after it): a slot still
+    // without a value will not get one by waiting.
+    for s in cfg.slots.iter().filter(|s| s.required || s.generate) {
+        let ok = crate::secrets::present(std::path::Path::new(crate::secrets::DIR), &s.name);
+        let detail = (!ok).then(|| format!("no value for the slot `{}` (read by {}.service): seed it with `imgforge seed`", s.name, s.service));
+        out.push(CheckResult { name: format!("slot:{}", s.name), ok, detail, gave_up: !ok });
+    }
     for u in &cfg.checks.units {
         let (r, gave_up) = unit_active(u);
         out.push(CheckResult { gave_up, ..result(u.clone(), r) });
+    }
+    for j in &cfg.checks.jobs {
+        let (r, gave_up) = job_done(j);
+        out.push(CheckResult { gave_up, ..result(j.clone(), r) });
     }
     out.push(result("no-failed-units".into(), no_failed_units()));
     for p in &cfg.checks.tcp_ports {
@@ -75,6 +86,27 @@ pub fn judge_unit(unit: &str, props: &str, uptime_secs: f64) -> Result<(), Strin
         return Err(format!("{unit} active for only {active_for:.1} s"));
     }
     Ok(())
+}
+
+/// A oneshot job that runs at boot: done once it has exited successfully in this boot.
+fn job_done(unit: &str) -> (Result<(), String>, bool) {
+    let props = match Command::new("systemctl").args(["show", unit, "-p", "ActiveState", "-p", "Result", "-p", "ExecMainExitTimestampMonotonic"]).output() {
+        Ok(o) => String::from_utf8_lossy(&o.stdout).into_owned(),
+        Err(e) => return (Err(format!("systemctl: {e}")), false),
+    };
+    judge_job(unit, &props)
+}
+
+pub fn judge_job(unit: &str, props: &str) -> (Result<(), String>, bool) {
+    let get = |k: &str| props.lines().find_map(|l| l.strip_prefix(k)?.strip_prefix('=')).unwrap_or("");
+    if get("ActiveState") == "failed" {
+        return (Err(format!("{unit} failed ({})", get("Result"))), true);
+    }
+    let exited = get("ExecMainExitTimestampMonotonic").parse::<u64>().unwrap_or(0) > 0;
+    match (exited, get("ActiveState"), get("Result")) {
+        (true, "inactive", "success") => (Ok(()), false),
+        (_, state, _) => (Err(format!("{unit} has not finished yet ({state})")), false),
+    }
 }
 
 fn no_failed_units() -> Result<(), String> {
@@ -166,6 +198,15 @@ mod tests {
         assert_eq!(judge_unit("a.service", &props("failed", 0), 20.0).unwrap_err(), "a.service is failed");
         let err = judge_unit("a.service", "ActiveState=activating\nSubState=auto-restart\nNRestarts=3\n", 20.0).unwrap_err();
         assert_eq!(err, "a.service is activating (auto-restart, 3 restarts)");
+    }
+
+    #[test]
+    fn a_job_counts_once_it_has_exited_successfully() {
+        let p = |state: &str, result: &str, exit: u64| format!("ActiveState={state}\nResult={result}\nExecMainExitTimestampMonotonic={exit}\n");
+        assert!(judge_job("j", &p("inactive", "success", 5)).0.is_ok());
+        assert_eq!(judge_job("j", &p("inactive", "success", 0)), (Err("j has not finished yet (inactive)".into()), false));
+        assert_eq!(judge_job("j", &p("activating", "success", 0)).1, false);
+        assert_eq!(judge_job("j", &p("failed", "exit-code", 5)), (Err("j failed (exit-code)".into()), true));
     }
 
     #[test]

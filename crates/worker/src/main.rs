@@ -1,23 +1,80 @@
-//! worker: imgforge's on-node agent.
+//! worker: imgforge's on-node agent, run by the units imgforge writes into the image.
 //!
-//! First version: `worker ready` waits until the role's checks pass (units active, no
-//! failed unit, ports answering, health URLs answering) and prints one line on the console
-//! and serial port, `IMGFORGE-READY ...` or `IMGFORGE-FAILED ...`, then powers off if the
-//! kernel command line holds `imgforge.poweroff`. `worker status --json` runs the checks once.
+//! - `firstboot`: places the seeded secrets, generates the generated ones, wipes the seed area.
+//! - `ready`: waits until the role's checks pass and prints `IMGFORGE-READY ...` or
+//!   `IMGFORGE-FAILED ...` on every console, then powers off if the kernel command line holds
+//!   `imgforge.poweroff` (the boot test's request). `status [--json]` runs the checks once.
+//! - `backup`: one PostgreSQL dump, checked with pg_restore, then rotated (a timer runs it).
+//! - `pg-init`: the role's database and its owner, the password from a credential.
 
+mod backup;
 mod checks;
 mod config;
 mod console;
+mod firstboot;
+mod postgres;
+mod secrets;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
 
-const DEFAULT_CONFIG: &str = "/etc/imgforge/node.toml";
+#[derive(Parser)]
+#[command(version, about = "imgforge's on-node agent")]
+struct Cli {
+    /// The node's configuration, written by imgforge.
+    #[arg(long, global = true, default_value = "/etc/imgforge/node.toml")]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Wait for the role's checks and report READY or FAILED on the consoles.
+    Ready,
+    /// Run the checks once.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Place seeded secrets, generate the generated ones, wipe the seed area.
+    Firstboot {
+        #[arg(long, default_value = firstboot::SEED_DEVICE)]
+        device: PathBuf,
+        #[arg(long, default_value = secrets::DIR)]
+        secrets_dir: PathBuf,
+        /// Written once every required slot has a value; the unit does not run again.
+        #[arg(long, default_value = firstboot::MARKER)]
+        marker: PathBuf,
+    },
+    /// Dump a PostgreSQL database, check the dump, rotate old ones.
+    Backup {
+        #[arg(long)]
+        database: String,
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 7)]
+        keep_daily: usize,
+        #[arg(long, default_value_t = 4)]
+        keep_weekly: usize,
+    },
+    /// Create the database and its owner; the password is the named systemd credential.
+    PgInit {
+        #[arg(long)]
+        database: String,
+        #[arg(long)]
+        owner: String,
+        #[arg(long)]
+        password_credential: String,
+    },
+}
 
 fn main() -> ExitCode {
-    match run() {
+    match run(Cli::parse()) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("worker: error: {e:#}");
@@ -26,36 +83,12 @@ fn main() -> ExitCode {
     }
 }
 
-fn usage() -> &'static str {
-    "usage: worker ready [--config FILE] | worker status [--json] [--config FILE] | worker --version"
-}
-
-fn run() -> Result<ExitCode> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut config_path = DEFAULT_CONFIG.to_string();
-    let mut json = false;
-    let mut cmd = None;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--config" => config_path = it.next().context("--config needs a file")?.clone(),
-            "--json" => json = true,
-            "--version" => {
-                println!("worker {}", env!("CARGO_PKG_VERSION"));
-                return Ok(ExitCode::SUCCESS);
-            }
-            "-h" | "--help" => {
-                println!("{}", usage());
-                return Ok(ExitCode::SUCCESS);
-            }
-            c if cmd.is_none() && !c.starts_with('-') => cmd = Some(c.to_string()),
-            other => bail!("unexpected argument `{other}`; {}", usage()),
-        }
-    }
-    let cfg = config::load(&config_path)?;
-    match cmd.as_deref() {
-        Some("ready") => ready(&cfg),
-        Some("status") => {
+fn run(cli: Cli) -> Result<ExitCode> {
+    let config = || config::load(&cli.config);
+    match cli.command {
+        Cmd::Ready => ready(&config()?),
+        Cmd::Status { json } => {
+            let cfg = config()?;
             let results = checks::run_all(&cfg);
             if json {
                 println!("{}", checks::to_json(&cfg, &results));
@@ -66,7 +99,29 @@ fn run() -> Result<ExitCode> {
             }
             Ok(if results.iter().all(|r| r.ok) { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
-        _ => bail!("{}", usage()),
+        Cmd::Firstboot { device, secrets_dir, marker } => {
+            let cfg = config()?;
+            let outcome = firstboot::run(&cfg.slots, &device, &secrets_dir)?;
+            println!("{}", outcome.log_line());
+            if outcome.missing.is_empty() {
+                if let Some(dir) = marker.parent() {
+                    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+                }
+                std::fs::write(&marker, "first boot completed\n").with_context(|| format!("writing {}", marker.display()))?;
+            }
+            // Missing slots are not this unit's failure: the services that need them do not
+            // start, and `worker ready` names the slots.
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Backup { database, dir, keep_daily, keep_weekly } => {
+            println!("{}", backup::run(&backup::Options { database: &database, dir: &dir, keep_daily, keep_weekly })?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::PgInit { database, owner, password_credential } => {
+            let creds = std::env::var_os("CREDENTIALS_DIRECTORY").context("no $CREDENTIALS_DIRECTORY: run from a unit with LoadCredential=")?;
+            println!("{}", postgres::init(&database, &owner, &PathBuf::from(creds).join(&password_credential))?);
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -75,7 +130,8 @@ fn ready(cfg: &config::NodeConfig) -> Result<ExitCode> {
     let deadline = Instant::now() + Duration::from_secs(cfg.timeout_secs);
     let results = loop {
         let results = checks::run_all(cfg);
-        // A unit in the failed state has exhausted its restarts: waiting longer cannot help.
+        // A unit in the failed state has exhausted its restarts, a slot without a value will
+        // not get one: waiting longer cannot help.
         let hopeless = results.iter().any(|r| r.gave_up);
         if results.iter().all(|r| r.ok) || hopeless || Instant::now() >= deadline {
             break results;
