@@ -84,7 +84,7 @@ fn seeded_secrets_reach_services_the_seed_is_wiped_generated_ones_stay_and_the_r
     let disk_len = std::fs::metadata(&disk).unwrap().len();
     let (root_off, root_len) = partition(&disk, 3);
     assert!(disk_len - (root_off + root_len) <= 1024 * 1024, "root partition ends {} bytes before the disk's end", disk_len - (root_off + root_len));
-    let sb = run(Command::new("dumpe2fs").arg("-h").arg(format!("{}?offset={root_off}", disk.display())));
+    let sb = debugfs(&disk, root_off, "stats");
     let field = |k: &str| -> u64 { sb.lines().find_map(|l| l.strip_prefix(k)).unwrap().trim().parse().unwrap() };
     let fs_len = field("Block count:") * field("Block size:");
     assert!(root_len - fs_len < 4 * 1024 * 1024, "filesystem {fs_len} bytes in a {root_len}-byte partition");

@@ -40,12 +40,19 @@ pub fn run(cmd: &mut Command) -> String {
 
 /// (offset, size) in bytes of partition `n` (1-based), as sfdisk reads it.
 pub fn partition(img: &Path, n: usize) -> (u64, u64) {
-    let v: serde_json::Value = serde_json::from_str(&run(Command::new("sfdisk").arg("--json").arg(img))).unwrap();
+    // stdout only: on a disk enlarged after the build, sfdisk warns on stderr that the
+    // backup GPT is not at the end.
+    let o = Command::new("sfdisk").arg("--json").arg(img).output().unwrap();
+    assert!(o.status.success(), "sfdisk --json {}: {}", img.display(), text(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let p = &v["partitiontable"]["partitions"][n - 1];
     (p["start"].as_u64().unwrap() * 512, p["size"].as_u64().unwrap() * 512)
 }
 
-/// e2fsprogs' debugfs on the ext4 filesystem at `offset` in `img`.
+/// e2fsprogs' debugfs on the ext4 filesystem at `offset` in `img`: its stdout (the
+/// version banner goes to stderr).
 pub fn debugfs(img: &Path, offset: u64, request: &str) -> String {
-    run(Command::new("debugfs").arg("-R").arg(request).arg(format!("{}?offset={offset}", img.display())))
+    let o = Command::new("debugfs").arg("-R").arg(request).arg(format!("{}?offset={offset}", img.display())).output().unwrap();
+    assert!(o.status.success(), "debugfs -R {request}: {}", text(&o.stderr));
+    text(&o.stdout)
 }

@@ -78,8 +78,15 @@ fn dump_and_check(database: &str, out: &Path) -> Result<usize> {
     if !list.status.success() {
         bail!("pg_restore --list cannot read the new dump of `{database}` ({})", list.status);
     }
-    let entries = String::from_utf8_lossy(&list.stdout).lines().filter(|l| !l.trim().is_empty() && !l.starts_with(';')).count();
-    Ok(entries)
+    toc_entries(&String::from_utf8_lossy(&list.stdout))
+        .with_context(|| format!("pg_restore --list printed no `TOC Entries:` line for the dump of `{database}`"))
+}
+
+/// The archive's table-of-contents size from `pg_restore --list`'s header
+/// (`;     TOC Entries: 4`). The header is what proves the archive was read: an empty
+/// database's dump selects no entry for listing, yet has a table of contents.
+pub fn toc_entries(list: &str) -> Option<usize> {
+    list.lines().find_map(|l| l.trim_start_matches(';').trim().strip_prefix("TOC Entries:")?.trim().parse().ok())
 }
 
 /// `YYYYMMDDTHHMMSSZ` for seconds since the epoch (UTC), so names sort by time.
@@ -150,6 +157,13 @@ pub fn rotation(dumps: &[String], prefix: &str, keep_daily: usize, keep_weekly: 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn toc_entries_come_from_pg_restores_header() {
+        let list = ";\n; Archive created at 2026-11-21 19:17:01 UTC\n;     dbname: app\n;     TOC Entries: 4\n;     Compression: gzip\n;\n; Selected TOC Entries:\n;\n";
+        assert_eq!(toc_entries(list), Some(4));
+        assert_eq!(toc_entries("; Selected TOC Entries:\n"), None);
+    }
 
     #[test]
     fn stamps_are_utc_calendar_times() {
