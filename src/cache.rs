@@ -52,6 +52,14 @@ impl KeyBuilder {
         self.add(label, value.as_bytes())
     }
 
+    /// The source files of the code producing the stage (see `stage::code`).
+    pub fn add_code(&mut self, sources: &[&[u8]]) -> &mut Self {
+        for (i, src) in sources.iter().enumerate() {
+            self.add(&format!("code-{i}"), src);
+        }
+        self
+    }
+
     pub fn finish(self) -> String {
         hex(&self.0.finalize())
     }

@@ -90,6 +90,13 @@ pub struct TestArgs {
     /// Where the serial console is saved (default: <out>/<role>-<target>.serial.log).
     #[arg(long, value_name = "FILE")]
     pub serial_log: Option<PathBuf>,
+    #[command(flatten)]
+    pub disk: DiskArgs,
+}
+
+/// What `test` and `boot` boot: a seeded throwaway copy of the image, or a given disk.
+#[derive(Debug, Args)]
+pub struct DiskArgs {
     /// Seed the booted copy with these secrets (default: throwaway random values for every
     /// slot the node does not generate).
     #[arg(long, value_name = "FILE", conflicts_with_all = ["unseeded", "disk"])]
@@ -113,9 +120,8 @@ pub struct BootArgs {
     /// Boot the kernel directly (-kernel) instead of through UEFI firmware and systemd-boot.
     #[arg(long)]
     pub direct_kernel: bool,
-    /// Keep the guest's writes in the image (default: a throw-away snapshot).
-    #[arg(long)]
-    pub persist: bool,
+    #[command(flatten)]
+    pub disk: DiskArgs,
 }
 
 #[derive(Debug, Args)]

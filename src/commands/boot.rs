@@ -2,18 +2,20 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 
+use super::boot_disk::BootDisk;
 use crate::cli::BootArgs;
 use crate::qemu::{self, BootOptions};
 
 pub fn run(a: BootArgs) -> Result<()> {
-    let (plan, _, built, firmware) = super::build_for_boot(&a.build, a.direct_kernel)?;
+    let (plan, opts, built, firmware) = super::build_for_boot(&a.build, a.direct_kernel)?;
+    let disk = BootDisk::prepare(&a.disk, &plan, &built.image, &opts.out_dir)?;
     let boot = BootOptions {
         qemu: plan.qemu.clone(),
-        image: built.image,
+        image: disk.path().to_path_buf(),
         firmware,
         cmdline_extra: vec![],
         forwards: a.forwards,
-        snapshot: !a.persist,
+        snapshot: disk.snapshot(),
         timeout: Duration::MAX,
     };
     for (h, g) in &boot.forwards {

@@ -1,6 +1,7 @@
 //! One function per subcommand. Shared set-up (profiles, plan, build options) lives here.
 
 mod boot;
+mod boot_disk;
 mod build;
 mod flash;
 mod inspect;

@@ -114,26 +114,10 @@ impl ProfileSource {
 
 /// Parses TOML into `T`. Errors read `FILE:LINE:COLUMN: key `K`: MESSAGE`.
 pub fn parse_toml<T: DeserializeOwned>(display: &str, text: &str) -> Result<T> {
-    let de = toml::Deserializer::new(text);
-    serde_path_to_error::deserialize(de).map_err(|err| {
-        let key = err.path().to_string();
-        let inner = err.into_inner();
-        let (line, col) = inner
-            .span()
-            .map(|s| line_col(text, s.start))
-            .unwrap_or((1, 1));
-        let key = if key == "." { String::new() } else { format!("key `{key}`: ") };
-        anyhow!("{display}:{line}:{col}: {key}{}", inner.message().trim_end())
-    })
+    toml_errors::parse(display, text).map_err(|e| anyhow!(e))
 }
 
-/// 1-based line and column of byte `offset` in `text`.
-pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, col)
-}
+pub use toml_errors::line_col;
 
 #[cfg(test)]
 mod tests {

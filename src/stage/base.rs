@@ -43,6 +43,7 @@ pub fn run(plan: &Plan, opts: &BuildOptions, progress: &mut Progress) -> Result<
         .add_str("enable-units", &plan.enable_units.join(","))
         .add_str("initramfs-modules", &plan.initramfs_modules.join(","))
         .add_str("sources", &sources.join("\n"))
+        .add_code(super::code::BASE)
         .add_str("epoch", &plan.source_date_epoch.to_string())
         .add_str("dpkg-excludes", &DPKG_EXCLUDES.join(","));
     let key = key.finish();

@@ -78,7 +78,8 @@ pub fn run(plan: &Plan, opts: &BuildOptions, base: &Base, bins: &Binaries, progr
     let mut key = KeyBuilder::new(NAME);
     key.add_str("base", &base.key)
         .add_str("binaries", &bins.content_hash)
-        .add_str("plan", &plan_for_key(plan));
+        .add_str("plan", &plan_for_key(plan))
+        .add_code(super::code::COMPOSE);
     for (path, f) in &overlays {
         key.add(path, &f.content);
     }
@@ -100,7 +101,12 @@ pub fn run(plan: &Plan, opts: &BuildOptions, base: &Base, bins: &Binaries, progr
     let ids = Ids::derive(&key);
     let mut additions = BTreeMap::new();
     render_overlays(plan, &ids, &overlays, &mut additions)?;
-    for g in units::generate(plan) {
+    let installed: BTreeSet<String> = fs::read_to_string(&base.packages_tsv)
+        .with_context(|| format!("reading {}", base.packages_tsv.display()))?
+        .lines()
+        .filter_map(|l| l.split('\t').next().map(str::to_string))
+        .collect();
+    for g in units::generate(plan, &installed) {
         match g {
             Generated::File { path, content, mode } => additions.insert(path, Addition::File { content, mode }),
             Generated::Symlink { path, target } => additions.insert(path, Addition::Symlink { target }),

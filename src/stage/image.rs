@@ -52,7 +52,8 @@ pub fn run(plan: &Plan, opts: &BuildOptions, c: &Composed, progress: &mut Progre
         .add_str("layout", &format!("{lay:?}"))
         .add_str("loader", &loader_entry(plan, c))
         .add_str("slots", &format!("{:?}", plan.slots))
-        .add_str("epoch", &plan.source_date_epoch.to_string());
+        .add_str("epoch", &plan.source_date_epoch.to_string())
+        .add_code(super::code::IMAGE);
     let key = key.finish();
     if !opts.forced(Stage::Image) {
         if let Some(dir) = opts.cache.lookup(NAME, &key) {

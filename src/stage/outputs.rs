@@ -49,7 +49,7 @@ pub fn run(plan: &Plan, opts: &BuildOptions, base: &Base, c: &Composed, img: &Im
     let qcow_path = out.join(format!("{name}.qcow2"));
     let manifest_path = out.join(format!("{name}.manifest.json"));
     let mut key = KeyBuilder::new(NAME);
-    key.add_str("image", &img.key).add_str("version", env!("CARGO_PKG_VERSION"));
+    key.add_str("image", &img.key).add_str("version", env!("CARGO_PKG_VERSION")).add_code(super::code::OUTPUTS);
     let key = key.finish();
 
     if !opts.forced(Stage::Outputs) {

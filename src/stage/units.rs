@@ -1,6 +1,8 @@
 //! Generated files that depend on the plan rather than on overlays: the role's systemd
 //! units and their enablement links, imgforge's own units, and the worker's node config.
 
+use std::collections::BTreeSet;
+
 use crate::plan::Plan;
 use crate::profile::{Database, Job, Service, Slot};
 
@@ -18,8 +20,9 @@ pub enum Generated {
 
 const UNIT_DIR: &str = "etc/systemd/system";
 
-/// Everything compose generates for `plan`, in a stable order.
-pub fn generate(plan: &Plan) -> Vec<Generated> {
+/// Everything compose generates for `plan`, in a stable order. `installed` are the Debian
+/// packages in the base root (some units exist only for a package's files).
+pub fn generate(plan: &Plan, installed: &BTreeSet<String>) -> Vec<Generated> {
     let mut out = Vec::new();
     for svc in &plan.services {
         let slots: Vec<&Slot> = plan.slots.iter().filter(|s| s.service == svc.name).collect();
@@ -41,7 +44,9 @@ pub fn generate(plan: &Plan) -> Vec<Generated> {
     add_unit(&mut out, "imgforge-firstboot.service", FIRSTBOOT_UNIT.to_string(), "multi-user.target");
     add_unit(&mut out, "imgforge-ready.service", READY_UNIT.to_string(), "multi-user.target");
     add_unit(&mut out, "imgforge-ssh-keygen.service", SSH_KEYGEN_UNIT.to_string(), "multi-user.target");
-    add_unit(&mut out, "imgforge-snakeoil.service", SNAKEOIL_UNIT.to_string(), "sysinit.target");
+    if installed.contains("ssl-cert") {
+        add_unit(&mut out, "imgforge-snakeoil.service", SNAKEOIL_UNIT.to_string(), "sysinit.target");
+    }
     out.push(Generated::File {
         path: "etc/imgforge/node.toml".into(),
         content: node_config(plan).into_bytes(),
@@ -370,7 +375,7 @@ mod tests {
 
     #[test]
     fn each_service_gets_a_unit_and_a_wants_link() {
-        let gen = generate(&plan());
+        let gen = generate(&plan(), &BTreeSet::new());
         let unit = gen.iter().find_map(|g| match g {
             Generated::File { path, content, .. } if path == "etc/systemd/system/gateway.service" => Some(String::from_utf8_lossy(content).into_owned()),
             _ => None,
