@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 mod common;
-use common::{debugfs, imgforge, partition, run, serial, text, tmp};
+use common::{debugfs, imgforge, partition, run, serial, text, tmp, verify_generated_units};
 
 /// A copy of the checkout's profiles with the test role added.
 fn profiles_with_test_role() -> PathBuf {
@@ -43,6 +43,17 @@ fn seeded_secrets_reach_services_the_seed_is_wiped_generated_ones_stay_and_the_r
     let o = imgforge(&["build", "--role", "pg-backup", "--profiles", profiles.to_str().unwrap(), "--out", out.to_str().unwrap()]);
     assert!(o.status.success(), "build failed:\n{}", text(&o.stderr));
     let img = out.join("pg-backup-x86_64-vm.img");
+    // The database, job and timer units too pass the image's own systemd-analyze verify.
+    let units = verify_generated_units(&out.join("pg-backup-x86_64-vm.manifest.json"), "pg-verify-root");
+    for u in ["db-client.service", "imgforge-pg-init-app.service", "imgforge-job-backup-app.service", "imgforge-job-backup-app.timer", "imgforge-snakeoil.service"] {
+        assert!(units.iter().any(|v| v.ends_with(u)), "{u} not verified: {units:?}");
+    }
+
+    // ssl-cert's install-time key (PostgreSQL serves it) is not shared by every card: the
+    // image has none, each node makes its own on first boot (checked after the boot below).
+    let (img_root, _) = partition(&img, 3);
+    let key_path = "/etc/ssl/private/ssl-cert-snakeoil.key";
+    assert!(!debugfs(&img, img_root, &format!("stat {key_path}")).contains("Inode:"), "the image holds a TLS key");
 
     // A value unique to this run: the built image cannot hold it, the seeded copy holds it
     // once (in the seed area).
@@ -92,6 +103,7 @@ fn seeded_secrets_reach_services_the_seed_is_wiped_generated_ones_stay_and_the_r
     run(Command::new("e2fsck").arg("-fn").arg(format!("{}?offset={root_off}", disk.display())));
 
     assert_eq!(debugfs(&disk, root_off, "cat /var/lib/imgforge/secrets/db-password").trim_end(), password);
+    assert!(debugfs(&disk, root_off, &format!("stat {key_path}")).contains("Inode:"), "the node made its TLS key");
     let key = debugfs(&disk, root_off, "cat /var/lib/imgforge/secrets/app-key");
     assert_eq!(key.trim_end().len(), 64, "{key}");
     let dumps = debugfs(&disk, root_off, "ls /var/lib/imgforge/backups/app");

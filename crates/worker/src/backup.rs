@@ -25,6 +25,13 @@ pub struct Options<'a> {
 pub fn run(o: &Options) -> Result<String> {
     let started = Instant::now();
     fs::create_dir_all(o.dir).with_context(|| format!("creating {}", o.dir.display()))?;
+    // A run killed half-way (power cut, timeout) left a partial file: it was never a backup.
+    for e in fs::read_dir(o.dir)?.flatten() {
+        let n = e.file_name();
+        if n.to_str().is_some_and(|n| n.starts_with(&format!(".{}-", o.database)) && n.ends_with(".dump.partial")) {
+            fs::remove_file(e.path()).with_context(|| format!("removing the partial dump {}", e.path().display()))?;
+        }
+    }
     let secs = SystemTime::now().duration_since(UNIX_EPOCH).context("clock before 1970")?.as_secs();
     let name = format!("{}-{}.dump", o.database, stamp(secs));
     let tmp = o.dir.join(format!(".{name}.partial"));
