@@ -20,6 +20,7 @@ declare -A RELEASE_PKGS=(
   [xz]=xz-utils
   [systemd-analyze]=systemd
   [curl]=curl
+  [htpasswd]=apache2-utils
 )
 OVMF_CODE=/usr/share/OVMF/OVMF_CODE_4M.fd
 
@@ -38,6 +39,8 @@ for cmd in "${!RELEASE_PKGS[@]}"; do
   command -v "$cmd" >/dev/null || missing+=("${RELEASE_PKGS[$cmd]}")
 done
 [ -e "$OVMF_CODE" ] || missing+=(ovmf)
+# The gateway's tests run Debian's python3 with python3-websockets as upstream and client.
+/usr/bin/python3 -c 'import websockets' 2>/dev/null || missing+=(python3-websockets)
 have_libarchive || missing+=(libarchive13)
 backports=()
 have_min_e2fsprogs || backports+=(e2fsprogs)

@@ -1,92 +1,80 @@
-//! gateway: imgforge's reverse proxy. First version: answers HTTP with a plain page naming
-//! the node, so the proxy role's image has a real service on port 80; the gateway issue
-//! makes it the real proxy (routing, TLS, ACME, auth).
+//! gateway: imgforge's reverse proxy, the proxy role's front door. It replaces Apache's
+//! reverse proxy, certbot and the Django proxy views of the user's setup (../shared/seeds):
+//! routing by host and path prefix, prefix stripping with X-Forwarded-Prefix, WebSockets,
+//! per-route timeouts, access by source network, HTTP Basic and forward auth.
+//!
+//! `gateway serve --config FILE` runs it; `gateway check FILE` validates a configuration
+//! and names the line and key of a mistake. Without --config it answers a page naming the
+//! node (what the proxy image runs until its site renders a configuration).
 
-use std::convert::Infallible;
-use std::net::SocketAddr;
+mod basic_auth;
+mod config;
+mod pages;
+mod proxy;
+mod rewrite;
+mod router;
+mod server;
 
-use anyhow::{bail, Context, Result};
-use http_body_util::Full;
-use hyper::body::Bytes;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
+use std::path::PathBuf;
+use std::process::ExitCode;
 
-fn usage() -> &'static str {
-    "usage: gateway serve [--listen ADDR:PORT] | gateway --version"
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(version, about = "imgforge's reverse proxy")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
 }
 
-fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut listen: SocketAddr = "0.0.0.0:80".parse().expect("valid default");
-    let mut serve = false;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "serve" => serve = true,
-            "--listen" => {
-                let v = it.next().context("--listen needs ADDR:PORT")?;
-                listen = v.parse().with_context(|| format!("--listen `{v}` is not ADDR:PORT"))?;
-            }
-            "--version" => {
-                println!("gateway {}", env!("CARGO_PKG_VERSION"));
-                return Ok(());
-            }
-            other => bail!("unexpected argument `{other}`; {}", usage()),
-        }
-    }
-    if !serve {
-        bail!("{}", usage());
-    }
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    rt.block_on(serve_plain(listen))
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve (SIGHUP reloads the configuration).
+    Serve {
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// The plain HTTP listener, overriding the configuration's server.http.
+        #[arg(long, value_name = "ADDR:PORT")]
+        listen: Option<std::net::SocketAddr>,
+        /// Worker threads (default: one per CPU).
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+    /// Check a configuration file; errors name the file, line, column and key.
+    Check { config: PathBuf },
 }
 
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "unknown".into())
-}
-
-async fn serve_plain(addr: SocketAddr) -> Result<()> {
-    let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
-    eprintln!("gateway: listening on {addr}");
-    let page = Bytes::from(format!("imgforge gateway on {}\n", hostname()));
-    let shutdown = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-        tokio::select! {
-            _ = term.recv() => {},
-            _ = tokio::signal::ctrl_c() => {},
-        }
-    };
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            r = listener.accept() => r.context("accepting a connection")?,
-            _ = &mut shutdown => {
-                eprintln!("gateway: stopping");
-                return Ok(());
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Cmd::Check { config: path } => match config::load(&path).and_then(|c| proxy::Runtime::new(c, None).map(|_| ())) {
+            Ok(()) => {
+                println!("{}: ok", path.display());
+                ExitCode::SUCCESS
             }
-        };
-        let page = page.clone();
-        tokio::spawn(async move {
-            let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
-                let page = page.clone();
-                async move {
-                    eprintln!("{peer} {} {}", req.method(), req.uri());
-                    Ok::<_, Infallible>(
-                        Response::builder()
-                            .header("content-type", "text/plain; charset=utf-8")
-                            .body(Full::new(page))
-                            .expect("valid response"),
-                    )
+            Err(e) => {
+                eprintln!("gateway: {e}");
+                ExitCode::from(1)
+            }
+        },
+        Cmd::Serve { config, listen, threads } => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            if let Some(t) = threads {
+                b.worker_threads(t);
+            }
+            let rt = match b.enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("gateway: error: starting the runtime: {e}");
+                    return ExitCode::from(2);
                 }
-            });
-            if let Err(e) = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await {
-                eprintln!("gateway: connection from {peer}: {e}");
+            };
+            match rt.block_on(server::serve(server::Options { config, listen })) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("gateway: error: {e:#}");
+                    ExitCode::from(2)
+                }
             }
-        });
+        }
     }
 }

@@ -1,0 +1,368 @@
+//! The gateway's configuration: one TOML file (the roles issue renders it per site).
+//!
+//! Every value is checked while it is read, so `gateway check` names the file, line, column
+//! and key of the first mistake (`gateway.toml:12:12: key `route[1].upstream`: ...`), and a
+//! reload with a bad file keeps the running configuration.
+//!
+//! ```toml
+//! [server]
+//! http = "0.0.0.0:80"
+//! trusted-proxies = ["192.168.50.1/32"]
+//! lan = ["192.168.50.0/24"]
+//!
+//! [[route]]
+//! host = "jupyter.example.test"
+//! upstream = "http://192.168.50.4:8888"
+//! read-timeout-secs = 300
+//! auth = { kind = "basic", htpasswd = "/run/credentials/gateway.service/jupyter-htpasswd" }
+//! ```
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Config {
+    #[serde(default)]
+    pub server: Server,
+    #[serde(default, rename = "route")]
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Server {
+    /// Plain HTTP listener.
+    #[serde(default = "default_http")]
+    pub http: Option<SocketAddr>,
+    /// Peers whose X-Forwarded-For/-Proto/-Host are believed; from anyone else they are
+    /// replaced.
+    #[serde(default)]
+    pub trusted_proxies: Vec<Net>,
+    /// The local network, for routes with `access = "lan"`.
+    #[serde(default = "default_lan")]
+    pub lan: Vec<Net>,
+    /// One line per request on standard output (the journal).
+    #[serde(default = "yes")]
+    pub access_log: bool,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Server {
+            http: default_http(),
+            trusted_proxies: vec![],
+            lan: default_lan(),
+            access_log: true,
+        }
+    }
+}
+
+fn default_http() -> Option<SocketAddr> {
+    Some(SocketAddr::from(([0, 0, 0, 0], 80)))
+}
+
+fn default_lan() -> Vec<Net> {
+    ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8", "::1/128", "fc00::/7"]
+        .iter()
+        .map(|s| s.parse().expect("valid default"))
+        .collect()
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Route {
+    /// Host name the route answers (the Host header, without port), or `*`.
+    #[serde(default = "star")]
+    pub host: String,
+    /// Path prefix, starting and ending with `/`.
+    #[serde(default)]
+    pub prefix: Prefix,
+    pub upstream: Upstream,
+    /// Remove the prefix before forwarding (sending it as X-Forwarded-Prefix). Default: yes
+    /// when the prefix is not `/`.
+    pub strip_prefix: Option<bool>,
+    #[serde(default = "five_u64")]
+    pub connect_timeout_secs: u64,
+    /// Longest wait for the upstream's response head.
+    #[serde(default = "sixty")]
+    pub read_timeout_secs: u64,
+    /// Longest silence on an upgraded (WebSocket) connection before it is closed.
+    #[serde(default = "six_hundred")]
+    pub idle_timeout_secs: u64,
+    #[serde(default)]
+    pub access: Access,
+    /// Path prefixes reachable from anywhere when `access = "lan"`.
+    #[serde(default)]
+    pub public_paths: Vec<String>,
+    pub auth: Option<Auth>,
+}
+
+impl Route {
+    pub fn strips(&self) -> bool {
+        self.strip_prefix.unwrap_or(self.prefix.0 != "/")
+    }
+}
+
+fn star() -> String {
+    "*".into()
+}
+
+fn five_u64() -> u64 {
+    5
+}
+
+fn sixty() -> u64 {
+    60
+}
+
+fn six_hundred() -> u64 {
+    600
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Access {
+    #[default]
+    Any,
+    Lan,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", tag = "kind")]
+pub enum Auth {
+    /// HTTP Basic against an htpasswd file (bcrypt `$2y$` or argon2 `$argon2id$` hashes).
+    Basic {
+        htpasswd: PathBuf,
+        #[serde(default = "realm")]
+        realm: String,
+    },
+    /// Ask this URL with the request's headers; 2xx lets the request through.
+    Forward { url: Upstream },
+}
+
+fn realm() -> String {
+    "restricted".into()
+}
+
+/// A path prefix: starts and ends with `/`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prefix(pub String);
+
+impl Default for Prefix {
+    fn default() -> Self {
+        Prefix("/".into())
+    }
+}
+
+impl<'de> Deserialize<'de> for Prefix {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if !s.starts_with('/') || !s.ends_with('/') || s.contains("//") || s.contains(['?', '#', ' ']) {
+            return Err(serde::de::Error::custom(format!("prefix `{s}` must start and end with `/` (e.g. \"/chat/\")")));
+        }
+        Ok(Prefix(s))
+    }
+}
+
+/// An upstream base URL: `http://host:port` (no path).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Upstream {
+    pub authority: String,
+    pub path: String,
+}
+
+impl fmt::Display for Upstream {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "http://{}{}", self.authority, self.path)
+    }
+}
+
+impl FromStr for Upstream {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let rest = s.strip_prefix("http://").ok_or_else(|| format!("`{s}` is not an http:// URL"))?;
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, ""),
+        };
+        if authority.is_empty() || authority.contains('@') {
+            return Err(format!("`{s}` has no host (or has user info)"));
+        }
+        let authority = if authority.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
+            authority.to_string()
+        } else {
+            format!("{authority}:80")
+        };
+        Ok(Upstream { authority, path: path.trim_end_matches('/').to_string() })
+    }
+}
+
+impl<'de> Deserialize<'de> for Upstream {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A network in CIDR form (`192.168.50.0/24`; a bare address is a /32 or /128).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Net {
+    addr: IpAddr,
+    bits: u8,
+}
+
+impl Net {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        match (self.addr, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => mask_eq(&n.octets(), &a.octets(), self.bits),
+            (IpAddr::V6(n), IpAddr::V6(a)) => mask_eq(&n.octets(), &a.octets(), self.bits),
+            _ => false,
+        }
+    }
+}
+
+/// An IPv4 peer on a dual-stack socket shows as ::ffff:a.b.c.d.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    }
+}
+
+fn mask_eq(a: &[u8], b: &[u8], bits: u8) -> bool {
+    let full = (bits / 8) as usize;
+    if a[..full] != b[..full] {
+        return false;
+    }
+    let rem = bits % 8;
+    rem == 0 || (a[full] ^ b[full]) & (0xffu8 << (8 - rem)) == 0
+}
+
+impl FromStr for Net {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (a, bits) = match s.split_once('/') {
+            Some((a, b)) => (a, Some(b.parse::<u8>().map_err(|_| format!("`{s}`: bad prefix length"))?)),
+            None => (s, None),
+        };
+        let addr: IpAddr = a.parse().map_err(|_| format!("`{s}` is not an address or network (e.g. 192.168.1.0/24)"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let bits = bits.unwrap_or(max);
+        if bits > max {
+            return Err(format!("`{s}`: prefix length above {max}"));
+        }
+        Ok(Net { addr: canonical(addr), bits })
+    }
+}
+
+impl<'de> Deserialize<'de> for Net {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Reads and checks a configuration file.
+pub fn load(path: &std::path::Path) -> Result<Config, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    parse(&path.display().to_string(), &text)
+}
+
+/// Parses and checks; errors are `FILE:LINE:COL: key `K`: message`.
+pub fn parse(display: &str, text: &str) -> Result<Config, String> {
+    let cfg: Config = toml_errors::parse(display, text)?;
+    // Checks across values, located by the route's table in the text.
+    let route_at = |i: usize| -> String {
+        let mut seen = 0;
+        for (n, line) in text.lines().enumerate() {
+            if line.trim() == "[[route]]" {
+                if seen == i {
+                    return format!("{display}:{}:1: key `route[{i}]`", n + 1);
+                }
+                seen += 1;
+            }
+        }
+        format!("{display}: key `route[{i}]`")
+    };
+    for (i, r) in cfg.routes.iter().enumerate() {
+        if let Some(j) = cfg.routes[..i].iter().position(|o| o.host == r.host && o.prefix == r.prefix) {
+            return Err(format!("{}: the same host and prefix as route[{j}] ({} {})", route_at(i), r.host, r.prefix.0));
+        }
+        if let Some(p) = r.public_paths.iter().find(|p| !p.starts_with('/')) {
+            return Err(format!("{}: public path `{p}` must start with `/`", route_at(i)));
+        }
+    }
+    Ok(cfg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[server]
+http = "127.0.0.1:8080"
+trusted-proxies = ["10.0.0.1"]
+
+[[route]]
+host = "django.example.test"
+upstream = "http://192.168.50.3:8000"
+
+[[route]]
+host = "django.example.test"
+prefix = "/chat/"
+upstream = "http://192.168.50.4:5000"
+read-timeout-secs = 300
+access = "lan"
+public-paths = ["/chat/track/"]
+auth = { kind = "basic", htpasswd = "/etc/gw/htpasswd" }
+"#;
+
+    #[test]
+    fn a_good_file_parses_with_defaults() {
+        let c = parse("g.toml", GOOD).unwrap();
+        assert_eq!(c.routes.len(), 2);
+        assert!(!c.routes[0].strips() && c.routes[1].strips());
+        assert_eq!(c.routes[1].upstream.authority, "192.168.50.4:5000");
+        assert_eq!(c.routes[1].access, Access::Lan);
+        assert!(c.server.access_log);
+        assert!(c.server.trusted_proxies[0].contains("10.0.0.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn mistakes_name_line_and_key() {
+        let bad = GOOD.replace("http://192.168.50.4:5000", "https://x");
+        let e = parse("g.toml", &bad).unwrap_err();
+        assert!(e.starts_with("g.toml:13:12: key `route[1].upstream`: `https://x` is not an http:// URL"), "{e}");
+        let bad = GOOD.replace("prefix = \"/chat/\"", "prefix = \"/chat\"");
+        let e = parse("g.toml", &bad).unwrap_err();
+        assert!(e.starts_with("g.toml:12:10: key `route[1].prefix`: prefix `/chat` must start and end"), "{e}");
+        let bad = GOOD.replace("read-timeout-secs", "read-timout-secs");
+        let e = parse("g.toml", &bad).unwrap_err();
+        assert!(e.starts_with("g.toml:14:1: key `route[1].read-timout-secs`: unknown field"), "{e}");
+        let bad = GOOD.replace("prefix = \"/chat/\"\n", "");
+        let e = parse("g.toml", &bad).unwrap_err();
+        assert_eq!(e, "g.toml:10:1: key `route[1]`: the same host and prefix as route[0] (django.example.test /)");
+        let bad = GOOD.replace("\"10.0.0.1\"", "\"10.0.0.300\"");
+        assert!(parse("g.toml", &bad).unwrap_err().contains("key `server.trusted-proxies[0]`"));
+    }
+
+    #[test]
+    fn networks_match_by_prefix() {
+        let n: Net = "192.168.50.0/24".parse().unwrap();
+        assert!(n.contains("192.168.50.7".parse().unwrap()));
+        assert!(n.contains("::ffff:192.168.50.7".parse().unwrap()), "v4-mapped peers");
+        assert!(!n.contains("192.168.51.7".parse().unwrap()));
+        let n: Net = "10.0.0.0/9".parse().unwrap();
+        assert!(n.contains("10.127.0.1".parse().unwrap()) && !n.contains("10.128.0.1".parse().unwrap()));
+        assert!("1.2.3.4/33".parse::<Net>().is_err());
+    }
+}

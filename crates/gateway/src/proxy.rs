@@ -1,0 +1,277 @@
+//! One request through the gateway: route, access, auth, then forward to the upstream with
+//! its timeouts, rewriting what the client sees; WebSocket upgrades are spliced both ways.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, HOST};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::basic_auth::Htpasswd;
+use crate::config::{Access, Auth, Config, Route};
+use crate::pages::{self, Body};
+use crate::{rewrite, router};
+
+/// A configuration in force, with what was loaded for it. Replaced whole on reload; requests
+/// in flight keep the one they started with.
+pub struct Runtime {
+    pub cfg: Config,
+    htpasswd: Vec<Option<Htpasswd>>,
+    clients: Vec<Client<HttpConnector, Body>>,
+    /// With no route at all (no --config), the gateway answers a page naming the node.
+    pub node_page: Option<String>,
+}
+
+impl Runtime {
+    pub fn new(cfg: Config, node_page: Option<String>) -> Result<Runtime, String> {
+        let mut htpasswd = Vec::new();
+        let mut clients = Vec::new();
+        for r in &cfg.routes {
+            htpasswd.push(match &r.auth {
+                Some(Auth::Basic { htpasswd, .. }) => Some(Htpasswd::load(htpasswd)?),
+                _ => None,
+            });
+            let mut conn = HttpConnector::new();
+            conn.set_connect_timeout(Some(Duration::from_secs(r.connect_timeout_secs)));
+            conn.set_nodelay(true);
+            clients.push(Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(conn));
+        }
+        Ok(Runtime { cfg, htpasswd, clients, node_page })
+    }
+}
+
+/// How the request arrived.
+#[derive(Clone, Copy)]
+pub struct Conn {
+    pub peer: SocketAddr,
+    pub https: bool,
+}
+
+pub async fn handle(rt: Arc<Runtime>, conn: Conn, req: Request<Incoming>) -> Response<Body> {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let host = router::host_of(req.headers().get(HOST).and_then(|h| h.to_str().ok()).or(req.uri().host()).unwrap_or(""));
+    let path = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
+    let client = rewrite::client_ip(conn.peer.ip(), req.headers(), &rt.cfg.server.trusted_proxies);
+    let (resp, route) = route_request(&rt, conn, &host, req).await;
+    if rt.cfg.server.access_log {
+        let upstream = route.map(|i| rt.cfg.routes[i].upstream.authority.as_str()).unwrap_or("-");
+        println!(
+            "access {client} \"{method} {host}{path}\" {} {:.1}ms upstream={upstream}",
+            resp.status().as_u16(),
+            started.elapsed().as_secs_f64() * 1000.0
+        );
+    }
+    resp
+}
+
+async fn route_request(rt: &Runtime, conn: Conn, host: &str, req: Request<Incoming>) -> (Response<Body>, Option<usize>) {
+    let path = req.uri().path().to_string();
+    if rt.cfg.routes.is_empty() {
+        if let Some(page) = &rt.node_page {
+            return (
+                Response::builder().header("content-type", "text/plain; charset=utf-8").body(pages::full(page.clone())).expect("valid"),
+                None,
+            );
+        }
+    }
+    let i = match router::find(&rt.cfg.routes, host, &path) {
+        router::Match::Route(i) => i,
+        router::Match::AddSlash(to) => {
+            let q = req.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
+            return (pages::redirect(StatusCode::MOVED_PERMANENTLY, &format!("{to}{q}")), None);
+        }
+        router::Match::None => return (pages::not_found(host), None),
+    };
+    let route = &rt.cfg.routes[i];
+    let client = rewrite::client_ip(conn.peer.ip(), req.headers(), &rt.cfg.server.trusted_proxies);
+    if route.access == Access::Lan
+        && !rt.cfg.server.lan.iter().any(|n| n.contains(client))
+        && !route.public_paths.iter().any(|p| path.starts_with(p.as_str()))
+    {
+        return (pages::forbidden(), Some(i));
+    }
+    if let Some(h) = &rt.htpasswd[i] {
+        let auth = req.headers().get("authorization").and_then(|v| v.to_str().ok());
+        if h.check(auth).is_none() {
+            let realm = match &route.auth {
+                Some(Auth::Basic { realm, .. }) => realm.replace('"', ""),
+                _ => String::new(),
+            };
+            let mut r = pages::html(StatusCode::UNAUTHORIZED, "Unauthorized", "This application needs a user name and password.");
+            r.headers_mut().insert("www-authenticate", HeaderValue::from_str(&format!("Basic realm=\"{realm}\"")).expect("ascii realm"));
+            return (r, Some(i));
+        }
+    }
+    if let Some(Auth::Forward { url }) = &route.auth {
+        match forward_auth(rt, i, url, &req, conn).await {
+            Ok(()) => {}
+            Err(resp) => return (resp, Some(i)),
+        }
+    }
+    (forward(rt, i, route, conn, host, req).await, Some(i))
+}
+
+/// Asks the auth URL with the request's headers (and what was asked, as X-Forwarded-Method
+/// and -Uri); a 2xx lets the request through, anything else is returned to the client.
+async fn forward_auth(rt: &Runtime, i: usize, url: &crate::config::Upstream, req: &Request<Incoming>, conn: Conn) -> Result<(), Response<Body>> {
+    let mut b = Request::builder().method("GET").uri(url.to_string());
+    for (k, v) in req.headers() {
+        if k != "content-length" && k != "transfer-encoding" {
+            b = b.header(k, v);
+        }
+    }
+    let sub = b
+        .header("x-forwarded-method", req.method().as_str())
+        .header("x-forwarded-uri", req.uri().to_string())
+        .header("x-forwarded-for", conn.peer.ip().to_string())
+        .body(pages::full(hyper::body::Bytes::new()))
+        .map_err(|_| pages::bad_gateway(&url.authority))?;
+    let timeout = Duration::from_secs(rt.cfg.routes[i].read_timeout_secs);
+    match tokio::time::timeout(timeout, rt.clients[i].request(sub)).await {
+        Ok(Ok(r)) if r.status().is_success() => Ok(()),
+        Ok(Ok(r)) => {
+            let status = r.status();
+            let mut out = Response::builder().status(status);
+            for k in ["location", "www-authenticate", "set-cookie", "content-type"] {
+                for v in r.headers().get_all(k) {
+                    out = out.header(k, v);
+                }
+            }
+            Err(out.body(r.into_body().boxed()).expect("valid response"))
+        }
+        Ok(Err(_)) => Err(pages::bad_gateway(&url.authority)),
+        Err(_) => Err(pages::gateway_timeout(&url.authority)),
+    }
+}
+
+fn is_websocket(req: &Request<Incoming>) -> Option<HeaderValue> {
+    let up = req.headers().get("upgrade")?;
+    up.to_str().ok()?.eq_ignore_ascii_case("websocket").then(|| up.clone())
+}
+
+async fn forward(rt: &Runtime, i: usize, route: &Route, conn: Conn, host: &str, mut req: Request<Incoming>) -> Response<Body> {
+    let upgrade = is_websocket(&req);
+    let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+    let pq = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/").to_string();
+    let uri = format!("http://{}{}", route.upstream.authority, router::upstream_path(route, &pq));
+    let (mut parts, body) = req.into_parts();
+    let Ok(parsed) = uri.parse() else {
+        return pages::html(StatusCode::BAD_REQUEST, "Bad Request", "The request's path cannot be forwarded.");
+    };
+    parts.uri = parsed;
+    parts.version = hyper::Version::HTTP_11;
+    rewrite::strip_hop_by_hop(&mut parts.headers, upgrade);
+    let proto = if conn.https { "https" } else { "http" };
+    rewrite::set_forwarded(&mut parts.headers, conn.peer.ip(), &rt.cfg.server.trusted_proxies, proto, host, route);
+    let out = Request::from_parts(parts, body.boxed());
+
+    let timeout = Duration::from_secs(route.read_timeout_secs);
+    let mut resp = match tokio::time::timeout(timeout, rt.clients[i].request(out)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            // The cause goes to the journal for the operator; the client sees the upstream's address.
+            eprintln!("gateway: route {i} upstream {}: {e:?}", route.upstream.authority);
+            if format!("{e:?}").contains("ConnectTimeout") || format!("{e:?}").contains("timed out") {
+                return pages::gateway_timeout(&route.upstream.authority);
+            }
+            return pages::bad_gateway(&route.upstream.authority);
+        }
+        Err(_) => return pages::gateway_timeout(&route.upstream.authority),
+    };
+
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(client_upgrade) = client_upgrade {
+            let upstream_upgrade = hyper::upgrade::on(&mut resp);
+            let idle = Duration::from_secs(route.idle_timeout_secs);
+            tokio::spawn(async move {
+                if let (Ok(c), Ok(u)) = (client_upgrade.await, upstream_upgrade.await) {
+                    splice(TokioIo::new(c), TokioIo::new(u), idle).await;
+                }
+            });
+            let (parts, _) = resp.into_parts();
+            return Response::from_parts(parts, pages::full(hyper::body::Bytes::new()));
+        }
+    }
+
+    let (mut parts, body) = resp.into_parts();
+    rewrite::strip_hop_by_hop(&mut parts.headers, None);
+    if let Some(loc) = parts.headers.get("location").and_then(|v| v.to_str().ok()) {
+        let new = rewrite::location(loc, route, host);
+        if let Ok(v) = HeaderValue::from_str(&new) {
+            parts.headers.insert("location", v);
+        }
+    }
+    let cookies: Vec<String> = parts.headers.get_all("set-cookie").iter().filter_map(|v| v.to_str().ok()).map(|c| rewrite::set_cookie(c, route)).collect();
+    if !cookies.is_empty() {
+        parts.headers.remove("set-cookie");
+        for c in cookies {
+            if let Ok(v) = HeaderValue::from_str(&c) {
+                parts.headers.append("set-cookie", v);
+            }
+        }
+    }
+    Response::from_parts(parts, body.boxed())
+}
+
+/// Copies both ways until either side closes or nothing moves for `idle`.
+async fn splice<A, B>(a: A, b: B, idle: Duration)
+where
+    A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let (mut ar, mut aw) = tokio::io::split(a);
+    let (mut br, mut bw) = tokio::io::split(b);
+    let last = Arc::new(std::sync::Mutex::new(Instant::now()));
+    let l1 = last.clone();
+    let up = async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            match ar.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    *l1.lock().expect("not poisoned") = Instant::now();
+                    if bw.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = bw.shutdown().await;
+    };
+    let l2 = last.clone();
+    let down = async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            match br.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    *l2.lock().expect("not poisoned") = Instant::now();
+                    if aw.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = aw.shutdown().await;
+    };
+    let watchdog = async {
+        loop {
+            tokio::time::sleep(idle.min(Duration::from_secs(5))).await;
+            if last.lock().expect("not poisoned").elapsed() >= idle {
+                break;
+            }
+        }
+    };
+    tokio::select! {
+        _ = async { tokio::join!(up, down) } => {}
+        _ = watchdog => {}
+    }
+}
