@@ -7,8 +7,13 @@
 //! ```toml
 //! [server]
 //! http = "0.0.0.0:80"
+//! https = "0.0.0.0:443"
 //! trusted-proxies = ["192.168.50.1/32"]
 //! lan = ["192.168.50.0/24"]
+//!
+//! [tls.acme]
+//! directory = "https://acme.example.test/directory"
+//! state-dir = "/var/lib/gateway/acme"
 //!
 //! [[route]]
 //! host = "jupyter.example.test"
@@ -29,6 +34,7 @@ use serde::{Deserialize, Deserializer};
 pub struct Config {
     #[serde(default)]
     pub server: Server,
+    pub tls: Option<Tls>,
     #[serde(default, rename = "route")]
     pub routes: Vec<Route>,
 }
@@ -36,9 +42,12 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Server {
-    /// Plain HTTP listener.
+    /// Plain HTTP listener; with an HTTPS listener it redirects to HTTPS, except ACME's
+    /// challenges.
     #[serde(default = "default_http")]
     pub http: Option<SocketAddr>,
+    /// HTTPS listener (needs `[tls]`).
+    pub https: Option<SocketAddr>,
     /// Peers whose X-Forwarded-For/-Proto/-Host are believed; from anyone else they are
     /// replaced.
     #[serde(default)]
@@ -55,6 +64,7 @@ impl Default for Server {
     fn default() -> Self {
         Server {
             http: default_http(),
+            https: None,
             trusted_proxies: vec![],
             lan: default_lan(),
             access_log: true,
@@ -75,6 +85,44 @@ fn default_lan() -> Vec<Net> {
 
 fn yes() -> bool {
     true
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Tls {
+    /// Certificates from an ACME server by HTTP-01, kept in `state-dir` and renewed.
+    pub acme: Option<Acme>,
+    /// Certificates from files (PEM chain and key), picked by the name the client asks for.
+    #[serde(default)]
+    pub certs: Vec<CertFiles>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Acme {
+    /// The ACME directory URL.
+    pub directory: String,
+    pub email: Option<String>,
+    /// Names to certify (default: every route host that is not `*`).
+    #[serde(default)]
+    pub domains: Vec<String>,
+    pub state_dir: PathBuf,
+    /// Renew this many days before expiry.
+    #[serde(default = "thirty")]
+    pub renew_before_days: u64,
+    /// A CA certificate (PEM) to trust for the ACME server itself, e.g. a test server's.
+    pub ca_file: Option<PathBuf>,
+}
+
+fn thirty() -> u64 {
+    30
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CertFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -300,7 +348,34 @@ pub fn parse(display: &str, text: &str) -> Result<Config, String> {
             return Err(format!("{}: public path `{p}` must start with `/`", route_at(i)));
         }
     }
+    if cfg.server.https.is_some() && cfg.tls.is_none() {
+        return Err(format!("{display}: key `server.https`: an HTTPS listener needs a [tls] table"));
+    }
+    if let Some(t) = &cfg.tls {
+        if t.acme.is_none() && t.certs.is_empty() {
+            return Err(format!("{display}: key `tls`: give [tls.acme] or [[tls.certs]]"));
+        }
+        if let Some(a) = &t.acme {
+            if !a.directory.starts_with("https://") {
+                return Err(format!("{display}: key `tls.acme.directory`: `{}` is not an https:// URL", a.directory));
+            }
+        }
+    }
     Ok(cfg)
+}
+
+impl Config {
+    /// The names ACME certifies: the configured list, else every named route host.
+    pub fn acme_domains(&self) -> Vec<String> {
+        let Some(a) = self.tls.as_ref().and_then(|t| t.acme.as_ref()) else { return vec![] };
+        if !a.domains.is_empty() {
+            return a.domains.clone();
+        }
+        let mut d: Vec<String> = self.routes.iter().filter(|r| r.host != "*").map(|r| r.host.clone()).collect();
+        d.sort();
+        d.dedup();
+        d
+    }
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 //! and names the line and key of a mistake. Without --config it answers a page naming the
 //! node (what the proxy image runs until its site renders a configuration).
 
+mod acme;
 mod basic_auth;
 mod config;
 mod pages;
@@ -14,6 +15,7 @@ mod proxy;
 mod rewrite;
 mod router;
 mod server;
+mod tls;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -23,6 +23,8 @@ use crate::{rewrite, router};
 /// in flight keep the one they started with.
 pub struct Runtime {
     pub cfg: Config,
+    /// Certificates read from `[[tls.certs]]` files.
+    pub file_certs: Vec<Arc<rustls::sign::CertifiedKey>>,
     htpasswd: Vec<Option<Htpasswd>>,
     clients: Vec<Client<HttpConnector, Body>>,
     /// With no route at all (no --config), the gateway answers a page naming the node.
@@ -31,6 +33,10 @@ pub struct Runtime {
 
 impl Runtime {
     pub fn new(cfg: Config, node_page: Option<String>) -> Result<Runtime, String> {
+        let mut file_certs = Vec::new();
+        for c in cfg.tls.iter().flat_map(|t| &t.certs) {
+            file_certs.push(Arc::new(crate::tls::load_files(&c.cert, &c.key)?));
+        }
         let mut htpasswd = Vec::new();
         let mut clients = Vec::new();
         for r in &cfg.routes {
@@ -43,7 +49,7 @@ impl Runtime {
             conn.set_nodelay(true);
             clients.push(Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(conn));
         }
-        Ok(Runtime { cfg, htpasswd, clients, node_page })
+        Ok(Runtime { cfg, file_certs, htpasswd, clients, node_page })
     }
 }
 
@@ -54,13 +60,26 @@ pub struct Conn {
     pub https: bool,
 }
 
-pub async fn handle(rt: Arc<Runtime>, conn: Conn, req: Request<Incoming>) -> Response<Body> {
+const CHALLENGE_PATH: &str = "/.well-known/acme-challenge/";
+
+pub async fn handle(rt: Arc<Runtime>, challenges: Arc<crate::acme::Challenges>, conn: Conn, req: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
     let method = req.method().clone();
     let host = router::host_of(req.headers().get(HOST).and_then(|h| h.to_str().ok()).or(req.uri().host()).unwrap_or(""));
     let path = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
     let client = rewrite::client_ip(conn.peer.ip(), req.headers(), &rt.cfg.server.trusted_proxies);
-    let (resp, route) = route_request(&rt, conn, &host, req).await;
+    let (resp, route) = if let Some(token) = req.uri().path().strip_prefix(CHALLENGE_PATH) {
+        // ACME's HTTP-01 challenge: answered on any listener, never redirected.
+        match challenges.answer(token) {
+            Some(answer) => (Response::builder().header("content-type", "application/octet-stream").body(pages::full(answer)).expect("valid"), None),
+            None => (pages::not_found(&host), None),
+        }
+    } else if let (false, Some(https)) = (conn.https, rt.cfg.server.https) {
+        let port = if https.port() == 443 { String::new() } else { format!(":{}", https.port()) };
+        (pages::redirect(StatusCode::MOVED_PERMANENTLY, &format!("https://{host}{port}{path}")), None)
+    } else {
+        route_request(&rt, conn, &host, req).await
+    };
     if rt.cfg.server.access_log {
         let upstream = route.map(|i| rt.cfg.routes[i].upstream.authority.as_str()).unwrap_or("-");
         println!(

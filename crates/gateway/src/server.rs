@@ -1,4 +1,5 @@
-//! Listeners and the configuration in force: each connection is served by hyper with
+//! Listeners (HTTP, and HTTPS with certificates picked by SNI) and the configuration in
+//! force: each connection is served by hyper with
 //! upgrades on; SIGHUP reloads the configuration file (a bad file is reported and the
 //! running configuration kept), and connections already open keep the configuration they
 //! started with, so a reload drops none of them. SIGTERM stops the gateway.
@@ -14,8 +15,12 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 
+use tokio_rustls::TlsAcceptor;
+
+use crate::acme::Challenges;
 use crate::config::{self, Config};
 use crate::proxy::{self, Conn, Runtime};
+use crate::tls::CertStore;
 
 pub struct Options {
     pub config: Option<PathBuf>,
@@ -41,12 +46,60 @@ fn load(o: &Options) -> Result<Runtime, String> {
     }
 }
 
+/// What every connection shares: the configuration in force, the ACME challenges in
+/// progress, the certificates.
+struct Shared {
+    current: ArcSwap<Runtime>,
+    challenges: Arc<Challenges>,
+    certs: Arc<CertStore>,
+}
+
+fn serve_conn<S>(shared: Arc<Shared>, stream: S, conn: Conn)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        let svc = service_fn(move |req| {
+            // Each request takes the configuration in force when it arrives.
+            let rt = shared.current.load_full();
+            let ch = shared.challenges.clone();
+            async move { Ok::<_, std::convert::Infallible>(proxy::handle(rt, ch, conn, req).await) }
+        });
+        if let Err(e) = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).with_upgrades().await {
+            if !e.is_incomplete_message() {
+                eprintln!("gateway: connection from {}: {e}", conn.peer);
+            }
+        }
+    });
+}
+
 pub async fn serve(o: Options) -> Result<()> {
     let rt = load(&o).map_err(anyhow::Error::msg)?;
     let addr = rt.cfg.server.http.context("no listener: set server.http")?;
-    let current = Arc::new(ArcSwap::from_pointee(rt));
+    let https = rt.cfg.server.https;
+    let certs = Arc::new(CertStore::default());
+    for c in &rt.file_certs {
+        certs.put(c.clone());
+    }
+    let challenges = Arc::new(Challenges::default());
+    if let Some(acme) = rt.cfg.tls.as_ref().and_then(|t| t.acme.clone()) {
+        tokio::spawn(crate::acme::maintain(acme, rt.cfg.acme_domains(), certs.clone(), challenges.clone()));
+    }
+    let shared = Arc::new(Shared { current: ArcSwap::from_pointee(rt), challenges, certs: certs.clone() });
     let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
-    eprintln!("gateway: listening on http://{addr} ({} routes)", current.load().cfg.routes.len());
+    let tls_listener = match https {
+        Some(a) => Some((TcpListener::bind(a).await.with_context(|| format!("binding {a}"))?, TlsAcceptor::from(crate::tls::server_config(certs)))),
+        None => None,
+    };
+    eprintln!(
+        "gateway: listening on http://{addr}{} ({} routes)",
+        https.map(|a| format!(" and https://{a}")).unwrap_or_default(),
+        shared.current.load().cfg.routes.len()
+    );
+    let accept_tls = async |l: &Option<(TcpListener, TlsAcceptor)>| match l {
+        Some((l, _)) => l.accept().await,
+        None => std::future::pending().await,
+    };
 
     let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
@@ -58,18 +111,22 @@ pub async fn serve(o: Options) -> Result<()> {
                     Err(e) => { eprintln!("gateway: accept: {e}"); continue; }
                 };
                 let _ = stream.set_nodelay(true);
-                let current = current.clone();
+                serve_conn(shared.clone(), stream, Conn { peer, https: false });
+            }
+            r = accept_tls(&tls_listener) => {
+                let (stream, peer) = match r {
+                    Ok(x) => x,
+                    Err(e) => { eprintln!("gateway: accept: {e}"); continue; }
+                };
+                let _ = stream.set_nodelay(true);
+                let acceptor = tls_listener.as_ref().expect("accepted on it").1.clone();
+                let shared = shared.clone();
                 tokio::spawn(async move {
-                    let conn = Conn { peer, https: false };
-                    let svc = service_fn(move |req| {
-                        // Each request takes the configuration in force when it arrives.
-                        let rt = current.load_full();
-                        async move { Ok::<_, std::convert::Infallible>(proxy::handle(rt, conn, req).await) }
-                    });
-                    if let Err(e) = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).with_upgrades().await {
-                        if !e.is_incomplete_message() {
-                            eprintln!("gateway: connection from {peer}: {e}");
-                        }
+                    // The handshake runs in the connection's task: a slow client holds up no one.
+                    match tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => serve_conn(shared, tls, Conn { peer, https: true }),
+                        Ok(Err(e)) => eprintln!("gateway: TLS handshake with {peer}: {e}"),
+                        Err(_) => eprintln!("gateway: TLS handshake with {peer}: timed out"),
                     }
                 });
             }
@@ -79,8 +136,11 @@ pub async fn serve(o: Options) -> Result<()> {
                         if rt.cfg.server.http != Some(addr) {
                             eprintln!("gateway: reload: the listener address changed; it takes effect at restart");
                         }
+                        for c in &rt.file_certs {
+                            shared.certs.put(c.clone());
+                        }
                         eprintln!("gateway: reloaded ({} routes)", rt.cfg.routes.len());
-                        current.store(Arc::new(rt));
+                        shared.current.store(Arc::new(rt));
                     }
                     Err(e) => eprintln!("gateway: reload refused, the running configuration stays: {e}"),
                 }
