@@ -35,6 +35,8 @@ pub struct Config {
     #[serde(default)]
     pub server: Server,
     pub tls: Option<Tls>,
+    /// The built-in login page (routes with `auth = { kind = "login" }`).
+    pub login: Option<Login>,
     #[serde(default, rename = "route")]
     pub routes: Vec<Route>,
 }
@@ -85,6 +87,28 @@ fn default_lan() -> Vec<Net> {
 
 fn yes() -> bool {
     true
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Login {
+    /// Lines `user:password-hash:TOTP-secret-base32` (bcrypt or argon2 hashes).
+    pub users: PathBuf,
+    /// A file whose bytes key the session cookies' HMAC (the `session-key` slot).
+    pub session_key: PathBuf,
+    #[serde(default = "twelve")]
+    pub session_hours: u64,
+    /// Failed logins allowed per client address per minute.
+    #[serde(default = "five")]
+    pub max_failures_per_minute: u32,
+}
+
+fn twelve() -> u64 {
+    12
+}
+
+fn five() -> u32 {
+    5
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -193,6 +217,8 @@ pub enum Auth {
         #[serde(default = "realm")]
         realm: String,
     },
+    /// The built-in login page: password and TOTP, then a signed session cookie.
+    Login,
     /// Ask this URL with the request's headers; 2xx lets the request through.
     Forward { url: Upstream },
 }
@@ -343,6 +369,9 @@ pub fn parse(display: &str, text: &str) -> Result<Config, String> {
     for (i, r) in cfg.routes.iter().enumerate() {
         if let Some(j) = cfg.routes[..i].iter().position(|o| o.host == r.host && o.prefix == r.prefix) {
             return Err(format!("{}: the same host and prefix as route[{j}] ({} {})", route_at(i), r.host, r.prefix.0));
+        }
+        if matches!(r.auth, Some(Auth::Login)) && cfg.login.is_none() {
+            return Err(format!("{}: auth kind `login` needs a [login] table", route_at(i)));
         }
         if let Some(p) = r.public_paths.iter().find(|p| !p.starts_with('/')) {
             return Err(format!("{}: public path `{p}` must start with `/`", route_at(i)));

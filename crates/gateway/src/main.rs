@@ -10,6 +10,7 @@
 mod acme;
 mod basic_auth;
 mod config;
+mod login;
 mod pages;
 mod proxy;
 mod rewrite;

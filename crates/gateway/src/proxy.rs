@@ -15,6 +15,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::basic_auth::Htpasswd;
+use crate::login::{self, LoginState};
 use crate::config::{Access, Auth, Config, Route};
 use crate::pages::{self, Body};
 use crate::{rewrite, router};
@@ -29,6 +30,7 @@ pub struct Runtime {
     clients: Vec<Client<HttpConnector, Body>>,
     /// With no route at all (no --config), the gateway answers a page naming the node.
     pub node_page: Option<String>,
+    login: Option<LoginState>,
 }
 
 impl Runtime {
@@ -49,7 +51,8 @@ impl Runtime {
             conn.set_nodelay(true);
             clients.push(Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(conn));
         }
-        Ok(Runtime { cfg, file_certs, htpasswd, clients, node_page })
+        let login = cfg.login.as_ref().map(LoginState::load).transpose()?;
+        Ok(Runtime { cfg, file_certs, htpasswd, clients, node_page, login })
     }
 }
 
@@ -77,6 +80,8 @@ pub async fn handle(rt: Arc<Runtime>, challenges: Arc<crate::acme::Challenges>, 
     } else if let (false, Some(https)) = (conn.https, rt.cfg.server.https) {
         let port = if https.port() == 443 { String::new() } else { format!(":{}", https.port()) };
         (pages::redirect(StatusCode::MOVED_PERMANENTLY, &format!("https://{host}{port}{path}")), None)
+    } else if let (Some(state), true) = (&rt.login, req.uri().path() == login::LOGIN_PATH || req.uri().path() == login::LOGOUT_PATH) {
+        (login_endpoint(state, conn, client, req).await, None)
     } else {
         route_request(&rt, conn, &host, req).await
     };
@@ -129,6 +134,23 @@ async fn route_request(rt: &Runtime, conn: Conn, host: &str, req: Request<Incomi
             return (r, Some(i));
         }
     }
+    let mut req = req;
+    if let (Some(Auth::Login), Some(state)) = (&route.auth, &rt.login) {
+        let cookie = req.headers().get("cookie").and_then(|v| v.to_str().ok()).unwrap_or("");
+        if login::cookie_value(cookie, login::COOKIE).and_then(|c| state.verify(c)).is_none() {
+            if req.method() == hyper::Method::GET || req.method() == hyper::Method::HEAD {
+                let next: String = form_urlencoded::byte_serialize(req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/").as_bytes()).collect();
+                return (pages::redirect(StatusCode::FOUND, &format!("{}?next={next}", login::LOGIN_PATH)), Some(i));
+            }
+            return (pages::html(StatusCode::UNAUTHORIZED, "Unauthorized", "Sign in first."), Some(i));
+        }
+        // The app never sees the gateway's session.
+        let rest = login::without_session(cookie);
+        match HeaderValue::from_str(&rest) {
+            Ok(v) if !rest.is_empty() => req.headers_mut().insert("cookie", v),
+            _ => req.headers_mut().remove("cookie"),
+        };
+    }
     if let Some(Auth::Forward { url }) = &route.auth {
         match forward_auth(rt, i, url, &req, conn).await {
             Ok(()) => {}
@@ -168,6 +190,55 @@ async fn forward_auth(rt: &Runtime, i: usize, url: &crate::config::Upstream, req
         }
         Ok(Err(_)) => Err(pages::bad_gateway(&url.authority)),
         Err(_) => Err(pages::gateway_timeout(&url.authority)),
+    }
+}
+
+/// GET shows the form; POST checks it; logout clears the cookie.
+async fn login_endpoint(state: &LoginState, conn: Conn, client: std::net::IpAddr, req: Request<Incoming>) -> Response<Body> {
+    let secure = if conn.https { "; Secure" } else { "" };
+    let page = |status: StatusCode, next: &str, msg: Option<&str>| {
+        Response::builder()
+            .status(status)
+            .header("content-type", "text/html; charset=utf-8")
+            .header("cache-control", "no-store")
+            .header("x-frame-options", "DENY")
+            .body(pages::full(login::page(next, msg)))
+            .expect("valid")
+    };
+    if req.uri().path() == login::LOGOUT_PATH {
+        let mut r = pages::redirect(StatusCode::SEE_OTHER, login::LOGIN_PATH);
+        let clear = format!("{}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax{secure}", login::COOKIE);
+        r.headers_mut().insert("set-cookie", HeaderValue::from_str(&clear).expect("ascii"));
+        return r;
+    }
+    let query_next = req
+        .uri()
+        .query()
+        .and_then(|q| form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "next").map(|(_, v)| v.into_owned()))
+        .unwrap_or_else(|| "/".into());
+    if req.method() != hyper::Method::POST {
+        return page(StatusCode::OK, login::safe_next(&query_next), None);
+    }
+    let body = match http_body_util::Limited::new(req.into_body(), 16 * 1024).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return pages::html(StatusCode::PAYLOAD_TOO_LARGE, "Payload Too Large", "The form is too large."),
+    };
+    let form: std::collections::HashMap<String, String> = form_urlencoded::parse(&body).into_owned().collect();
+    let get = |k: &str| form.get(k).map(String::as_str).unwrap_or("");
+    let next = login::safe_next(get("next")).to_string();
+    match state.attempt(client, get("user"), get("password"), get("code")) {
+        login::Outcome::Ok { cookie } => {
+            println!("login {client} user={} ok", get("user"));
+            let mut r = pages::redirect(StatusCode::SEE_OTHER, &next);
+            let c = format!("{}={cookie}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax{secure}", login::COOKIE, state.session_secs);
+            r.headers_mut().insert("set-cookie", HeaderValue::from_str(&c).expect("base64 and digits"));
+            r
+        }
+        login::Outcome::Refused => {
+            println!("login {client} user={} refused", get("user").chars().filter(|c| c.is_ascii_graphic()).take(64).collect::<String>());
+            page(StatusCode::UNAUTHORIZED, &next, Some("Wrong user name, password or code."))
+        }
+        login::Outcome::TooMany => page(StatusCode::TOO_MANY_REQUESTS, &next, Some("Too many failed attempts from your address: wait a minute.")),
     }
 }
 
