@@ -60,6 +60,9 @@ pub struct Server {
     /// One line per request on standard output (the journal).
     #[serde(default = "yes")]
     pub access_log: bool,
+    /// Seconds between active health checks of upstreams that have a `health` path.
+    #[serde(default = "ten")]
+    pub health_interval_secs: u64,
 }
 
 impl Default for Server {
@@ -70,6 +73,7 @@ impl Default for Server {
             trusted_proxies: vec![],
             lan: default_lan(),
             access_log: true,
+            health_interval_secs: 10,
         }
     }
 }
@@ -87,6 +91,10 @@ fn default_lan() -> Vec<Net> {
 
 fn yes() -> bool {
     true
+}
+
+fn ten() -> u64 {
+    10
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -176,6 +184,8 @@ pub struct Route {
     #[serde(default)]
     pub public_paths: Vec<String>,
     pub auth: Option<Auth>,
+    /// A path on the upstream answering 2xx when it is healthy (checked actively).
+    pub health: Option<String>,
 }
 
 impl Route {
@@ -372,6 +382,9 @@ pub fn parse(display: &str, text: &str) -> Result<Config, String> {
         }
         if matches!(r.auth, Some(Auth::Login)) && cfg.login.is_none() {
             return Err(format!("{}: auth kind `login` needs a [login] table", route_at(i)));
+        }
+        if let Some(h) = r.health.as_ref().filter(|h| !h.starts_with('/')) {
+            return Err(format!("{}: health `{h}` must be a path starting with `/`", route_at(i)));
         }
         if let Some(p) = r.public_paths.iter().find(|p| !p.starts_with('/')) {
             return Err(format!("{}: public path `{p}` must start with `/`", route_at(i)));

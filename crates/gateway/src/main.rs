@@ -10,6 +10,7 @@
 mod acme;
 mod basic_auth;
 mod config;
+mod health;
 mod login;
 mod pages;
 mod proxy;

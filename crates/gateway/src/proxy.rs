@@ -31,6 +31,7 @@ pub struct Runtime {
     /// With no route at all (no --config), the gateway answers a page naming the node.
     pub node_page: Option<String>,
     login: Option<LoginState>,
+    pub health: crate::health::Health,
 }
 
 impl Runtime {
@@ -52,7 +53,14 @@ impl Runtime {
             clients.push(Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(conn));
         }
         let login = cfg.login.as_ref().map(LoginState::load).transpose()?;
-        Ok(Runtime { cfg, file_certs, htpasswd, clients, node_page, login })
+        let health = crate::health::Health::new(cfg.routes.len());
+        Ok(Runtime { cfg, file_certs, htpasswd, clients, node_page, login, health })
+    }
+}
+
+impl Runtime {
+    pub fn client(&self, route: usize) -> &Client<HttpConnector, Body> {
+        &self.clients[route]
     }
 }
 
@@ -248,6 +256,9 @@ fn is_websocket(req: &Request<Incoming>) -> Option<HeaderValue> {
 }
 
 async fn forward(rt: &Runtime, i: usize, route: &Route, conn: Conn, host: &str, mut req: Request<Incoming>) -> Response<Body> {
+    if !rt.health.is_up(i) {
+        return pages::bad_gateway(&route.upstream.authority);
+    }
     let upgrade = is_websocket(&req);
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
     let pq = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/").to_string();

@@ -85,7 +85,9 @@ pub async fn serve(o: Options) -> Result<()> {
     if let Some(acme) = rt.cfg.tls.as_ref().and_then(|t| t.acme.clone()) {
         tokio::spawn(crate::acme::maintain(acme, rt.cfg.acme_domains(), certs.clone(), challenges.clone()));
     }
-    let shared = Arc::new(Shared { current: ArcSwap::from_pointee(rt), challenges, certs: certs.clone() });
+    let rt = Arc::new(rt);
+    crate::health::spawn(&rt);
+    let shared = Arc::new(Shared { current: ArcSwap::new(rt), challenges, certs: certs.clone() });
     let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
     let tls_listener = match https {
         Some(a) => Some((TcpListener::bind(a).await.with_context(|| format!("binding {a}"))?, TlsAcceptor::from(crate::tls::server_config(certs)))),
@@ -140,7 +142,9 @@ pub async fn serve(o: Options) -> Result<()> {
                             shared.certs.put(c.clone());
                         }
                         eprintln!("gateway: reloaded ({} routes)", rt.cfg.routes.len());
-                        shared.current.store(Arc::new(rt));
+                        let rt = Arc::new(rt);
+                        crate::health::spawn(&rt);
+                        shared.current.store(rt);
                     }
                     Err(e) => eprintln!("gateway: reload refused, the running configuration stays: {e}"),
                 }

@@ -164,3 +164,25 @@ fn check_names_the_line_and_key_and_a_bad_reload_keeps_the_running_config() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(curl(port, "x.test", "/a/", &[]).0, 502, "still the old route");
 }
+
+#[test]
+fn a_route_failing_its_health_check_is_answered_502_at_once() {
+    let (_up, http, _) = upstream();
+    let dir = scratch("health");
+    let port = free_port();
+    let cfg = config(
+        &dir,
+        &format!(
+            "[server]\nhealth-interval-secs = 1\n\n\
+             [[route]]\nprefix = \"/good/\"\nupstream = \"http://127.0.0.1:{http}\"\nhealth = \"/\"\n\n\
+             [[route]]\nprefix = \"/sick/\"\nupstream = \"http://127.0.0.1:{http}\"\nhealth = \"/status500\"\n"
+        ),
+    );
+    let _gw = gateway(&cfg, port);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(curl(port, "x.test", "/good/x", &[]).0, 200);
+    // The upstream itself would answer /x; its failing health check keeps clients away.
+    let (s, _, body) = curl(port, "x.test", "/sick/x", &[]);
+    assert_eq!(s, 502);
+    assert!(body.contains(&format!("127.0.0.1:{http}")), "{body}");
+}

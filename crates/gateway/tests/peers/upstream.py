@@ -35,6 +35,8 @@ class App(BaseHTTPRequestHandler):
         elif p.startswith("/slow"):
             time.sleep(3)
             self.reply(200, b"slow")
+        elif p.startswith("/status500"):
+            self.reply(500, b"broken")
         elif p.startswith("/auth"):
             ok = self.headers.get("X-Token") == "let-me-in"
             self.reply(200 if ok else 401, b"auth", headers=[("X-Seen-Uri", self.headers.get("X-Forwarded-Uri", ""))])
