@@ -65,7 +65,11 @@ where
             let ch = shared.challenges.clone();
             async move { Ok::<_, std::convert::Infallible>(proxy::handle(rt, ch, conn, req).await) }
         });
-        if let Err(e) = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).with_upgrades().await {
+        // Over TLS, one flattened write per response makes one TLS record, where vectored
+        // writes would make one per header and body buffer.
+        let mut b = http1::Builder::new();
+        b.writev(!conn.https);
+        if let Err(e) = b.serve_connection(TokioIo::new(stream), svc).with_upgrades().await {
             if !e.is_incomplete_message() {
                 eprintln!("gateway: connection from {}: {e}", conn.peer);
             }
