@@ -21,6 +21,11 @@ declare -A RELEASE_PKGS=(
   [systemd-analyze]=systemd
   [curl]=curl
   [htpasswd]=apache2-utils
+  [openssl]=openssl
+  [oathtool]=oathtool
+  [pebble]=pebble
+  [chromium]=chromium
+  [chromedriver]=chromium-driver
 )
 OVMF_CODE=/usr/share/OVMF/OVMF_CODE_4M.fd
 
@@ -39,8 +44,10 @@ for cmd in "${!RELEASE_PKGS[@]}"; do
   command -v "$cmd" >/dev/null || missing+=("${RELEASE_PKGS[$cmd]}")
 done
 [ -e "$OVMF_CODE" ] || missing+=(ovmf)
-# The gateway's tests run Debian's python3 with python3-websockets as upstream and client.
+# The gateway's tests run Debian's python3: python3-websockets as upstream and client,
+# python3-selenium driving chromium through the login page.
 /usr/bin/python3 -c 'import websockets' 2>/dev/null || missing+=(python3-websockets)
+/usr/bin/python3 -c 'import selenium' 2>/dev/null || missing+=(python3-selenium)
 have_libarchive || missing+=(libarchive13)
 backports=()
 have_min_e2fsprogs || backports+=(e2fsprogs)

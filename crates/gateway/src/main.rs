@@ -7,22 +7,11 @@
 //! and names the line and key of a mistake. Without --config it answers a page naming the
 //! node (what the proxy image runs until its site renders a configuration).
 
-mod acme;
-mod basic_auth;
-mod config;
-mod health;
-mod login;
-mod pages;
-mod proxy;
-mod rewrite;
-mod router;
-mod server;
-mod tls;
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use gateway::{config, proxy, server};
 
 #[derive(Parser)]
 #[command(version, about = "imgforge's reverse proxy")]

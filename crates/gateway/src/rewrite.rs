@@ -117,7 +117,8 @@ pub fn set_cookie(value: &str, route: &Route) -> String {
     let mut found = false;
     for p in parts.iter_mut().skip(1) {
         let t = p.trim();
-        if t.len() >= 5 && t[..5].eq_ignore_ascii_case("path=") {
+        // By bytes: the attribute may hold any UTF-8 (found by the router fuzz target).
+        if t.as_bytes().get(..5).is_some_and(|b| b.eq_ignore_ascii_case(b"path=")) {
             *p = format!(" Path={}", under_prefix(&t[5..], route));
             found = true;
         }
@@ -157,6 +158,7 @@ mod tests {
         assert_eq!(set_cookie("sid=1; Path=/; HttpOnly", &r), "sid=1; Path=/ao/; HttpOnly");
         assert_eq!(set_cookie("sid=1; HttpOnly", &r), "sid=1; HttpOnly; Path=/ao/");
         assert_eq!(set_cookie("sid=1; path=/x", &r), "sid=1; Path=/ao/x");
+        assert_eq!(set_cookie("a; éé", &r), "a; éé; Path=/ao/", "multi-byte text where `path=` would be");
     }
 
     #[test]
