@@ -171,7 +171,7 @@ pub fn safe_next(next: &str) -> &str {
 }
 
 pub fn page(next: &str, message: Option<&str>) -> String {
-    let esc = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;");
+    let esc = crate::pages::escape;
     let msg = message.map(|m| format!("<p class=\"error\" role=\"alert\">{}</p>", esc(m))).unwrap_or_default();
     format!(
         r#"<!doctype html>

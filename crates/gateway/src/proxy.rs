@@ -91,7 +91,7 @@ pub async fn handle(rt: Arc<Runtime>, challenges: Arc<crate::acme::Challenges>, 
     } else if let (Some(state), true) = (&rt.login, req.uri().path() == login::LOGIN_PATH || req.uri().path() == login::LOGOUT_PATH) {
         (login_endpoint(state, conn, client, req).await, None)
     } else {
-        route_request(&rt, conn, &host, req).await
+        route_request(&rt, conn, client, &host, req).await
     };
     if rt.cfg.server.access_log {
         let upstream = route.map(|i| rt.cfg.routes[i].upstream.authority.as_str()).unwrap_or("-");
@@ -104,7 +104,7 @@ pub async fn handle(rt: Arc<Runtime>, challenges: Arc<crate::acme::Challenges>, 
     resp
 }
 
-async fn route_request(rt: &Runtime, conn: Conn, host: &str, req: Request<Incoming>) -> (Response<Body>, Option<usize>) {
+async fn route_request(rt: &Runtime, conn: Conn, client: std::net::IpAddr, host: &str, req: Request<Incoming>) -> (Response<Body>, Option<usize>) {
     let path = req.uri().path().to_string();
     if rt.cfg.routes.is_empty() {
         if let Some(page) = &rt.node_page {
@@ -123,7 +123,6 @@ async fn route_request(rt: &Runtime, conn: Conn, host: &str, req: Request<Incomi
         router::Match::None => return (pages::not_found(host), None),
     };
     let route = &rt.cfg.routes[i];
-    let client = rewrite::client_ip(conn.peer.ip(), req.headers(), &rt.cfg.server.trusted_proxies);
     if route.access == Access::Lan
         && !rt.cfg.server.lan.iter().any(|n| n.contains(client))
         && !route.public_paths.iter().any(|p| path.starts_with(p.as_str()))
@@ -279,8 +278,9 @@ async fn forward(rt: &Runtime, i: usize, route: &Route, conn: Conn, host: &str, 
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
             // The cause goes to the journal for the operator; the client sees the upstream's address.
-            eprintln!("gateway: route {i} upstream {}: {e:?}", route.upstream.authority);
-            if format!("{e:?}").contains("ConnectTimeout") || format!("{e:?}").contains("timed out") {
+            let cause = format!("{e:?}");
+            eprintln!("gateway: route {i} upstream {}: {cause}", route.upstream.authority);
+            if cause.contains("ConnectTimeout") || cause.contains("timed out") {
                 return pages::gateway_timeout(&route.upstream.authority);
             }
             return pages::bad_gateway(&route.upstream.authority);
@@ -322,47 +322,38 @@ async fn forward(rt: &Runtime, i: usize, route: &Route, conn: Conn, host: &str, 
     Response::from_parts(parts, body.boxed())
 }
 
+/// Copies `from` to `to` until either ends, noting the time of each chunk in `last`.
+async fn pump<R, W>(mut from: R, mut to: W, last: &std::sync::Mutex<Instant>)
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                *last.lock().expect("not poisoned") = Instant::now();
+                if to.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = to.shutdown().await;
+}
+
 /// Copies both ways until either side closes or nothing moves for `idle`.
 async fn splice<A, B>(a: A, b: B, idle: Duration)
 where
     A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    let (mut ar, mut aw) = tokio::io::split(a);
-    let (mut br, mut bw) = tokio::io::split(b);
-    let last = Arc::new(std::sync::Mutex::new(Instant::now()));
-    let l1 = last.clone();
-    let up = async move {
-        let mut buf = vec![0u8; 16 * 1024];
-        loop {
-            match ar.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    *l1.lock().expect("not poisoned") = Instant::now();
-                    if bw.write_all(&buf[..n]).await.is_err() {
-                        break;
-                    }
-                }
-            }
-        }
-        let _ = bw.shutdown().await;
-    };
-    let l2 = last.clone();
-    let down = async move {
-        let mut buf = vec![0u8; 16 * 1024];
-        loop {
-            match br.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    *l2.lock().expect("not poisoned") = Instant::now();
-                    if aw.write_all(&buf[..n]).await.is_err() {
-                        break;
-                    }
-                }
-            }
-        }
-        let _ = aw.shutdown().await;
-    };
+    let (ar, aw) = tokio::io::split(a);
+    let (br, bw) = tokio::io::split(b);
+    let last = std::sync::Mutex::new(Instant::now());
+    let up = pump(ar, bw, &last);
+    let down = pump(br, aw, &last);
     let watchdog = async {
         loop {
             tokio::time::sleep(idle.min(Duration::from_secs(5))).await;
