@@ -68,7 +68,11 @@ fn parse_one_line(text: &str) -> Vec<Entry> {
         .filter_map(|l| {
             let l = l.split('#').next()?.trim();
             let rest = l.strip_prefix("deb ")?.trim_start();
-            let rest = if rest.starts_with('[') { rest.split_once(']')?.1.trim_start() } else { rest };
+            let rest = if rest.starts_with('[') {
+                rest.split_once(']')?.1.trim_start()
+            } else {
+                rest
+            };
             let mut words = rest.split_whitespace();
             let uri = words.next()?.to_string();
             let suite = words.next()?.to_string();
@@ -85,7 +89,9 @@ fn parse_deb822(text: &str) -> Vec<Entry> {
         let mut suites = Vec::new();
         let mut enabled = true;
         for l in stanza.lines() {
-            let Some((k, v)) = l.split_once(':') else { continue };
+            let Some((k, v)) = l.split_once(':') else {
+                continue;
+            };
             let v = v.trim();
             match k.trim() {
                 "Types" => types = v.to_string(),
@@ -110,7 +116,9 @@ fn parse_deb822(text: &str) -> Vec<Entry> {
 fn pick(entries: &[Entry]) -> Mirrors {
     let main = entries
         .iter()
-        .find(|(u, s)| s.iter().any(|s| !s.contains('-') && !s.contains('/')) && is_debian_archive(u))
+        .find(|(u, s)| {
+            s.iter().any(|s| !s.contains('-') && !s.contains('/')) && is_debian_archive(u)
+        })
         .map(|(u, _)| u.trim_end_matches('/').to_string());
     let security = entries
         .iter()
@@ -121,8 +129,14 @@ fn pick(entries: &[Entry]) -> Mirrors {
 
 /// A third-party repository (a vendor's `nodistro` list, say) is not Debian's archive.
 fn is_debian_archive(uri: &str) -> bool {
-    let path = uri.split("://").nth(1).and_then(|r| r.split_once('/')).map_or("", |(_, p)| p);
-    Path::new(path).file_name().is_some_and(|n| n.to_string_lossy().contains("debian"))
+    let path = uri
+        .split("://")
+        .nth(1)
+        .and_then(|r| r.split_once('/'))
+        .map_or("", |(_, p)| p);
+    Path::new(path)
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().contains("debian"))
 }
 
 #[cfg(test)]
@@ -136,7 +150,10 @@ mod tests {
         e.extend(parse_one_line("deb [arch=amd64] https://other.invalid/apt cloud-sdk main\n# deb http://x.invalid/debian sid main\n"));
         let m = pick(&e);
         assert_eq!(m.main.as_deref(), Some("http://mirror.invalid/debian"));
-        assert_eq!(m.security.as_deref(), Some("http://mirror.invalid/debian-security"));
+        assert_eq!(
+            m.security.as_deref(),
+            Some("http://mirror.invalid/debian-security")
+        );
         assert_eq!(
             m.source_lines("trixie"),
             [

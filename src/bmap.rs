@@ -23,7 +23,11 @@ pub struct Bmap {
 
 impl Bmap {
     pub fn mapped_bytes(&self) -> u64 {
-        self.ranges.iter().map(|r| (r.last - r.first + 1) * BLOCK).sum::<u64>().min(self.image_size)
+        self.ranges
+            .iter()
+            .map(|r| (r.last - r.first + 1) * BLOCK)
+            .sum::<u64>()
+            .min(self.image_size)
     }
 
     /// Byte extents (offset, len) of the mapped ranges, clipped to the image.
@@ -54,7 +58,11 @@ impl Default for Builder {
 
 impl Builder {
     pub fn new() -> Self {
-        Builder { ranges: Vec::new(), open: None, pos: 0 }
+        Builder {
+            ranges: Vec::new(),
+            open: None,
+            pos: 0,
+        }
     }
 
     /// Feeds the next chunk; `mapped` says whether it belongs in the map.
@@ -82,13 +90,20 @@ impl Builder {
 
     fn close(&mut self) {
         if let Some((first, last, h)) = self.open.take() {
-            self.ranges.push(Range { first, last, sha256: crate::cache::hex(&h.finalize()) });
+            self.ranges.push(Range {
+                first,
+                last,
+                sha256: crate::cache::hex(&h.finalize()),
+            });
         }
     }
 
     pub fn finish(mut self) -> Bmap {
         self.close();
-        Bmap { image_size: self.pos, ranges: self.ranges }
+        Bmap {
+            image_size: self.pos,
+            ranges: self.ranges,
+        }
     }
 }
 
@@ -99,8 +114,15 @@ pub fn to_xml(b: &Bmap) -> String {
     let mapped: u64 = b.ranges.iter().map(|r| r.last - r.first + 1).sum();
     let mut ranges = String::new();
     for r in &b.ranges {
-        let span = if r.first == r.last { r.first.to_string() } else { format!("{}-{}", r.first, r.last) };
-        ranges.push_str(&format!("        <Range chksum=\"{}\"> {span} </Range>\n", r.sha256));
+        let span = if r.first == r.last {
+            r.first.to_string()
+        } else {
+            format!("{}-{}", r.first, r.last)
+        };
+        ranges.push_str(&format!(
+            "        <Range chksum=\"{}\"> {span} </Range>\n",
+            r.sha256
+        ));
     }
     let text = |sum: &str| {
         format!(
@@ -123,8 +145,13 @@ pub fn to_xml(b: &Bmap) -> String {
 
 fn tag<'a>(xml: &'a str, name: &str) -> Result<&'a str> {
     let open = format!("<{name}>");
-    let start = xml.find(&open).ok_or_else(|| anyhow!("no <{name}> in the bmap"))? + open.len();
-    let end = xml[start..].find(&format!("</{name}>")).ok_or_else(|| anyhow!("<{name}> is not closed"))?;
+    let start = xml
+        .find(&open)
+        .ok_or_else(|| anyhow!("no <{name}> in the bmap"))?
+        + open.len();
+    let end = xml[start..]
+        .find(&format!("</{name}>"))
+        .ok_or_else(|| anyhow!("<{name}> is not closed"))?;
     Ok(xml[start..start + end].trim())
 }
 
@@ -149,7 +176,9 @@ pub fn parse(xml: &str) -> Result<Bmap> {
     let mut rest = tag(xml, "BlockMap")?;
     while let Some(i) = rest.find("<Range") {
         rest = &rest[i..];
-        let end = rest.find("</Range>").ok_or_else(|| anyhow!("a <Range> is not closed"))?;
+        let end = rest
+            .find("</Range>")
+            .ok_or_else(|| anyhow!("a <Range> is not closed"))?;
         let elem = &rest[..end];
         let sha = elem
             .split("chksum=\"")
@@ -158,7 +187,11 @@ pub fn parse(xml: &str) -> Result<Bmap> {
             .ok_or_else(|| anyhow!("a <Range> has no chksum"))?;
         let span = elem.rsplit('>').next().unwrap_or("").trim();
         let (a, b) = span.split_once('-').unwrap_or((span, span));
-        ranges.push(Range { first: a.trim().parse()?, last: b.trim().parse()?, sha256: sha.to_string() });
+        ranges.push(Range {
+            first: a.trim().parse()?,
+            last: b.trim().parse()?,
+            sha256: sha.to_string(),
+        });
         rest = &rest[end..];
     }
     Ok(Bmap { image_size, ranges })
@@ -181,12 +214,18 @@ mod tests {
         assert_eq!(map.image_size, 32768);
         assert_eq!(map.ranges.len(), 2);
         assert_eq!((map.ranges[0].first, map.ranges[0].last), (0, 3));
-        assert_eq!(map.ranges[0].sha256, crate::cache::sha256_bytes(&[7u8; 16384]));
+        assert_eq!(
+            map.ranges[0].sha256,
+            crate::cache::sha256_bytes(&[7u8; 16384])
+        );
         assert_eq!((map.ranges[1].first, map.ranges[1].last), (6, 7));
         assert_eq!(map.extents(), [(0, 16384), (24576, 8192)]);
         let xml = to_xml(&map);
         assert_eq!(parse(&xml).unwrap(), map);
         let tampered = xml.replace("> 6-7 <", "> 5-7 <");
-        assert!(parse(&tampered).unwrap_err().to_string().contains("checksum"));
+        assert!(parse(&tampered)
+            .unwrap_err()
+            .to_string()
+            .contains("checksum"));
     }
 }

@@ -78,7 +78,9 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = f.read(&mut buf).with_context(|| format!("reading {}", path.display()))?;
+        let n = f
+            .read(&mut buf)
+            .with_context(|| format!("reading {}", path.display()))?;
         if n == 0 {
             break;
         }
@@ -120,10 +122,26 @@ impl Cache {
         self.root.join("stages").join(stage).join(key)
     }
 
-    /// The committed output folder of `stage` under `key`, if there is one.
+    /// The committed output folder of `stage` under `key`, if there is one. A hit is
+    /// recorded (the `.complete` marker's mtime) so pruning keeps entries still in use.
     pub fn lookup(&self, stage: &str, key: &str) -> Option<PathBuf> {
         let p = self.entry(stage, key);
-        p.join(".complete").is_file().then_some(p)
+        let marker = p.join(".complete");
+        if !marker.is_file() {
+            return None;
+        }
+        let _ = fs::File::options()
+            .append(true)
+            .open(&marker)
+            .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+        Some(p)
+    }
+
+    /// Removes the least recently used committed entries of `stage` beyond the newest
+    /// `keep`, sparing any used in the last hour (another build may be reading it).
+    /// Without this every overlay edit would leave a root tar and a disk image behind.
+    pub fn prune(&self, stage: &str, keep: usize) -> Result<Vec<PathBuf>> {
+        prune_dir(&self.root.join("stages").join(stage), keep)
     }
 
     /// Starts writing the output of `stage` under `key` in a temporary folder.
@@ -134,8 +152,52 @@ impl Cache {
             .prefix(".tmp-")
             .tempdir_in(&parent)
             .with_context(|| format!("creating a temporary folder in {}", parent.display()))?;
-        Ok(Pending { tmp, dest: self.entry(stage, key) })
+        Ok(Pending {
+            tmp,
+            dest: self.entry(stage, key),
+        })
     }
+}
+
+/// How many entries of each stage a commit keeps: a few base roots (one per suite, arch and
+/// package set in use), more of the small binaries, and enough root tars and disk images
+/// for the roles and targets built in turn on one machine.
+fn keep_for(stage: &str) -> usize {
+    match stage {
+        "base" => 8,
+        "binaries" => 16,
+        _ => 12,
+    }
+}
+
+fn prune_dir(dir: &Path, keep: usize) -> Result<Vec<PathBuf>> {
+    let Ok(rd) = fs::read_dir(&dir) else {
+        return Ok(Vec::new());
+    };
+    let mut entries = Vec::new();
+    for e in rd.flatten() {
+        let path = e.path();
+        if e.file_name().to_string_lossy().starts_with('.') {
+            continue; // another build's pending output
+        }
+        if let Ok(m) = fs::metadata(path.join(".complete")).and_then(|m| m.modified()) {
+            entries.push((m, path));
+        }
+    }
+    entries.sort_by(|a, b| b.0.cmp(&a.0));
+    let recent = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    let mut removed = Vec::new();
+    for (used, path) in entries.into_iter().skip(keep) {
+        if used > recent {
+            continue;
+        }
+        // The marker goes first: a half-removed entry is then never trusted.
+        fs::remove_file(path.join(".complete"))
+            .with_context(|| format!("pruning {}", path.display()))?;
+        fs::remove_dir_all(&path).with_context(|| format!("pruning {}", path.display()))?;
+        removed.push(path);
+    }
+    Ok(removed)
 }
 
 impl Pending {
@@ -159,9 +221,17 @@ impl Pending {
             fs::remove_dir_all(&self.dest)
                 .with_context(|| format!("removing stale {}", self.dest.display()))?;
         }
-        fs::rename(&tmp, &self.dest).with_context(|| {
-            format!("renaming {} to {}", tmp.display(), self.dest.display())
-        })?;
+        fs::rename(&tmp, &self.dest)
+            .with_context(|| format!("renaming {} to {}", tmp.display(), self.dest.display()))?;
+        if let (Some(dir), Some(stage)) = (
+            self.dest.parent(),
+            self.dest.parent().and_then(|p| p.file_name()),
+        ) {
+            // Pruning is housekeeping: failing at it must not fail the build.
+            if let Err(e) = prune_dir(dir, keep_for(&stage.to_string_lossy())) {
+                eprintln!("imgforge: warning: {e:#}");
+            }
+        }
         Ok(self.dest)
     }
 }
@@ -198,6 +268,32 @@ mod tests {
     }
 
     #[test]
+    fn prune_keeps_the_most_recently_used_and_the_recent_hour() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path().to_path_buf()).unwrap();
+        let long_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(10 * 86400);
+        for (i, k) in ["a", "b", "c", "d"].iter().enumerate() {
+            let d = cache.begin("image", k).unwrap().commit().unwrap();
+            let f = fs::File::options()
+                .append(true)
+                .open(d.join(".complete"))
+                .unwrap();
+            f.set_modified(long_ago + std::time::Duration::from_secs(i as u64))
+                .unwrap();
+        }
+        // "a" is the oldest but was just used: a lookup records it.
+        assert!(cache.lookup("image", "a").is_some());
+        let removed = cache.prune("image", 2).unwrap();
+        let names: Vec<_> = removed
+            .iter()
+            .map(|p| p.file_name().unwrap().to_owned())
+            .collect();
+        assert_eq!(names, ["c", "b"], "a was used now and d is the newest");
+        assert!(cache.lookup("image", "a").is_some() && cache.lookup("image", "d").is_some());
+        assert!(cache.lookup("image", "b").is_none());
+    }
+
+    #[test]
     fn dropped_pending_leaves_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let cache = Cache::open(dir.path().to_path_buf()).unwrap();
@@ -205,7 +301,9 @@ mod tests {
             let p = cache.begin("compose", "k").unwrap();
             fs::write(p.path().join("half"), b"x").unwrap();
         }
-        let left: Vec<_> = fs::read_dir(dir.path().join("stages/compose")).unwrap().collect();
+        let left: Vec<_> = fs::read_dir(dir.path().join("stages/compose"))
+            .unwrap()
+            .collect();
         assert!(left.is_empty(), "{left:?}");
     }
 }

@@ -8,7 +8,12 @@ use crate::plan::{DEFAULT_ROLE, DEFAULT_SITE, DEFAULT_TARGET};
 use crate::stage::Stage;
 
 #[derive(Debug, Parser)]
-#[command(name = "imgforge", version, about = "Turns a server's role into a bootable disk image", help_expected = true)]
+#[command(
+    name = "imgforge",
+    version,
+    about = "Turns a server's role into a bootable disk image",
+    help_expected = true
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -176,8 +181,13 @@ pub struct FlashArgs {
 }
 
 fn parse_forward(s: &str) -> Result<(u16, u16), String> {
-    let (h, g) = s.split_once(':').ok_or_else(|| format!("`{s}`: expected HOST:GUEST, e.g. 8080:80"))?;
-    let port = |p: &str| p.parse::<u16>().map_err(|_| format!("`{p}` is not a port number"));
+    let (h, g) = s
+        .split_once(':')
+        .ok_or_else(|| format!("`{s}`: expected HOST:GUEST, e.g. 8080:80"))?;
+    let port = |p: &str| {
+        p.parse::<u16>()
+            .map_err(|_| format!("`{p}` is not a port number"))
+    };
     Ok((port(h)?, port(g)?))
 }
 

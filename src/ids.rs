@@ -52,6 +52,13 @@ mod tests {
         assert_ne!(a.root_partuuid, b.root_partuuid);
         assert_ne!(a.fat_volume_id, b.fat_volume_id);
         assert_ne!(a.root_partuuid, a.esp_partuuid);
-        assert_eq!(Ids { fat_volume_id: 0x1234_abcd, ..a }.fat_uuid(), "1234-ABCD");
+        assert_eq!(
+            Ids {
+                fat_volume_id: 0x1234_abcd,
+                ..a
+            }
+            .fat_uuid(),
+            "1234-ABCD"
+        );
     }
 }

@@ -33,7 +33,11 @@ impl OverlayFile {
     }
 
     pub fn mode(&self) -> u32 {
-        if self.content.starts_with(b"#!") { 0o755 } else { 0o644 }
+        if self.content.starts_with(b"#!") {
+            0o755
+        } else {
+            0o644
+        }
     }
 }
 
@@ -106,11 +110,22 @@ fn collect_dir(root: &Path, dir: &Path, out: &mut Vec<OverlayFile>) -> Result<()
         if ft.is_dir() {
             collect_dir(root, &p, out)?;
         } else if ft.is_file() {
-            let rel = p.strip_prefix(root).expect("under root").to_string_lossy().into_owned();
+            let rel = p
+                .strip_prefix(root)
+                .expect("under root")
+                .to_string_lossy()
+                .into_owned();
             let content = std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
-            out.push(OverlayFile { path: rel, content, origin: p.display().to_string() });
+            out.push(OverlayFile {
+                path: rel,
+                content,
+                origin: p.display().to_string(),
+            });
         } else {
-            bail!("{}: overlays hold regular files and folders only", p.display());
+            bail!(
+                "{}: overlays hold regular files and folders only",
+                p.display()
+            );
         }
     }
     Ok(())

@@ -105,7 +105,10 @@ impl Plan {
 pub fn resolve(src: &ProfileSource, req: &Request) -> Result<Plan> {
     let mut inputs = Vec::new();
     let mut record = |display: &str, text: &str| {
-        inputs.push(Input { path: display.to_string(), sha256: sha256_bytes(text.as_bytes()) })
+        inputs.push(Input {
+            path: display.to_string(),
+            sha256: sha256_bytes(text.as_bytes()),
+        })
     };
 
     let mut layer = Layer::default();
@@ -123,14 +126,22 @@ pub fn resolve(src: &ProfileSource, req: &Request) -> Result<Plan> {
     record(&sfile.display, &sfile.text);
     layer.merge(target);
     layer.merge(role);
-    let layers = format!("{}, {}, {}", origin.join(", "), tfile.display, rfile.display);
+    let layers = format!(
+        "{}, {}, {}",
+        origin.join(", "),
+        tfile.display,
+        rfile.display
+    );
 
     let need = |v: Option<String>, key: &str| {
         v.ok_or_else(|| anyhow!("no layer sets `{key}` (read: {layers}); the target usually does"))
     };
     let arch = need(layer.arch, "arch")?;
     if !["amd64", "arm64"].contains(&arch.as_str()) {
-        bail!("{}: `arch = \"{arch}\"` is not supported; use amd64 or arm64", tfile.display);
+        bail!(
+            "{}: `arch = \"{arch}\"` is not supported; use amd64 or arm64",
+            tfile.display
+        );
     }
     let partition_table = need(layer.partition_table, "partition-table")?;
     if partition_table != "gpt" {
@@ -146,15 +157,34 @@ pub fn resolve(src: &ProfileSource, req: &Request) -> Result<Plan> {
         validate_service(svc, &rfile.display)?;
     }
     for slot in &layer.slots {
-        let ok = !slot.name.is_empty() && slot.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+        let ok = !slot.name.is_empty()
+            && slot
+                .name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
         if !ok {
-            bail!("{}: slot name `{}` must be lower-case letters, digits, '-' or '_'", rfile.display, slot.name);
+            bail!(
+                "{}: slot name `{}` must be lower-case letters, digits, '-' or '_'",
+                rfile.display,
+                slot.name
+            );
         }
         if !layer.services.iter().any(|s| s.name == slot.service) {
-            bail!("{}: slot `{}` is read by service `{}`, which the role does not run", rfile.display, slot.name, slot.service);
+            bail!(
+                "{}: slot `{}` is read by service `{}`, which the role does not run",
+                rfile.display,
+                slot.name,
+                slot.service
+            );
         }
     }
-    validate_databases_and_jobs(&layer.packages, &layer.slots, &layer.databases, &layer.jobs, &rfile.display)?;
+    validate_databases_and_jobs(
+        &layer.packages,
+        &layer.slots,
+        &layer.databases,
+        &layer.jobs,
+        &rfile.display,
+    )?;
     let q = layer.qemu.unwrap_or_default();
     let qemu = resolve_qemu(q, &tfile.display)?;
 
@@ -195,10 +225,18 @@ pub fn resolve(src: &ProfileSource, req: &Request) -> Result<Plan> {
 
 /// A plain PostgreSQL name, or a unit-name-safe job name.
 fn plain_name(s: &str, extra: char) -> bool {
-    s.chars().next().is_some_and(|c| c.is_ascii_lowercase()) && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == extra)
+    s.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == extra)
 }
 
-fn validate_databases_and_jobs(packages: &[String], slots: &[Slot], databases: &[Database], jobs: &[Job], display: &str) -> Result<()> {
+fn validate_databases_and_jobs(
+    packages: &[String],
+    slots: &[Slot],
+    databases: &[Database],
+    jobs: &[Job],
+    display: &str,
+) -> Result<()> {
     let uses_pg = !databases.is_empty() || !jobs.is_empty();
     if uses_pg && !packages.iter().any(|p| p == "postgresql") {
         bail!("{display}: databases and pg-dump jobs need PostgreSQL: add \"postgresql\" to `packages`");
@@ -210,18 +248,32 @@ fn validate_databases_and_jobs(packages: &[String], slots: &[Slot], databases: &
             }
         }
         if !slots.iter().any(|s| s.name == d.password_slot) {
-            bail!("{display}: database `{}`: password-slot `{}` is not a slot of the role", d.name, d.password_slot);
+            bail!(
+                "{display}: database `{}`: password-slot `{}` is not a slot of the role",
+                d.name,
+                d.password_slot
+            );
         }
     }
     for j in jobs {
         if !plain_name(&j.name, '-') {
-            bail!("{display}: job name `{}` must be lower-case letters, digits, '-' or '_'", j.name);
+            bail!(
+                "{display}: job name `{}` must be lower-case letters, digits, '-' or '_'",
+                j.name
+            );
         }
         if !plain_name(&j.pg_dump.database, '_') {
-            bail!("{display}: job `{}`: database name `{}` is not a plain name", j.name, j.pg_dump.database);
+            bail!(
+                "{display}: job `{}`: database name `{}` is not a plain name",
+                j.name,
+                j.pg_dump.database
+            );
         }
         if j.schedule.is_empty() || j.schedule.contains('\n') {
-            bail!("{display}: job `{}`: schedule must be one systemd calendar expression", j.name);
+            bail!(
+                "{display}: job `{}`: schedule must be one systemd calendar expression",
+                j.name
+            );
         }
     }
     Ok(())
@@ -235,7 +287,11 @@ fn pick_host(site: &Site, display: &str, req: &Request) -> Result<HostPlan> {
                 anyhow!("{display}: no host `{name}`; hosts: {}", names.join(", "))
             })?;
             if h.role != req.role {
-                bail!("{display}: host `{name}` runs role `{}`, not `{}`", h.role, req.role);
+                bail!(
+                    "{display}: host `{name}` runs role `{}`, not `{}`",
+                    h.role,
+                    req.role
+                );
             }
             Some(h)
         }
@@ -243,7 +299,12 @@ fn pick_host(site: &Site, display: &str, req: &Request) -> Result<HostPlan> {
     };
     // A role with no host in the site still builds: the image is named after the role.
     let (name, address, gateway, dns) = match host {
-        Some(h) => (h.name.clone(), h.address.clone(), h.gateway.clone(), h.dns.clone()),
+        Some(h) => (
+            h.name.clone(),
+            h.address.clone(),
+            h.gateway.clone(),
+            h.dns.clone(),
+        ),
         None => (req.role.clone(), "dhcp".to_string(), None, vec![]),
     };
     if !valid_hostname(&name) {
@@ -252,7 +313,13 @@ fn pick_host(site: &Site, display: &str, req: &Request) -> Result<HostPlan> {
     if address != "dhcp" && !address.contains('/') {
         bail!("{display}: host `{name}`: address `{address}` must be `dhcp` or ADDRESS/PREFIX");
     }
-    Ok(HostPlan { fqdn: format!("{name}.{}", site.domain), name, address, gateway, dns })
+    Ok(HostPlan {
+        fqdn: format!("{name}.{}", site.domain),
+        name,
+        address,
+        gateway,
+        dns,
+    })
 }
 
 fn valid_hostname(n: &str) -> bool {
@@ -264,17 +331,29 @@ fn valid_hostname(n: &str) -> bool {
 
 fn validate_service(svc: &Service, display: &str) -> Result<()> {
     let name_ok = !svc.name.is_empty()
-        && svc.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c));
+        && svc
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c));
     if !name_ok {
-        bail!("{display}: service name `{}` is not a valid unit name", svc.name);
+        bail!(
+            "{display}: service name `{}` is not a valid unit name",
+            svc.name
+        );
     }
     match svc.exec.first() {
         Some(p) if p.starts_with('/') => {}
-        _ => bail!("{display}: service `{}`: `exec` must start with an absolute path", svc.name),
+        _ => bail!(
+            "{display}: service `{}`: `exec` must start with an absolute path",
+            svc.name
+        ),
     }
     if let Some(url) = &svc.health {
         if !url.starts_with("http://") {
-            bail!("{display}: service `{}`: health `{url}` must be an http:// URL", svc.name);
+            bail!(
+                "{display}: service `{}`: health `{url}` must be an http:// URL",
+                svc.name
+            );
         }
     }
     Ok(())
@@ -310,7 +389,12 @@ mod tests {
     use super::*;
 
     fn req(role: &str, target: &str) -> Request {
-        Request { role: role.into(), target: target.into(), site: DEFAULT_SITE.into(), host: None }
+        Request {
+            role: role.into(),
+            target: target.into(),
+            site: DEFAULT_SITE.into(),
+            host: None,
+        }
     }
 
     #[test]
@@ -318,19 +402,36 @@ mod tests {
         let plan = resolve(&ProfileSource::Embedded, &req(DEFAULT_ROLE, DEFAULT_TARGET)).unwrap();
         assert_eq!(plan.arch, "amd64");
         assert_eq!(plan.suite, "trixie");
-        assert!(plan.packages.contains(&"systemd".to_string()), "from common.toml");
-        assert!(plan.packages.contains(&"linux-image-amd64".to_string()), "from the target");
-        assert!(plan.services.iter().any(|s| s.name == "gateway"), "from the role");
+        assert!(
+            plan.packages.contains(&"systemd".to_string()),
+            "from common.toml"
+        );
+        assert!(
+            plan.packages.contains(&"linux-image-amd64".to_string()),
+            "from the target"
+        );
+        assert!(
+            plan.services.iter().any(|s| s.name == "gateway"),
+            "from the role"
+        );
         assert_eq!(plan.host.name, "edge");
         assert_eq!(plan.host.fqdn, "edge.example.test");
-        assert_eq!(plan.kernel_cmdline.last().map(String::as_str), Some("console=ttyS0,115200n8"));
+        assert_eq!(
+            plan.kernel_cmdline.last().map(String::as_str),
+            Some("console=ttyS0,115200n8")
+        );
         assert_eq!(plan.inputs.len(), 4);
     }
 
     #[test]
     fn unknown_target_lists_known() {
-        let err = resolve(&ProfileSource::Embedded, &req("proxy", "pdp11")).unwrap_err().to_string();
-        assert!(err.contains("unknown target `pdp11`; known targets: ") && err.contains("x86_64-vm"), "{err}");
+        let err = resolve(&ProfileSource::Embedded, &req("proxy", "pdp11"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("unknown target `pdp11`; known targets: ") && err.contains("x86_64-vm"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -345,7 +446,12 @@ mod tests {
                 dns: vec![],
             }],
         };
-        let err = pick_host(&site, "sites/x.toml", &req("proxy", "x86_64-vm")).unwrap_err().to_string();
-        assert!(err.starts_with("sites/x.toml: host `edge`: address `10.0.0.1`"), "{err}");
+        let err = pick_host(&site, "sites/x.toml", &req("proxy", "x86_64-vm"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("sites/x.toml: host `edge`: address `10.0.0.1`"),
+            "{err}"
+        );
     }
 }

@@ -24,7 +24,11 @@ pub enum Firmware {
     /// UEFI firmware (OVMF/AAVMF) boots systemd-boot from the ESP: the real path.
     Uefi,
     /// QEMU loads the kernel itself (`-kernel`): faster, skips firmware and loader.
-    DirectKernel { kernel: PathBuf, initrd: PathBuf, cmdline: String },
+    DirectKernel {
+        kernel: PathBuf,
+        initrd: PathBuf,
+        cmdline: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -61,7 +65,9 @@ pub fn classify(line: &str) -> Option<Verdict> {
     if line.contains("Kernel panic - not syncing") {
         return Some(Verdict::Panic(line.trim().to_string()));
     }
-    if line.contains("You are in emergency mode") || line.contains("Give root password for maintenance") {
+    if line.contains("You are in emergency mode")
+        || line.contains("Give root password for maintenance")
+    {
         return Some(Verdict::Emergency(line.trim().to_string()));
     }
     None
@@ -85,7 +91,10 @@ impl Drop for Guard {
 
 fn command(o: &BootOptions, vars: &Path, serial: &str) -> Result<Command> {
     let q = &o.qemu;
-    tool::require_named(&q.binary, "qemu-system-x86 (bookworm-backports) or qemu-system-arm")?;
+    tool::require_named(
+        &q.binary,
+        "qemu-system-x86 (bookworm-backports) or qemu-system-arm",
+    )?;
     let mut cmd = Command::new(&q.binary);
     cmd.args(["-machine", &format!("{},accel=tcg", q.machine)])
         .args(["-cpu", &q.cpu])
@@ -116,16 +125,30 @@ fn command(o: &BootOptions, vars: &Path, serial: &str) -> Result<Command> {
                 // systemd-boot appends SMBIOS type 11 `io.systemd.boot.kernel-cmdline-extra`
                 // to the entry's command line: the test adds its words without a second
                 // loader entry in the image.
-                cmd.args(["-smbios", &format!("type=11,value=io.systemd.boot.kernel-cmdline-extra={}", o.cmdline_extra.join(" "))]);
+                cmd.args([
+                    "-smbios",
+                    &format!(
+                        "type=11,value=io.systemd.boot.kernel-cmdline-extra={}",
+                        o.cmdline_extra.join(" ")
+                    ),
+                ]);
             }
         }
-        Firmware::DirectKernel { kernel, initrd, cmdline } => {
+        Firmware::DirectKernel {
+            kernel,
+            initrd,
+            cmdline,
+        } => {
             let mut line = cmdline.clone();
             for w in &o.cmdline_extra {
                 line.push(' ');
                 line.push_str(w);
             }
-            cmd.arg("-kernel").arg(kernel).arg("-initrd").arg(initrd).args(["-append", &line]);
+            cmd.arg("-kernel")
+                .arg(kernel)
+                .arg("-initrd")
+                .arg(initrd)
+                .args(["-append", &line]);
         }
     }
     Ok(cmd)
@@ -135,20 +158,32 @@ fn command(o: &BootOptions, vars: &Path, serial: &str) -> Result<Command> {
 fn vars_copy(q: &QemuPlan, dir: &Path) -> Result<PathBuf> {
     let dst = dir.join("efivars.fd");
     fs::copy(&q.firmware_vars, &dst).with_context(|| {
-        format!("copying UEFI variables {} (package ovmf, or qemu-efi-aarch64 for arm64)", q.firmware_vars)
+        format!(
+            "copying UEFI variables {} (package ovmf, or qemu-efi-aarch64 for arm64)",
+            q.firmware_vars
+        )
     })?;
     Ok(dst)
 }
 
 /// Boots headless and waits for the verdict; the serial console goes to `serial_log`.
-pub fn boot_and_wait(o: &BootOptions, serial_log: &Path, mut on_line: impl FnMut(&str)) -> Result<BootReport> {
+pub fn boot_and_wait(
+    o: &BootOptions,
+    serial_log: &Path,
+    mut on_line: impl FnMut(&str),
+) -> Result<BootReport> {
     let tmp = tempfile::tempdir()?;
     let vars = vars_copy(&o.qemu, tmp.path())?;
     let mut cmd = command(o, &vars, "stdio")?;
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let cmdline = tool::display(&cmd);
     let started = Instant::now();
-    let mut child = Guard(cmd.spawn().with_context(|| format!("starting `{cmdline}`"))?);
+    let mut child = Guard(
+        cmd.spawn()
+            .with_context(|| format!("starting `{cmdline}`"))?,
+    );
     let stdout = child.0.stdout.take().expect("piped");
     let mut stderr = child.0.stderr.take().expect("piped");
     let err_thread = std::thread::spawn(move || {
@@ -156,7 +191,8 @@ pub fn boot_and_wait(o: &BootOptions, serial_log: &Path, mut on_line: impl FnMut
         let _ = stderr.read_to_string(&mut s);
         s
     });
-    let mut log = File::create(serial_log).with_context(|| format!("creating {}", serial_log.display()))?;
+    let mut log =
+        File::create(serial_log).with_context(|| format!("creating {}", serial_log.display()))?;
     let (tx, rx) = mpsc::channel::<String>();
     // The reader ends by itself when QEMU's stdout closes.
     std::thread::spawn(move || read_lines(stdout, tx));
@@ -165,7 +201,9 @@ pub fn boot_and_wait(o: &BootOptions, serial_log: &Path, mut on_line: impl FnMut
     let mut verdict = None;
     loop {
         crate::interrupt::check()?;
-        let left = deadline.saturating_duration_since(Instant::now()).min(Duration::from_millis(500));
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .min(Duration::from_millis(500));
         if left.is_zero() {
             break;
         }
@@ -207,7 +245,11 @@ pub fn boot_and_wait(o: &BootOptions, serial_log: &Path, mut on_line: impl FnMut
             } else {
                 false
             };
-            Ok(BootReport { ready_line: line, seconds_to_ready: at.as_secs_f64(), powered_off })
+            Ok(BootReport {
+                ready_line: line,
+                seconds_to_ready: at.as_secs_f64(),
+                powered_off,
+            })
         }
         other => {
             // Let the console flush a few more lines: they often say why.
@@ -232,7 +274,12 @@ pub fn boot_and_wait(o: &BootOptions, serial_log: &Path, mut on_line: impl FnMut
     }
 }
 
-fn wait_exit(child: &mut Child, limit: Duration, rx: &mpsc::Receiver<String>, log: &mut File) -> bool {
+fn wait_exit(
+    child: &mut Child,
+    limit: Duration,
+    rx: &mpsc::Receiver<String>,
+    log: &mut File,
+) -> bool {
     let until = Instant::now() + limit;
     while Instant::now() < until {
         if let Ok(Some(_)) = child.try_wait() {
@@ -303,12 +350,25 @@ mod tests {
     #[test]
     fn console_lines_decide_the_boot() {
         assert_eq!(
-            classify("[   20.1] worker[301]: IMGFORGE-READY role=proxy target=x86_64-vm checks=4/4\r"),
-            Some(Verdict::Ready("IMGFORGE-READY role=proxy target=x86_64-vm checks=4/4".into()))
+            classify(
+                "[   20.1] worker[301]: IMGFORGE-READY role=proxy target=x86_64-vm checks=4/4\r"
+            ),
+            Some(Verdict::Ready(
+                "IMGFORGE-READY role=proxy target=x86_64-vm checks=4/4".into()
+            ))
         );
-        assert!(matches!(classify("IMGFORGE-FAILED role=proxy failed=gateway.service"), Some(Verdict::Failed(_))));
-        assert!(matches!(classify("[    3.2] Kernel panic - not syncing: VFS: Unable to mount root fs"), Some(Verdict::Panic(_))));
-        assert!(matches!(classify("You are in emergency mode. After logging in"), Some(Verdict::Emergency(_))));
+        assert!(matches!(
+            classify("IMGFORGE-FAILED role=proxy failed=gateway.service"),
+            Some(Verdict::Failed(_))
+        ));
+        assert!(matches!(
+            classify("[    3.2] Kernel panic - not syncing: VFS: Unable to mount root fs"),
+            Some(Verdict::Panic(_))
+        ));
+        assert!(matches!(
+            classify("You are in emergency mode. After logging in"),
+            Some(Verdict::Emergency(_))
+        ));
         assert_eq!(classify("[  OK  ] Reached target multi-user.target"), None);
     }
 

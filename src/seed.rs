@@ -16,10 +16,9 @@ pub use seed_area::{initial_area, SeedState, PART_NAME, SIZE};
 /// The seed partition of the disk or image open as `dev`: (offset, length).
 pub fn locate(dev: &mut File) -> Result<(u64, u64)> {
     let (_, parts) = gpt::read(dev)?;
-    let p = parts
-        .iter()
-        .find(|p| p.name == PART_NAME)
-        .ok_or_else(|| anyhow!("no `{PART_NAME}` partition: this image was not built with a seed area"))?;
+    let p = parts.iter().find(|p| p.name == PART_NAME).ok_or_else(|| {
+        anyhow!("no `{PART_NAME}` partition: this image was not built with a seed area")
+    })?;
     Ok((p.offset, p.len))
 }
 
@@ -39,7 +38,9 @@ pub fn read(dev: &mut File) -> Result<SeedState> {
 /// `<name>.img` or `<name>.img.xz`), for checking secrets without reading the image.
 pub fn slots_from_manifest(image: &Path) -> Option<Vec<Slot>> {
     let name = image.file_name()?.to_str()?;
-    let stem = name.strip_suffix(".img.xz").or_else(|| name.strip_suffix(".img"))?;
+    let stem = name
+        .strip_suffix(".img.xz")
+        .or_else(|| name.strip_suffix(".img"))?;
     let text = std::fs::read(image.with_file_name(format!("{stem}.manifest.json"))).ok()?;
     let v: serde_json::Value = serde_json::from_slice(&text).ok()?;
     serde_json::from_value(v["slots"].clone()).ok()
@@ -47,7 +48,11 @@ pub fn slots_from_manifest(image: &Path) -> Option<Vec<Slot>> {
 
 /// Checks a secrets file (TOML, one `slot-name = "value"` per slot) against the slots.
 /// Errors name the file, line and key, never a value.
-pub fn check_secrets(display: &str, text: &str, slots: &[Slot]) -> Result<BTreeMap<String, String>> {
+pub fn check_secrets(
+    display: &str,
+    text: &str,
+    slots: &[Slot],
+) -> Result<BTreeMap<String, String>> {
     type Spanned<T> = toml::Spanned<T>;
     let table: BTreeMap<Spanned<String>, Spanned<toml::Value>> =
         crate::profile::load::parse_toml(display, text).map_err(crate::exit::user)?;
@@ -65,7 +70,9 @@ pub fn check_secrets(display: &str, text: &str, slots: &[Slot]) -> Result<BTreeM
         let value = match v.get_ref() {
             toml::Value::String(s) if !s.is_empty() => s.clone(),
             // The value's type or emptiness only: never the value itself.
-            toml::Value::String(_) => bail!(crate::exit::UserError(format!("{display}:{line}:{col}: key `{key}`: the value is empty"))),
+            toml::Value::String(_) => bail!(crate::exit::UserError(format!(
+                "{display}:{line}:{col}: key `{key}`: the value is empty"
+            ))),
             other => bail!(crate::exit::UserError(format!(
                 "{display}:{line}:{col}: key `{key}`: the value must be a string, not a {}",
                 other.type_str()
@@ -79,7 +86,10 @@ pub fn check_secrets(display: &str, text: &str, slots: &[Slot]) -> Result<BTreeM
         .map(|s| s.name.as_str())
         .collect();
     if !missing.is_empty() {
-        bail!(crate::exit::UserError(format!("{display}: no value for the required slot(s) {}", missing.join(", "))));
+        bail!(crate::exit::UserError(format!(
+            "{display}: no value for the required slot(s) {}",
+            missing.join(", ")
+        )));
     }
     Ok(out)
 }
@@ -92,7 +102,8 @@ pub fn seed(dev: &mut File, secrets_file: &Path) -> Result<Vec<String>> {
         .map_err(crate::exit::user)?;
     let state = read(dev)?;
     let values = check_secrets(&secrets_file.display().to_string(), &text, &state.slots)?;
-    write_values(dev, &values).map_err(|e| crate::exit::UserError(format!("{}: {e:#}", secrets_file.display())))?;
+    write_values(dev, &values)
+        .map_err(|e| crate::exit::UserError(format!("{}: {e:#}", secrets_file.display())))?;
     Ok(values.into_keys().collect())
 }
 
@@ -115,7 +126,10 @@ pub fn test_values(slots: &[Slot]) -> Result<BTreeMap<String, String>> {
     for s in slots.iter().filter(|s| !s.generate) {
         let mut b = [0u8; 32];
         urandom.read_exact(&mut b)?;
-        out.insert(s.name.clone(), b.iter().map(|x| format!("{x:02x}")).collect());
+        out.insert(
+            s.name.clone(),
+            b.iter().map(|x| format!("{x:02x}")).collect(),
+        );
     }
     Ok(out)
 }
@@ -132,19 +146,37 @@ mod tests {
             required,
             generate,
         };
-        vec![s("jupyter-htpasswd", true, false), s("session-key", false, true)]
+        vec![
+            s("jupyter-htpasswd", true, false),
+            s("session-key", false, true),
+        ]
     }
 
     #[test]
     fn secrets_file_errors_name_line_and_key_never_the_value() {
         let text = "jupyter-htpasswd = \"admin:$2y$hash\"\nsesion-key = \"TOPSECRET\"\n";
-        let err = check_secrets("s.toml", text, &slots()).unwrap_err().to_string();
-        assert!(err.starts_with("s.toml:2:1: key `sesion-key`: the image has no slot of this name"), "{err}");
+        let err = check_secrets("s.toml", text, &slots())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("s.toml:2:1: key `sesion-key`: the image has no slot of this name"),
+            "{err}"
+        );
         assert!(!err.contains("TOPSECRET"), "{err}");
-        let err = check_secrets("s.toml", "session-key = \"x\"\n", &slots()).unwrap_err().to_string();
-        assert_eq!(err, "s.toml: no value for the required slot(s) jupyter-htpasswd");
-        let err = check_secrets("s.toml", "jupyter-htpasswd = 12345\n", &slots()).unwrap_err().to_string();
-        assert!(err.contains("must be a string, not a integer") && !err.contains("12345"), "{err}");
+        let err = check_secrets("s.toml", "session-key = \"x\"\n", &slots())
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "s.toml: no value for the required slot(s) jupyter-htpasswd"
+        );
+        let err = check_secrets("s.toml", "jupyter-htpasswd = 12345\n", &slots())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("must be a string, not a integer") && !err.contains("12345"),
+            "{err}"
+        );
         let ok = check_secrets("s.toml", "jupyter-htpasswd = \"a:b\"\n", &slots()).unwrap();
         assert_eq!(ok.len(), 1, "a generated slot may be left out");
     }

@@ -11,7 +11,6 @@ use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
-
 /// How many lines of a failed command's output the error carries.
 const TAIL_LINES: usize = 25;
 
@@ -151,8 +150,9 @@ mod tests {
 
     #[test]
     fn failed_command_error_names_command_and_stderr_tail() {
-        let err = run(Command::new("sh").args(["-c", "echo first >&2; echo 'the cause' >&2; exit 3"]))
-            .unwrap_err();
+        let err =
+            run(Command::new("sh").args(["-c", "echo first >&2; echo 'the cause' >&2; exit 3"]))
+                .unwrap_err();
         let msg = format!("{err:#}");
         assert!(msg.contains("`sh -c 'echo first"), "{msg}");
         assert!(msg.contains("the cause"), "{msg}");
@@ -162,14 +162,20 @@ mod tests {
     #[test]
     fn streaming_sees_every_line() {
         let mut seen = Vec::new();
-        run_streaming(Command::new("printf").arg("a\\nb\\nc\\n"), |l| seen.push(l.to_string()))
-            .unwrap();
+        run_streaming(Command::new("printf").arg("a\\nb\\nc\\n"), |l| {
+            seen.push(l.to_string())
+        })
+        .unwrap();
         assert_eq!(seen, ["a", "b", "c"]);
     }
 
     #[test]
     fn missing_tool_names_its_package() {
-        let err = require(&HostTool { program: "no-such-tool-imgforge", package: "pkg-x" }).unwrap_err();
+        let err = require(&HostTool {
+            program: "no-such-tool-imgforge",
+            package: "pkg-x",
+        })
+        .unwrap_err();
         assert!(err.to_string().contains("`pkg-x`"));
     }
 }

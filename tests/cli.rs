@@ -4,7 +4,11 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 fn imgforge(cwd: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_imgforge")).current_dir(cwd).args(args).output().expect("run imgforge")
+    Command::new(env!("CARGO_BIN_EXE_imgforge"))
+        .current_dir(cwd)
+        .args(args)
+        .output()
+        .expect("run imgforge")
 }
 
 fn text(b: &[u8]) -> String {
@@ -34,20 +38,34 @@ fn list_shows_embedded_roles_targets_and_sites() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let s = text(&out.stdout);
     assert!(s.contains("roles:\n  proxy "), "{s}");
-    assert!(s.contains("targets:\n") && s.contains("  x86_64-vm "), "{s}");
+    assert!(
+        s.contains("targets:\n") && s.contains("  x86_64-vm "),
+        "{s}"
+    );
     assert!(s.contains("example.test: edge (proxy)"), "{s}");
 }
 
 #[test]
 fn plan_prints_the_merged_profile_as_toml() {
     let dir = tempfile::tempdir().unwrap();
-    let out = imgforge(dir.path(), &["plan", "--role", "proxy", "--target", "x86_64-vm"]);
+    let out = imgforge(
+        dir.path(),
+        &["plan", "--role", "proxy", "--target", "x86_64-vm"],
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let v: toml::Value = toml::from_str(&text(&out.stdout)).expect("plan is TOML");
     assert_eq!(v["role"].as_str(), Some("proxy"));
     assert_eq!(v["arch"].as_str(), Some("amd64"));
-    let pkgs: Vec<&str> = v["packages"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
-    assert!(pkgs.contains(&"systemd") && pkgs.contains(&"linux-image-amd64"), "{pkgs:?}");
+    let pkgs: Vec<&str> = v["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    assert!(
+        pkgs.contains(&"systemd") && pkgs.contains(&"linux-image-amd64"),
+        "{pkgs:?}"
+    );
     assert_eq!(v["service"][0]["name"].as_str(), Some("gateway"));
     assert_eq!(v["host"]["fqdn"].as_str(), Some("edge.example.test"));
 }
@@ -76,8 +94,14 @@ fn unknown_role_lists_the_known_ones() {
     let out = imgforge(dir.path(), &["build", "--role", "mailserver"]);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
-    assert!(err.contains("unknown role `mailserver`; known roles: proxy (embedded profiles)"), "{err}");
-    assert!(!dir.path().join("images").exists(), "nothing written for bad input");
+    assert!(
+        err.contains("unknown role `mailserver`; known roles: proxy (embedded profiles)"),
+        "{err}"
+    );
+    assert!(
+        !dir.path().join("images").exists(),
+        "nothing written for bad input"
+    );
 }
 
 #[test]
@@ -87,11 +111,19 @@ fn help_lists_every_subcommand() {
     assert!(out.status.success());
     let s = text(&out.stdout);
     for cmd in ["build", "test", "boot", "plan", "list", "inspect"] {
-        assert!(s.contains(&format!("\n  {cmd} ")), "{cmd} missing from:\n{s}");
+        assert!(
+            s.contains(&format!("\n  {cmd} ")),
+            "{cmd} missing from:\n{s}"
+        );
     }
     let out = imgforge(dir.path(), &["build", "--help"]);
     let s = text(&out.stdout);
-    assert!(s.contains("--rebuild <STAGE>") && s.contains("[default: proxy]") && s.contains("[default: x86_64-vm]"), "{s}");
+    assert!(
+        s.contains("--rebuild <STAGE>")
+            && s.contains("[default: proxy]")
+            && s.contains("[default: x86_64-vm]"),
+        "{s}"
+    );
 }
 
 #[test]
@@ -99,5 +131,9 @@ fn inspect_of_a_missing_file_is_a_user_error() {
     let dir = tempfile::tempdir().unwrap();
     let out = imgforge(dir.path(), &["inspect", "nope.img"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("opening nope.img"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("opening nope.img"),
+        "{}",
+        text(&out.stderr)
+    );
 }

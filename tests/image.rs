@@ -28,13 +28,14 @@ fn image() -> PathBuf {
     built().join("proxy-x86_64-vm.img")
 }
 
-
 fn stage_lines(stderr: &str) -> Vec<(String, String)> {
     let summary = stderr.split("summary:\n").nth(1).expect("a summary");
     let mut rows = Vec::new();
     for l in summary.lines() {
         let mut w = l.split_whitespace();
-        let (Some(k), Some(v)) = (w.next(), w.next()) else { break };
+        let (Some(k), Some(v)) = (w.next(), w.next()) else {
+            break;
+        };
         rows.push((k.to_string(), v.to_string()));
         if k == "total" {
             break;
@@ -44,7 +45,11 @@ fn stage_lines(stderr: &str) -> Vec<(String, String)> {
 }
 
 fn sha256(p: &Path) -> String {
-    run(Command::new("sha256sum").arg(p)).split_whitespace().next().unwrap().to_string()
+    run(Command::new("sha256sum").arg(p))
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
 }
 
 /// The cache the imgforge under test uses (its default, as `cache::default_dir` picks it).
@@ -66,37 +71,90 @@ fn image_passes_sfdisk_fsck_fat_and_e2fsck() {
     let data = std::fs::read(&img).unwrap();
     std::fs::write(&esp, &data[esp_off as usize..(esp_off + esp_len) as usize]).unwrap();
     let fsck = run(Command::new("fsck.fat").arg("-n").arg(&esp));
-    assert_eq!(fsck.lines().count(), 2, "fsck.fat found something to repair:\n{fsck}");
+    assert_eq!(
+        fsck.lines().count(),
+        2,
+        "fsck.fat found something to repair:\n{fsck}"
+    );
     let listing = run(Command::new("mdir").args(["-i", esp.to_str().unwrap(), "-/", "-b", "::"]));
-    for f in ["::/EFI/BOOT/BOOTX64.EFI", "::/loader/loader.conf", "::/loader/entries/imgforge.conf", "::/imgforge/vmlinuz", "::/imgforge/initrd.img"] {
-        assert!(listing.lines().any(|l| l == f), "{f} missing from the ESP:\n{listing}");
+    for f in [
+        "::/EFI/BOOT/BOOTX64.EFI",
+        "::/loader/loader.conf",
+        "::/loader/entries/imgforge.conf",
+        "::/imgforge/vmlinuz",
+        "::/imgforge/initrd.img",
+    ] {
+        assert!(
+            listing.lines().any(|l| l == f),
+            "{f} missing from the ESP:\n{listing}"
+        );
     }
-    let entry = run(Command::new("mtype").args(["-i", esp.to_str().unwrap(), "::/loader/entries/imgforge.conf"]));
-    assert!(entry.contains("options root=PARTUUID=") && entry.contains("console=ttyS0"), "{entry}");
+    let entry = run(Command::new("mtype").args([
+        "-i",
+        esp.to_str().unwrap(),
+        "::/loader/entries/imgforge.conf",
+    ]));
+    assert!(
+        entry.contains("options root=PARTUUID=") && entry.contains("console=ttyS0"),
+        "{entry}"
+    );
 
-    let e2 = run(Command::new("e2fsck").arg("-fn").arg(format!("{}?offset={root_off}", img.display())));
+    let e2 = run(Command::new("e2fsck")
+        .arg("-fn")
+        .arg(format!("{}?offset={root_off}", img.display())));
     assert!(e2.contains("files") && !e2.contains("Fix?"), "{e2}");
 
     // What compose put in the root, and what it kept out.
     let ssh = debugfs(&img, root_off, "ls -l /etc/ssh");
-    assert!(!ssh.contains("ssh_host_"), "the image must carry no SSH host keys:\n{ssh}");
+    assert!(
+        !ssh.contains("ssh_host_"),
+        "the image must carry no SSH host keys:\n{ssh}"
+    );
     let node = debugfs(&img, root_off, "cat /etc/imgforge/node.toml");
-    assert!(node.contains("role = \"proxy\"") && node.contains("units = [\"gateway.service\"]"), "{node}");
-    let wants = debugfs(&img, root_off, "ls /etc/systemd/system/multi-user.target.wants");
-    assert!(wants.contains("gateway.service") && wants.contains("imgforge-ready.service"), "{wants}");
+    assert!(
+        node.contains("role = \"proxy\"") && node.contains("units = [\"gateway.service\"]"),
+        "{node}"
+    );
+    let wants = debugfs(
+        &img,
+        root_off,
+        "ls /etc/systemd/system/multi-user.target.wants",
+    );
+    assert!(
+        wants.contains("gateway.service") && wants.contains("imgforge-ready.service"),
+        "{wants}"
+    );
     let hostname = debugfs(&img, root_off, "cat /etc/hostname");
     assert!(hostname.contains("edge"), "{hostname}");
     let gw = debugfs(&img, root_off, "stat /usr/local/bin/gateway");
-    assert!(gw.contains("Mode:  0755") && gw.contains("User:     0"), "{gw}");
+    assert!(
+        gw.contains("Mode:  0755") && gw.contains("User:     0"),
+        "{gw}"
+    );
 
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(built().join("proxy-x86_64-vm.manifest.json")).unwrap()).unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(built().join("proxy-x86_64-vm.manifest.json")).unwrap(),
+    )
+    .unwrap();
     let pkgs = manifest["packages"].as_array().unwrap();
-    assert!(pkgs.iter().any(|p| p["name"] == "systemd" && p["version"].as_str().unwrap().starts_with("257")), "trixie's systemd 257");
-    assert!(manifest["inputs"].as_array().unwrap().iter().all(|i| i["sha256"].as_str().unwrap().len() == 64));
+    assert!(
+        pkgs.iter()
+            .any(|p| p["name"] == "systemd" && p["version"].as_str().unwrap().starts_with("257")),
+        "trixie's systemd 257"
+    );
+    assert!(manifest["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|i| i["sha256"].as_str().unwrap().len() == 64));
     let sums = std::fs::read_to_string(built().join("SHA256SUMS")).unwrap();
-    assert!(sums.contains(&format!("{}  proxy-x86_64-vm.img", sha256(&img))), "{sums}");
-    run(Command::new("qemu-img").arg("check").arg(built().join("proxy-x86_64-vm.qcow2")));
+    assert!(
+        sums.contains(&format!("{}  proxy-x86_64-vm.img", sha256(&img))),
+        "{sums}"
+    );
+    run(Command::new("qemu-img")
+        .arg("check")
+        .arg(built().join("proxy-x86_64-vm.qcow2")));
 }
 
 #[test]
@@ -106,11 +164,24 @@ fn same_inputs_give_the_same_image() {
     let first = sha256(&image());
     let out = tmp("rebuilt");
     // Compose and every later stage run again from the same base and binaries.
-    let o = imgforge(&["build", "--rebuild", "compose", "--out", out.to_str().unwrap()]);
+    let o = imgforge(&[
+        "build",
+        "--rebuild",
+        "compose",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     let stages = stage_lines(&text(&o.stderr));
-    assert!(stages.iter().any(|(s, t)| s == "compose" && t != "cached"), "compose ran again: {stages:?}");
-    assert_eq!(sha256(&out.join("proxy-x86_64-vm.img")), first, "two builds of the same inputs differ");
+    assert!(
+        stages.iter().any(|(s, t)| s == "compose" && t != "cached"),
+        "compose ran again: {stages:?}"
+    );
+    assert_eq!(
+        sha256(&out.join("proxy-x86_64-vm.img")),
+        first,
+        "two builds of the same inputs differ"
+    );
 }
 
 #[test]
@@ -122,23 +193,46 @@ fn unchanged_build_is_cached_and_an_overlay_edit_reruns_compose_onward() {
     assert!(o.status.success(), "{}", text(&o.stderr));
     let stages = stage_lines(&text(&o.stderr));
     let names: Vec<&str> = stages.iter().map(|(s, _)| s.as_str()).collect();
-    assert_eq!(names, ["base", "binaries", "compose", "disk", "filesystems", "outputs", "total"]);
+    assert_eq!(
+        names,
+        [
+            "base",
+            "binaries",
+            "compose",
+            "disk",
+            "filesystems",
+            "outputs",
+            "total"
+        ]
+    );
     for (s, t) in &stages[..6] {
         assert_eq!(t, "cached", "{s} rebuilt with nothing changed");
     }
 
     // One overlay file changed: base and binaries come from cache, the rest runs.
     let overlays = tmp("overlays");
-    run(Command::new("cp").arg("-r").arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("overlays/.")).arg(&overlays));
+    run(Command::new("cp")
+        .arg("-r")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("overlays/."))
+        .arg(&overlays));
     let conf = overlays.join("common/etc/ssh/sshd_config.d/imgforge.conf");
     // The edit is unique to this run: the cache is content-addressed and shared with earlier
     // runs, so a fixed edit would find the compose output a previous run already stored.
-    let stamp = format!("# edited by the overlay test {:?}\n", std::time::SystemTime::now());
+    let stamp = format!(
+        "# edited by the overlay test {:?}\n",
+        std::time::SystemTime::now()
+    );
     let mut t = std::fs::read_to_string(&conf).unwrap();
     t.push_str(&stamp);
     std::fs::write(&conf, t).unwrap();
     let out = tmp("overlay-out");
-    let o = imgforge(&["build", "--overlays", overlays.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let o = imgforge(&[
+        "build",
+        "--overlays",
+        overlays.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     let stages = stage_lines(&text(&o.stderr));
     for (s, t) in &stages[..6] {
@@ -147,7 +241,9 @@ fn unchanged_build_is_cached_and_an_overlay_edit_reruns_compose_onward() {
     }
     let img = out.join("proxy-x86_64-vm.img");
     let (root_off, _) = partition(&img, 3);
-    assert!(debugfs(&img, root_off, "cat /etc/ssh/sshd_config.d/imgforge.conf").contains(stamp.trim()));
+    assert!(
+        debugfs(&img, root_off, "cat /etc/ssh/sshd_config.d/imgforge.conf").contains(stamp.trim())
+    );
 }
 
 #[test]
@@ -159,9 +255,18 @@ fn boot_test_reaches_ready_through_uefi_firmware() {
     let err = text(&o.stderr);
     assert!(o.status.success(), "imgforge test failed:\n{err}");
     assert!(err.contains("(UEFI firmware, systemd-boot)"), "{err}");
-    assert_eq!(text(&o.stdout).trim(), "IMGFORGE-READY role=proxy target=x86_64-vm checks=6/6");
-    assert!(err.contains("==> seed: the boot copy with throwaway test values for jupyter-htpasswd"), "{err}");
-    assert!(err.contains(", powered off"), "the worker powers off on imgforge.poweroff:\n{err}");
+    assert_eq!(
+        text(&o.stdout).trim(),
+        "IMGFORGE-READY role=proxy target=x86_64-vm checks=6/6"
+    );
+    assert!(
+        err.contains("==> seed: the boot copy with throwaway test values for jupyter-htpasswd"),
+        "{err}"
+    );
+    assert!(
+        err.contains(", powered off"),
+        "the worker powers off on imgforge.poweroff:\n{err}"
+    );
     let log = std::fs::read_to_string(out.join("proxy-x86_64-vm.serial.log")).unwrap();
     assert!(log.contains("IMGFORGE-READY"), "{log}");
 }
@@ -173,10 +278,20 @@ fn an_unseeded_required_slot_fails_the_boot_naming_the_slot() {
     let out = built();
     let o = imgforge(&["test", "--unseeded", "--out", out.to_str().unwrap()]);
     let err = text(&o.stderr);
-    assert_eq!(o.status.code(), Some(3), "an unseeded required slot fails the boot test:\n{err}");
-    assert!(err.contains("IMGFORGE-FAILED role=proxy failed=slot:jupyter-htpasswd,gateway.service"), "{err}");
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "an unseeded required slot fails the boot test:\n{err}"
+    );
+    assert!(
+        err.contains("IMGFORGE-FAILED role=proxy failed=slot:jupyter-htpasswd,gateway.service"),
+        "{err}"
+    );
     let log = std::fs::read_to_string(out.join("proxy-x86_64-vm.serial.log")).unwrap();
-    assert!(log.contains("imgforge-firstboot: seeded=- generated=session-key missing=jupyter-htpasswd"), "{log}");
+    assert!(
+        log.contains("imgforge-firstboot: seeded=- generated=session-key missing=jupyter-htpasswd"),
+        "{log}"
+    );
 }
 
 #[test]
@@ -185,7 +300,10 @@ fn a_failing_service_fails_the_boot_test_with_the_console_tail() {
     let _g = serial();
     built();
     let dir = tmp("broken-profiles");
-    run(Command::new("cp").arg("-r").arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles")).arg(&dir));
+    run(Command::new("cp")
+        .arg("-r")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles"))
+        .arg(&dir));
     std::fs::write(
         dir.join("profiles/roles/broken.toml"),
         "description = \"a role whose service always exits 1\"\n\n[[service]]\nname = \"always-fails\"\ndescription = \"fails\"\nexec = [\"/bin/false\"]\n",
@@ -193,12 +311,28 @@ fn a_failing_service_fails_the_boot_test_with_the_console_tail() {
     .unwrap();
     let out = tmp("broken-out");
     let o = imgforge(&[
-        "test", "--role", "broken", "--profiles", dir.join("profiles").to_str().unwrap(), "--out", out.to_str().unwrap(),
+        "test",
+        "--role",
+        "broken",
+        "--profiles",
+        dir.join("profiles").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
     ]);
     let err = text(&o.stderr);
-    assert_eq!(o.status.code(), Some(3), "a failed boot test exits 3:\n{err}");
-    assert!(err.contains("IMGFORGE-FAILED role=broken failed=always-fails.service"), "{err}");
-    assert!(err.contains("--- last lines of the serial console"), "{err}");
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "a failed boot test exits 3:\n{err}"
+    );
+    assert!(
+        err.contains("IMGFORGE-FAILED role=broken failed=always-fails.service"),
+        "{err}"
+    );
+    assert!(
+        err.contains("--- last lines of the serial console"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -209,7 +343,13 @@ fn an_interrupted_build_leaves_no_output_and_no_temporary_files() {
     let out = tmp("interrupted-out");
     let mut child = Command::new(env!("CARGO_BIN_EXE_imgforge"))
         .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args(["build", "--rebuild", "compose", "--out", out.to_str().unwrap()])
+        .args([
+            "build",
+            "--rebuild",
+            "compose",
+            "--out",
+            out.to_str().unwrap(),
+        ])
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -219,15 +359,31 @@ fn an_interrupted_build_leaves_no_output_and_no_temporary_files() {
     let status = child.wait().unwrap();
     let mut err = String::new();
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
-    assert_eq!(status.code(), Some(130), "interrupted builds exit 130:\n{err}");
-    assert!(err.contains("interrupted; temporary files removed"), "{err}");
-    let left: Vec<_> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert!(left.is_empty(), "nothing may be left in the output folder: {left:?}");
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "interrupted builds exit 130:\n{err}"
+    );
+    assert!(
+        err.contains("interrupted; temporary files removed"),
+        "{err}"
+    );
+    let left: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(
+        left.is_empty(),
+        "nothing may be left in the output folder: {left:?}"
+    );
     let cache = cache_dir();
     for stage in std::fs::read_dir(cache.join("stages")).unwrap() {
         for e in std::fs::read_dir(stage.unwrap().path()).unwrap() {
             let name = e.unwrap().file_name().to_string_lossy().into_owned();
-            assert!(!name.starts_with(".tmp-"), "a temporary stage folder was left in the cache: {name}");
+            assert!(
+                !name.starts_with(".tmp-"),
+                "a temporary stage folder was left in the cache: {name}"
+            );
         }
     }
 }
@@ -236,8 +392,15 @@ fn an_interrupted_build_leaves_no_output_and_no_temporary_files() {
 #[ignore = "slow: extracts the composed root (~5 s); needs root for chroot"]
 fn generated_units_pass_the_images_own_systemd_analyze_verify() {
     let _g = serial();
-    let units = verify_generated_units(&built().join("proxy-x86_64-vm.manifest.json"), "verify-root");
-    assert_eq!(units.len(), 4, "gateway and imgforge's firstboot, ready, ssh-keygen: {units:?}");
+    let units = verify_generated_units(
+        &built().join("proxy-x86_64-vm.manifest.json"),
+        "verify-root",
+    );
+    assert_eq!(
+        units.len(),
+        4,
+        "gateway and imgforge's firstboot, ready, ssh-keygen: {units:?}"
+    );
 }
 
 #[test]
@@ -245,10 +408,21 @@ fn generated_units_pass_the_images_own_systemd_analyze_verify() {
 fn boot_forwards_a_port_and_the_gateway_answers_from_the_host() {
     let _g = serial();
     let out = built();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_imgforge"))
         .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args(["boot", "--quiet", "--out", out.to_str().unwrap(), "--forward", &format!("{port}:80")])
+        .args([
+            "boot",
+            "--quiet",
+            "--out",
+            out.to_str().unwrap(),
+            "--forward",
+            &format!("{port}:80"),
+        ])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -257,7 +431,15 @@ fn boot_forwards_a_port_and_the_gateway_answers_from_the_host() {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(240);
     let mut page = String::new();
     while std::time::Instant::now() < deadline {
-        let o = Command::new("curl").args(["-s", "--max-time", "5", &format!("http://127.0.0.1:{port}/")]).output().unwrap();
+        let o = Command::new("curl")
+            .args([
+                "-s",
+                "--max-time",
+                "5",
+                &format!("http://127.0.0.1:{port}/"),
+            ])
+            .output()
+            .unwrap();
         page = text(&o.stdout);
         if o.status.success() && !page.is_empty() {
             break;
@@ -266,9 +448,27 @@ fn boot_forwards_a_port_and_the_gateway_answers_from_the_host() {
     }
     run(Command::new("kill").args(["-TERM", &child.id().to_string()]));
     let status = child.wait().unwrap();
-    assert_eq!(page, "imgforge gateway on edge\n", "the gateway's page through 127.0.0.1:{port}");
-    assert_eq!(status.code(), Some(130), "SIGTERM stops imgforge boot and its QEMU");
+    assert_eq!(
+        page, "imgforge gateway on edge\n",
+        "the gateway's page through 127.0.0.1:{port}"
+    );
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "SIGTERM stops imgforge boot and its QEMU"
+    );
     std::thread::sleep(std::time::Duration::from_millis(500));
-    let still = Command::new("curl").args(["-s", "--max-time", "2", &format!("http://127.0.0.1:{port}/")]).output().unwrap();
-    assert!(!still.status.success(), "QEMU must not outlive imgforge boot");
+    let still = Command::new("curl")
+        .args([
+            "-s",
+            "--max-time",
+            "2",
+            &format!("http://127.0.0.1:{port}/"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        !still.status.success(),
+        "QEMU must not outlive imgforge boot"
+    );
 }

@@ -13,7 +13,10 @@ pub enum BootDisk {
     /// The built image behind a QEMU snapshot: nothing written to it.
     Snapshot(PathBuf),
     /// A seeded copy in a temporary folder, deleted when dropped.
-    Copy { path: PathBuf, _dir: tempfile::TempDir },
+    Copy {
+        path: PathBuf,
+        _dir: tempfile::TempDir,
+    },
     /// The user's disk file, writes kept.
     Given(PathBuf),
 }
@@ -21,7 +24,9 @@ pub enum BootDisk {
 impl BootDisk {
     pub fn prepare(a: &DiskArgs, plan: &Plan, image: &Path, out_dir: &Path) -> Result<BootDisk> {
         if let Some(d) = &a.disk {
-            File::open(d).with_context(|| format!("opening the disk {}", d.display())).map_err(crate::exit::user)?;
+            File::open(d)
+                .with_context(|| format!("opening the disk {}", d.display()))
+                .map_err(crate::exit::user)?;
             eprintln!("==> disk: booting {} as it is (writes kept)", d.display());
             return Ok(BootDisk::Given(d.clone()));
         }
@@ -34,8 +39,15 @@ impl BootDisk {
         let dir = tempfile::Builder::new()
             .prefix(".boot-copy-")
             .tempdir_in(out_dir)
-            .with_context(|| format!("creating a folder for the boot copy in {}", out_dir.display()))?;
-        let path = dir.path().join(image.file_name().expect("image has a file name"));
+            .with_context(|| {
+                format!(
+                    "creating a folder for the boot copy in {}",
+                    out_dir.display()
+                )
+            })?;
+        let path = dir
+            .path()
+            .join(image.file_name().expect("image has a file name"));
         seeded_copy(image, &path, a.secrets.as_deref())?;
         Ok(BootDisk::Copy { path, _dir: dir })
     }
@@ -55,11 +67,18 @@ impl BootDisk {
 /// A sparse copy of the image, seeded with `secrets` or with throwaway values.
 fn seeded_copy(image: &Path, copy: &Path, secrets: Option<&Path>) -> Result<()> {
     crate::sparse::copy_and_hash(image, copy, &[]).context("copying the image to boot it")?;
-    let mut dev = std::fs::OpenOptions::new().read(true).write(true).open(copy)?;
+    let mut dev = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(copy)?;
     match secrets {
         Some(file) => {
             let names = crate::seed::seed(&mut dev, file)?;
-            eprintln!("==> seed: the boot copy with {} from {}", names.join(", "), file.display());
+            eprintln!(
+                "==> seed: the boot copy with {} from {}",
+                names.join(", "),
+                file.display()
+            );
         }
         None => {
             let slots = crate::seed::read(&mut dev)?.slots;
@@ -68,7 +87,11 @@ fn seeded_copy(image: &Path, copy: &Path, secrets: Option<&Path>) -> Result<()> 
             let names: Vec<&str> = values.keys().map(String::as_str).collect();
             eprintln!(
                 "==> seed: the boot copy with throwaway test values for {}",
-                if names.is_empty() { "no slot".to_string() } else { names.join(", ") }
+                if names.is_empty() {
+                    "no slot".to_string()
+                } else {
+                    names.join(", ")
+                }
             );
         }
     }

@@ -8,7 +8,10 @@ pub fn run(a: BuildArgs) -> Result<()> {
     let opts = super::build_options(&a)?;
     let mut progress = Progress::new(a.quiet);
     if !a.quiet {
-        eprintln!("imgforge: building role {} for target {} (host {})", plan.role, plan.target, plan.host.fqdn);
+        eprintln!(
+            "imgforge: building role {} for target {} (host {})",
+            plan.role, plan.target, plan.host.fqdn
+        );
     }
     let built = crate::stage::build(&plan, &opts, &mut progress)?;
     println!("{}", built.image.display());

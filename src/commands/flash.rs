@@ -32,9 +32,11 @@ impl write::Progress for FlashProgress {
         if std::io::stderr().is_terminal() {
             let b = ProgressBar::new(total);
             b.set_style(
-                ProgressStyle::with_template("{msg:<10} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}")
-                    .expect("valid template")
-                    .progress_chars("=> "),
+                ProgressStyle::with_template(
+                    "{msg:<10} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
             );
             b.set_message(what.to_string());
             self.bar = Some(b);
@@ -48,11 +50,20 @@ impl write::Progress for FlashProgress {
         match &self.bar {
             Some(b) => b.inc(bytes),
             None => {
-                while self.total > 0 && self.next_tenth <= 10 && self.done * 10 >= self.total * self.next_tenth {
+                while self.total > 0
+                    && self.next_tenth <= 10
+                    && self.done * 10 >= self.total * self.next_tenth
+                {
                     let secs = self.started.elapsed().as_secs_f64().max(0.001);
                     let rate = self.done as f64 / secs;
                     let left = (self.total - self.done.min(self.total)) as f64 / rate.max(1.0);
-                    eprintln!("    {} {:>3}%  {}/s  {:.0} s left", self.what, self.next_tenth * 10, fmt_bytes(rate as u64), left);
+                    eprintln!(
+                        "    {} {:>3}%  {}/s  {:.0} s left",
+                        self.what,
+                        self.next_tenth * 10,
+                        fmt_bytes(rate as u64),
+                        left
+                    );
                     self.next_tenth += 1;
                 }
             }
@@ -79,29 +90,57 @@ pub fn run(a: FlashArgs) -> Result<()> {
         };
         match slots {
             Some(slots) => {
-                let text = std::fs::read_to_string(secrets).with_context(|| format!("reading {}", secrets.display())).map_err(user)?;
+                let text = std::fs::read_to_string(secrets)
+                    .with_context(|| format!("reading {}", secrets.display()))
+                    .map_err(user)?;
                 crate::seed::check_secrets(&secrets.display().to_string(), &text, &slots)?;
             }
-            None => eprintln!("imgforge: no manifest beside {}: the secrets are checked after writing", src.path.display()),
+            None => eprintln!(
+                "imgforge: no manifest beside {}: the secrets are checked after writing",
+                src.path.display()
+            ),
         }
     }
     let tgt = target::check(&a.target, src.size, a.force, a.file_target)?;
     target::confirm(&tgt, &a.image, a.yes)?;
     let (dev, dev_size) = target::open(&tgt, src.size)?;
     match &map {
-        Some(m) => eprintln!("imgforge: {} of {} mapped by {}", fmt_bytes(m.mapped_bytes()), fmt_bytes(src.size), bmap_path.display()),
+        Some(m) => eprintln!(
+            "imgforge: {} of {} mapped by {}",
+            fmt_bytes(m.mapped_bytes()),
+            fmt_bytes(src.size),
+            bmap_path.display()
+        ),
         None => eprintln!("imgforge: no bmap: writing all {}", fmt_bytes(src.size)),
     }
-    let mut progress = FlashProgress { bar: None, started: std::time::Instant::now(), what: String::new(), total: 0, done: 0, next_tenth: 1 };
-    let result = write::write_image(&src, map.as_ref(), &dev, dev_size, &mut progress, a.fail_after_mib.map(|m| m * 1024 * 1024))
-        .and_then(|report| {
-            if let Some(secrets) = &a.secrets {
-                let mut dev = dev.try_clone()?;
-                let names = crate::seed::seed(&mut dev, secrets)?;
-                eprintln!("imgforge: seeded {} secret(s): {}", names.len(), names.join(", "));
-            }
-            Ok(report)
-        });
+    let mut progress = FlashProgress {
+        bar: None,
+        started: std::time::Instant::now(),
+        what: String::new(),
+        total: 0,
+        done: 0,
+        next_tenth: 1,
+    };
+    let result = write::write_image(
+        &src,
+        map.as_ref(),
+        &dev,
+        dev_size,
+        &mut progress,
+        a.fail_after_mib.map(|m| m * 1024 * 1024),
+    )
+    .and_then(|report| {
+        if let Some(secrets) = &a.secrets {
+            let mut dev = dev.try_clone()?;
+            let names = crate::seed::seed(&mut dev, secrets)?;
+            eprintln!(
+                "imgforge: seeded {} secret(s): {}",
+                names.len(),
+                names.join(", ")
+            );
+        }
+        Ok(report)
+    });
     if let Some(b) = progress.bar.take() {
         b.finish_and_clear();
     }

@@ -16,8 +16,14 @@ pub fn run(a: ListArgs) -> Result<()> {
     }
     println!("sites:");
     for name in src.list("sites")? {
-        let (site, _) = src.load_named::<Site>("sites", "site", &name).map_err(user)?;
-        let hosts: Vec<String> = site.hosts.iter().map(|h| format!("{} ({})", h.name, h.role)).collect();
+        let (site, _) = src
+            .load_named::<Site>("sites", "site", &name)
+            .map_err(user)?;
+        let hosts: Vec<String> = site
+            .hosts
+            .iter()
+            .map(|h| format!("{} ({})", h.name, h.role))
+            .collect();
         println!("  {name:<14} {}: {}", site.domain, hosts.join(", "));
     }
     Ok(())

@@ -39,12 +39,20 @@ pub fn run(command: Command) -> Result<()> {
 /// Reads the profiles and resolves the plan; every failure here is the user's to fix.
 fn resolve_plan(a: &ProfileArgs) -> Result<Plan> {
     let src = ProfileSource::choose(a.profiles.as_deref()).map_err(user)?;
-    let req = Request { role: a.role.clone(), target: a.target.clone(), site: a.site.clone(), host: a.host.clone() };
+    let req = Request {
+        role: a.role.clone(),
+        target: a.target.clone(),
+        site: a.site.clone(),
+        host: a.host.clone(),
+    };
     crate::plan::resolve(&src, &req).map_err(user)
 }
 
 /// Builds the image (from cache when unchanged) and says how QEMU starts its kernel.
-fn build_for_boot(a: &BuildArgs, direct_kernel: bool) -> Result<(Plan, BuildOptions, crate::stage::Built, Firmware)> {
+fn build_for_boot(
+    a: &BuildArgs,
+    direct_kernel: bool,
+) -> Result<(Plan, BuildOptions, crate::stage::Built, Firmware)> {
     let plan = resolve_plan(&a.profile)?;
     let opts = build_options(a)?;
     let mut progress = crate::progress::Progress::new(a.quiet);
@@ -64,6 +72,15 @@ fn build_for_boot(a: &BuildArgs, direct_kernel: bool) -> Result<(Plan, BuildOpti
 fn build_options(a: &BuildArgs) -> Result<BuildOptions> {
     let overlays = OverlaySource::choose(a.overlays.as_deref()).map_err(user)?;
     let cache = Cache::open(a.cache.clone().unwrap_or_else(cache::default_dir))?;
-    let source_dir = a.source.clone().unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
-    Ok(BuildOptions { cache, overlays, source_dir, out_dir: a.out.clone(), rebuild_from: a.rebuild })
+    let source_dir = a
+        .source
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    Ok(BuildOptions {
+        cache,
+        overlays,
+        source_dir,
+        out_dir: a.out.clone(),
+        rebuild_from: a.rebuild,
+    })
 }

@@ -14,6 +14,11 @@ pub fn run(a: SeedArgs) -> Result<()> {
         .map_err(user)?;
     let names = crate::seed::seed(&mut f, &a.secrets)?;
     // Names only: a value never reaches a terminal or a log.
-    eprintln!("imgforge: seeded {} with {} secret(s): {}", a.image.display(), names.len(), names.join(", "));
+    eprintln!(
+        "imgforge: seeded {} with {} secret(s): {}",
+        a.image.display(),
+        names.len(),
+        names.join(", ")
+    );
     Ok(())
 }

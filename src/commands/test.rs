@@ -18,18 +18,31 @@ pub fn run(a: TestArgs) -> Result<()> {
         snapshot: disk.snapshot(),
         timeout: Duration::from_secs(a.timeout.unwrap_or(plan.boot_timeout_secs)),
     };
-    let log = a
-        .serial_log
-        .clone()
-        .unwrap_or_else(|| opts.out_dir.join(format!("{}.serial.log", plan.image_name())));
-    let how = if a.direct_kernel { "direct kernel" } else { "UEFI firmware, systemd-boot" };
-    eprintln!("==> boot: {} in QEMU {} ({how}), serial console in {}", disk.path().display(), plan.qemu.machine, log.display());
+    let log = a.serial_log.clone().unwrap_or_else(|| {
+        opts.out_dir
+            .join(format!("{}.serial.log", plan.image_name()))
+    });
+    let how = if a.direct_kernel {
+        "direct kernel"
+    } else {
+        "UEFI firmware, systemd-boot"
+    };
+    eprintln!(
+        "==> boot: {} in QEMU {} ({how}), serial console in {}",
+        disk.path().display(),
+        plan.qemu.machine,
+        log.display()
+    );
     let report = qemu::boot_and_wait(&boot, &log, |_| {})?;
     eprintln!("    {}", report.ready_line);
     eprintln!(
         "    ready after {:.1} s{}",
         report.seconds_to_ready,
-        if report.powered_off { ", powered off" } else { "" }
+        if report.powered_off {
+            ", powered off"
+        } else {
+            ""
+        }
     );
     println!("{}", report.ready_line);
     Ok(())

@@ -25,14 +25,18 @@ pub fn root_type(arch: &str) -> Result<Type> {
 
 /// imgforge's own type for the seed area: no firmware or OS mounts it.
 pub fn seed_type() -> Type {
-    Type { guid: uuid::Uuid::from_u128(0x8d1c_5e2a_4f3b_4c6d_9e0f_a1b2_c3d4_e5f6), os: partition_types::OperatingSystem::None }
+    Type {
+        guid: uuid::Uuid::from_u128(0x8d1c_5e2a_4f3b_4c6d_9e0f_a1b2_c3d4_e5f6),
+        os: partition_types::OperatingSystem::None,
+    }
 }
 
 /// Writes a protective MBR and a GPT with the ESP (1), seed area (2) and root (3).
 pub fn write(file: &mut File, layout: &Layout, ids: &Ids, root: Type) -> Result<()> {
     let sectors = layout.total / SECTOR;
     let mbr = gpt::mbr::ProtectiveMBR::with_lb_size(u32::try_from(sectors - 1).unwrap_or(u32::MAX));
-    mbr.overwrite_lba0(file).context("writing the protective MBR")?;
+    mbr.overwrite_lba0(file)
+        .context("writing the protective MBR")?;
     let mut disk = gpt::GptConfig::new()
         .writable(true)
         .logical_block_size(LogicalBlockSize::Lb512)
@@ -47,10 +51,22 @@ pub fn write(file: &mut File, layout: &Layout, ids: &Ids, root: Type) -> Result<
         name: name.to_string(),
     };
     let mut parts = BTreeMap::new();
-    parts.insert(1, part(&layout.esp, partition_types::EFI, ids.esp_partuuid, "esp"));
-    parts.insert(2, part(&layout.seed, seed_type(), ids.seed_partuuid, crate::seed::PART_NAME));
+    parts.insert(
+        1,
+        part(&layout.esp, partition_types::EFI, ids.esp_partuuid, "esp"),
+    );
+    parts.insert(
+        2,
+        part(
+            &layout.seed,
+            seed_type(),
+            ids.seed_partuuid,
+            crate::seed::PART_NAME,
+        ),
+    );
     parts.insert(3, part(&layout.root, root, ids.root_partuuid, "root"));
-    disk.update_partitions(parts).context("setting the partitions")?;
+    disk.update_partitions(parts)
+        .context("setting the partitions")?;
     disk.write_inplace().context("writing the GPT")?;
     Ok(())
 }
@@ -115,27 +131,57 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("disk.img");
         let layout = plan(64, MIB, 100 * MIB);
-        let mut f = File::options().read(true).write(true).create_new(true).open(&path).unwrap();
+        let mut f = File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .unwrap();
         f.set_len(layout.total).unwrap();
         let ids = Ids::derive("test");
         write(&mut f, &layout, &ids, root_type("amd64").unwrap()).unwrap();
         drop(f);
 
-        let out = Command::new("sfdisk").arg("-V").arg(&path).output().expect("sfdisk (package fdisk)");
-        assert!(out.status.success(), "sfdisk -V: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        let json = Command::new("sfdisk").arg("--json").arg(&path).output().unwrap();
+        let out = Command::new("sfdisk")
+            .arg("-V")
+            .arg(&path)
+            .output()
+            .expect("sfdisk (package fdisk)");
+        assert!(
+            out.status.success(),
+            "sfdisk -V: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let json = Command::new("sfdisk")
+            .arg("--json")
+            .arg(&path)
+            .output()
+            .unwrap();
         let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
         let t = &v["partitiontable"];
         assert_eq!(t["label"], "gpt");
-        assert_eq!(t["id"].as_str().unwrap().to_lowercase(), ids.disk_guid.to_string());
+        assert_eq!(
+            t["id"].as_str().unwrap().to_lowercase(),
+            ids.disk_guid.to_string()
+        );
         let parts = t["partitions"].as_array().unwrap();
         assert_eq!(parts.len(), 3);
         assert_eq!(parts[0]["start"], 2048);
         assert_eq!(parts[0]["size"], 64 * 2048);
-        assert_eq!(parts[0]["type"].as_str().unwrap(), "C12A7328-F81F-11D2-BA4B-00A0C93EC93B");
+        assert_eq!(
+            parts[0]["type"].as_str().unwrap(),
+            "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
+        );
         assert_eq!(parts[1]["name"], "imgforge-seed");
-        assert_eq!(parts[2]["uuid"].as_str().unwrap().to_lowercase(), ids.root_partuuid.to_string());
-        assert_eq!(parts[2]["type"].as_str().unwrap(), "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709");
+        assert_eq!(
+            parts[2]["uuid"].as_str().unwrap().to_lowercase(),
+            ids.root_partuuid.to_string()
+        );
+        assert_eq!(
+            parts[2]["type"].as_str().unwrap(),
+            "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709"
+        );
 
         let mut f = File::open(&path).unwrap();
         let (guid, read_back) = read(&mut f).unwrap();

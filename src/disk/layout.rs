@@ -42,11 +42,25 @@ pub fn root_size(data_bytes: u64, entries: u64, free_mib: u64) -> u64 {
 }
 
 pub fn plan(esp_mib: u64, seed_bytes: u64, root_bytes: u64) -> Layout {
-    let esp = Extent { offset: MIB, len: esp_mib * MIB };
-    let seed = Extent { offset: esp.offset + esp.len, len: seed_bytes.div_ceil(MIB) * MIB };
-    let root = Extent { offset: seed.offset + seed.len, len: root_bytes.div_ceil(MIB) * MIB };
+    let esp = Extent {
+        offset: MIB,
+        len: esp_mib * MIB,
+    };
+    let seed = Extent {
+        offset: esp.offset + esp.len,
+        len: seed_bytes.div_ceil(MIB) * MIB,
+    };
+    let root = Extent {
+        offset: seed.offset + seed.len,
+        len: root_bytes.div_ceil(MIB) * MIB,
+    };
     // 1 MiB at the end holds the backup GPT (33 sectors) and keeps the size MiB-aligned.
-    Layout { esp, seed, root, total: root.offset + root.len + MIB }
+    Layout {
+        esp,
+        seed,
+        root,
+        total: root.offset + root.len + MIB,
+    }
 }
 
 #[cfg(test)]

@@ -11,7 +11,10 @@ use anyhow::{bail, Context, Result};
 use crate::bmap::{self, Bmap};
 use crate::tool::{self, HostTool};
 
-pub const XZ: HostTool = HostTool { program: "xz", package: "xz-utils" };
+pub const XZ: HostTool = HostTool {
+    program: "xz",
+    package: "xz-utils",
+};
 
 pub struct Source {
     pub path: PathBuf,
@@ -45,10 +48,19 @@ impl Drop for Reader {
 
 impl Source {
     pub fn open_path(path: &Path) -> Result<Self> {
-        let meta = std::fs::metadata(path).with_context(|| format!("opening {}", path.display()))?;
+        let meta =
+            std::fs::metadata(path).with_context(|| format!("opening {}", path.display()))?;
         let compressed = path.extension().is_some_and(|e| e == "xz");
-        let size = if compressed { xz_size(path)? } else { meta.len() };
-        Ok(Source { path: path.to_path_buf(), size, compressed })
+        let size = if compressed {
+            xz_size(path)?
+        } else {
+            meta.len()
+        };
+        Ok(Source {
+            path: path.to_path_buf(),
+            size,
+            compressed,
+        })
     }
 
     pub fn reader(&self) -> Result<Reader> {
@@ -63,13 +75,19 @@ impl Source {
                 .with_context(|| format!("starting xz -dc {}", self.path.display()))?;
             Ok(Reader::Xz(child))
         } else {
-            Ok(Reader::Raw(File::open(&self.path).with_context(|| format!("opening {}", self.path.display()))?))
+            Ok(Reader::Raw(File::open(&self.path).with_context(|| {
+                format!("opening {}", self.path.display())
+            })?))
         }
     }
 
     /// `<name>.img.bmap` beside `<name>.img` or `<name>.img.xz`.
     pub fn default_bmap(&self) -> PathBuf {
-        let p = if self.compressed { self.path.with_extension("") } else { self.path.clone() };
+        let p = if self.compressed {
+            self.path.with_extension("")
+        } else {
+            self.path.clone()
+        };
         let mut s = p.into_os_string();
         s.push(".bmap");
         PathBuf::from(s)
@@ -82,7 +100,10 @@ fn xz_size(path: &Path) -> Result<u64> {
     let out = tool::run(Command::new("xz").args(["--robot", "--list"]).arg(path))?;
     let text = String::from_utf8_lossy(&out);
     // "totals <streams> <blocks> <compressed> <uncompressed> ..."
-    let total = text.lines().find(|l| l.starts_with("totals")).and_then(|l| l.split('\t').nth(4));
+    let total = text
+        .lines()
+        .find(|l| l.starts_with("totals"))
+        .and_then(|l| l.split('\t').nth(4));
     match total.and_then(|t| t.parse().ok()) {
         Some(n) => Ok(n),
         None => bail!("xz --list gave no uncompressed size for {}", path.display()),
@@ -90,10 +111,16 @@ fn xz_size(path: &Path) -> Result<u64> {
 }
 
 pub fn load_bmap(path: &Path, image_size: u64) -> Result<Bmap> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let map = bmap::parse(&text).with_context(|| format!("reading bmap {}", path.display()))?;
     if map.image_size != image_size {
-        bail!("{} describes a {}-byte image, but the image has {} bytes", path.display(), map.image_size, image_size);
+        bail!(
+            "{} describes a {}-byte image, but the image has {} bytes",
+            path.display(),
+            map.image_size,
+            image_size
+        );
     }
     Ok(map)
 }

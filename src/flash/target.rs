@@ -61,38 +61,67 @@ pub fn check(path: &Path, image_size: u64, force: bool, file_target: bool) -> Re
             if !file_target {
                 return Err(user(format!("{} is a regular file, not a device; pass --file-target to write the image into a file", path.display())));
             }
-            return Ok(Target::File { path: path.to_path_buf() });
+            return Ok(Target::File {
+                path: path.to_path_buf(),
+            });
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && file_target => {
-            return Ok(Target::File { path: path.to_path_buf() });
+            return Ok(Target::File {
+                path: path.to_path_buf(),
+            });
         }
         Err(e) => return Err(user(format!("{}: {e}", path.display()))),
-        Ok(_) => return Err(user(format!("{} is neither a block device nor a regular file", path.display()))),
+        Ok(_) => {
+            return Err(user(format!(
+                "{} is neither a block device nor a regular file",
+                path.display()
+            )))
+        }
     }
     let info = lsblk(path)?;
     if info.kind == "part" {
-        return Err(user(format!("{} is a partition; give the whole device (the image holds its own partition table)", path.display())));
+        return Err(user(format!(
+            "{} is a partition; give the whole device (the image holds its own partition table)",
+            path.display()
+        )));
     }
     let mut mounted = Vec::new();
     collect_mounts(&info, &mut mounted);
     if !mounted.is_empty() {
-        return Err(user(format!("{} is in use: mounted at {}; unmount it first", path.display(), mounted.join(", "))));
+        return Err(user(format!(
+            "{} is in use: mounted at {}; unmount it first",
+            path.display(),
+            mounted.join(", ")
+        )));
     }
     let names = all_names(&info);
     let swaps = std::fs::read_to_string("/proc/swaps").unwrap_or_default();
     for line in swaps.lines().skip(1) {
         let dev = line.split_whitespace().next().unwrap_or("");
-        let base = Path::new(dev).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let base = Path::new(dev)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         if names.contains(&base) {
-            return Err(user(format!("{} is in use: {dev} is active swap; swapoff it first", path.display())));
+            return Err(user(format!(
+                "{} is in use: {dev} is active swap; swapoff it first",
+                path.display()
+            )));
         }
     }
     for n in &names {
         let holders = std::fs::read_dir(format!("/sys/class/block/{n}/holders"))
-            .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned())).collect::<Vec<_>>())
+            .map(|rd| {
+                rd.filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+                    .collect::<Vec<_>>()
+            })
             .unwrap_or_default();
         if !holders.is_empty() {
-            return Err(user(format!("{} is in use: /dev/{n} is held by {} (LVM, RAID or encryption)", path.display(), holders.join(", "))));
+            return Err(user(format!(
+                "{} is in use: /dev/{n} is held by {} (LVM, RAID or encryption)",
+                path.display(),
+                holders.join(", ")
+            )));
         }
     }
     if !info.rm && !force {
@@ -103,16 +132,38 @@ pub fn check(path: &Path, image_size: u64, force: bool, file_target: bool) -> Re
         )));
     }
     if info.size < image_size {
-        return Err(user(format!("{} holds {}, less than the image's {}", path.display(), fmt_bytes(info.size), fmt_bytes(image_size))));
+        return Err(user(format!(
+            "{} holds {}, less than the image's {}",
+            path.display(),
+            fmt_bytes(info.size),
+            fmt_bytes(image_size)
+        )));
     }
-    Ok(Target::Device { path: path.to_path_buf(), info })
+    Ok(Target::Device {
+        path: path.to_path_buf(),
+        info,
+    })
 }
 
 fn lsblk(path: &Path) -> Result<BlockDev> {
-    tool::require(&tool::HostTool { program: "lsblk", package: "util-linux" })?;
-    let out = tool::run(Command::new("lsblk").args(["-J", "-b", "-o", "NAME,PATH,SIZE,MODEL,SERIAL,RM,TYPE,MOUNTPOINTS"]).arg(path))?;
+    tool::require(&tool::HostTool {
+        program: "lsblk",
+        package: "util-linux",
+    })?;
+    let out = tool::run(
+        Command::new("lsblk")
+            .args([
+                "-J",
+                "-b",
+                "-o",
+                "NAME,PATH,SIZE,MODEL,SERIAL,RM,TYPE,MOUNTPOINTS",
+            ])
+            .arg(path),
+    )?;
     let mut l: Lsblk = serde_json::from_slice(&out).context("reading lsblk's JSON")?;
-    l.blockdevices.pop().with_context(|| format!("lsblk knows no device {}", path.display()))
+    l.blockdevices
+        .pop()
+        .with_context(|| format!("lsblk knows no device {}", path.display()))
 }
 
 fn collect_mounts(d: &BlockDev, out: &mut Vec<String>) {
@@ -135,8 +186,16 @@ fn all_names(d: &BlockDev) -> Vec<String> {
 pub fn describe(d: &BlockDev) -> String {
     format!(
         "{}, serial {}, {}, {}",
-        d.model.as_deref().map(str::trim).filter(|m| !m.is_empty()).unwrap_or("unknown model"),
-        d.serial.as_deref().map(str::trim).filter(|m| !m.is_empty()).unwrap_or("unknown"),
+        d.model
+            .as_deref()
+            .map(str::trim)
+            .filter(|m| !m.is_empty())
+            .unwrap_or("unknown model"),
+        d.serial
+            .as_deref()
+            .map(str::trim)
+            .filter(|m| !m.is_empty())
+            .unwrap_or("unknown"),
         format!("{:.1} GiB", d.size as f64 / (1u64 << 30) as f64),
         if d.rm { "removable" } else { "fixed" }
     )
@@ -155,7 +214,11 @@ pub fn confirm(target: &Target, image: &Path, yes: bool) -> Result<()> {
     if !std::io::stdin().is_terminal() {
         return Err(user("refusing to erase without confirmation: pass --yes when standard input is not a terminal".into()));
     }
-    eprint!("Write {} to {}? Everything on it will be erased. Type yes: ", image.display(), target.path().display());
+    eprint!(
+        "Write {} to {}? Everything on it will be erased. Type yes: ",
+        image.display(),
+        target.path().display()
+    );
     std::io::stderr().flush()?;
     let mut answer = String::new();
     std::io::stdin().lock().read_line(&mut answer)?;
@@ -175,7 +238,9 @@ pub fn open(target: &Target, image_size: u64) -> Result<(File, u64)> {
                 .write(true)
                 .custom_flags(libc::O_EXCL)
                 .open(path)
-                .with_context(|| format!("opening {} exclusively (is it in use?)", path.display()))?;
+                .with_context(|| {
+                    format!("opening {} exclusively (is it in use?)", path.display())
+                })?;
             Ok((f, info.size))
         }
         Target::File { path } => {
@@ -205,7 +270,10 @@ mod tests {
             "children":[{"name":"sdb1","path":"/dev/sdb1","size":268435456,"model":null,"serial":null,"rm":true,"type":"part","mountpoints":["/media/boot"]}]}]}"#;
         let l: Lsblk = serde_json::from_str(json).unwrap();
         let d = &l.blockdevices[0];
-        assert_eq!(describe(d), "SD Card Reader, serial 0123, 29.7 GiB, removable");
+        assert_eq!(
+            describe(d),
+            "SD Card Reader, serial 0123, 29.7 GiB, removable"
+        );
         let mut m = Vec::new();
         collect_mounts(d, &mut m);
         assert_eq!(m, ["/media/boot (/dev/sdb1)"]);

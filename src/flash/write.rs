@@ -40,12 +40,17 @@ pub trait Progress {
 /// target, and the last MiB of where the image ends (its backup GPT), then syncs.
 pub fn wipe(dev: &File, dev_size: u64, image_size: u64) -> Result<()> {
     let zeros = vec![0u8; MIB as usize];
-    let mut spots = vec![0, dev_size.saturating_sub(MIB), image_size.saturating_sub(MIB)];
+    let mut spots = vec![
+        0,
+        dev_size.saturating_sub(MIB),
+        image_size.saturating_sub(MIB),
+    ];
     spots.sort();
     spots.dedup();
     for at in spots {
         let len = MIB.min(dev_size.saturating_sub(at)) as usize;
-        dev.write_all_at(&zeros[..len], at).with_context(|| format!("wiping the partition table area at byte {at}"))?;
+        dev.write_all_at(&zeros[..len], at)
+            .with_context(|| format!("wiping the partition table area at byte {at}"))?;
     }
     dev.sync_all().context("syncing the wiped partition tables")
 }
@@ -57,7 +62,14 @@ fn overlap(a: u64, al: u64, b: u64, bl: u64) -> Option<(u64, u64)> {
     (s < e).then_some((s, e))
 }
 
-pub fn write_image(src: &Source, map: Option<&Bmap>, dev: &File, dev_size: u64, progress: &mut dyn Progress, fail_after: Option<u64>) -> Result<Report> {
+pub fn write_image(
+    src: &Source,
+    map: Option<&Bmap>,
+    dev: &File,
+    dev_size: u64,
+    progress: &mut dyn Progress,
+    fail_after: Option<u64>,
+) -> Result<Report> {
     let started = Instant::now();
     let size = src.size;
     if size < 2 * MIB || size % 512 != 0 {
@@ -79,13 +91,17 @@ pub fn write_image(src: &Source, map: Option<&Bmap>, dev: &File, dev_size: u64, 
     let mut range_hash: Vec<Sha256> = extents.iter().map(|_| Sha256::new()).collect();
     // A range wholly inside the body is verified against its source hash; a range that
     // reaches into the held-back head or tail needs a hash of its body part alone.
-    let inside: Vec<bool> = extents.iter().map(|(o, l)| *o >= MIB && o + l <= size - MIB).collect();
+    let inside: Vec<bool> = extents
+        .iter()
+        .map(|(o, l)| *o >= MIB && o + l <= size - MIB)
+        .collect();
     let mut body_hash: Vec<Sha256> = extents.iter().map(|_| Sha256::new()).collect();
     let mut process = |i: usize, s: u64, part: &[u8]| -> Result<()> {
         let e = s + part.len() as u64;
         for (held, (ho, hl)) in [(&mut held_head, head), (&mut held_tail, tail)] {
             if let Some((hs, he)) = overlap(s, e - s, ho, hl) {
-                held[(hs - ho) as usize..(he - ho) as usize].copy_from_slice(&part[(hs - s) as usize..(he - s) as usize]);
+                held[(hs - ho) as usize..(he - ho) as usize]
+                    .copy_from_slice(&part[(hs - s) as usize..(he - s) as usize]);
             }
         }
         range_hash[i].update(part);
@@ -95,7 +111,8 @@ pub fn write_image(src: &Source, map: Option<&Bmap>, dev: &File, dev_size: u64, 
             if fail_after.is_some_and(|limit| written >= limit) {
                 bail!("simulated write error after {written} bytes (--fail-after-mib)");
             }
-            dev.write_all_at(piece, bs).with_context(|| format!("writing at byte {bs}"))?;
+            dev.write_all_at(piece, bs)
+                .with_context(|| format!("writing at byte {bs}"))?;
             if !inside[i] {
                 body_hash[i].update(piece);
             }
@@ -113,7 +130,8 @@ pub fn write_image(src: &Source, map: Option<&Bmap>, dev: &File, dev_size: u64, 
             while s < eo + el {
                 crate::interrupt::check()?;
                 let len = (eo + el - s).min(MIB) as usize;
-                f.read_exact_at(&mut buf[..len], s).with_context(|| format!("reading {} at byte {s}", src.path.display()))?;
+                f.read_exact_at(&mut buf[..len], s)
+                    .with_context(|| format!("reading {} at byte {s}", src.path.display()))?;
                 process(i, s, &buf[..len])?;
                 s += len as u64;
             }
@@ -124,7 +142,9 @@ pub fn write_image(src: &Source, map: Option<&Bmap>, dev: &File, dev_size: u64, 
         let mut pos = 0u64;
         while pos < size {
             crate::interrupt::check()?;
-            let n = read_full(&mut reader, &mut buf).with_context(|| format!("reading {}", src.path.display()))? as u64;
+            let n = read_full(&mut reader, &mut buf)
+                .with_context(|| format!("reading {}", src.path.display()))?
+                as u64;
             if n == 0 {
                 bail!("{} ended after {pos} of {size} bytes", src.path.display());
             }
@@ -136,7 +156,10 @@ pub fn write_image(src: &Source, map: Option<&Bmap>, dev: &File, dev_size: u64, 
             pos += n;
         }
     }
-    let range_sums: Vec<[u8; 32]> = range_hash.into_iter().map(|h| h.finalize().into()).collect();
+    let range_sums: Vec<[u8; 32]> = range_hash
+        .into_iter()
+        .map(|h| h.finalize().into())
+        .collect();
     if let Some(m) = map {
         for (i, (sum, r)) in range_sums.iter().zip(&m.ranges).enumerate() {
             if crate::cache::hex(sum) != r.sha256 {
@@ -148,21 +171,33 @@ pub fn write_image(src: &Source, map: Option<&Bmap>, dev: &File, dev_size: u64, 
 
     // Read back what was written, from the device rather than the page cache.
     progress.phase("verifying", written);
-    let _ = rustix::fs::fadvise(dev, 0, std::num::NonZeroU64::new(size), rustix::fs::Advice::DontNeed);
+    let _ = rustix::fs::fadvise(
+        dev,
+        0,
+        std::num::NonZeroU64::new(size),
+        rustix::fs::Advice::DontNeed,
+    );
     let mut verified = 0u64;
     for (i, ((eo, el), bh)) in extents.iter().zip(body_hash).enumerate() {
-        let Some((mut s, e)) = body(*eo, eo + el) else { continue };
+        let Some((mut s, e)) = body(*eo, eo + el) else {
+            continue;
+        };
         let mut check = Sha256::new();
         while s < e {
             crate::interrupt::check()?;
             let len = (e - s).min(MIB) as usize;
-            dev.read_exact_at(&mut buf[..len], s).with_context(|| format!("reading back at byte {s}"))?;
+            dev.read_exact_at(&mut buf[..len], s)
+                .with_context(|| format!("reading back at byte {s}"))?;
             check.update(&buf[..len]);
             progress.advance(len as u64);
             verified += len as u64;
             s += len as u64;
         }
-        let expected: [u8; 32] = if inside[i] { range_sums[i] } else { bh.finalize().into() };
+        let expected: [u8; 32] = if inside[i] {
+            range_sums[i]
+        } else {
+            bh.finalize().into()
+        };
         if <[u8; 32]>::from(check.finalize()) != expected {
             bail!("read-back verification failed at bytes {eo}..{}: the target does not hold what was written (a failing card?)", eo + el);
         }
@@ -170,9 +205,15 @@ pub fn write_image(src: &Source, map: Option<&Bmap>, dev: &File, dev_size: u64, 
 
     // The partition tables last: backup GPT at the end, then the first MiB.
     for (held, (at, len)) in [(&held_tail, tail), (&held_head, head)] {
-        dev.write_all_at(&held[..len as usize], at).with_context(|| format!("writing the partition table area at byte {at}"))?;
+        dev.write_all_at(&held[..len as usize], at)
+            .with_context(|| format!("writing the partition table area at byte {at}"))?;
         dev.sync_data().context("syncing the partition tables")?;
-        let _ = rustix::fs::fadvise(dev, at, std::num::NonZeroU64::new(len), rustix::fs::Advice::DontNeed);
+        let _ = rustix::fs::fadvise(
+            dev,
+            at,
+            std::num::NonZeroU64::new(len),
+            rustix::fs::Advice::DontNeed,
+        );
         let mut back = vec![0u8; len as usize];
         dev.read_exact_at(&mut back, at)?;
         if &back != held {
@@ -182,7 +223,11 @@ pub fn write_image(src: &Source, map: Option<&Bmap>, dev: &File, dev_size: u64, 
         verified += len;
     }
     dev.sync_all().context("syncing the target")?;
-    Ok(Report { written, verified, seconds: started.elapsed().as_secs_f64() })
+    Ok(Report {
+        written,
+        verified,
+        seconds: started.elapsed().as_secs_f64(),
+    })
 }
 
 #[cfg(test)]

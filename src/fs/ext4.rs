@@ -11,7 +11,10 @@ use anyhow::{bail, Context, Result};
 
 use crate::tool::{self, HostTool};
 
-pub const MKE2FS: HostTool = HostTool { program: "mke2fs", package: "e2fsprogs (>= 1.47.1, from bookworm-backports)" };
+pub const MKE2FS: HostTool = HostTool {
+    program: "mke2fs",
+    package: "e2fsprogs (>= 1.47.1, from bookworm-backports)",
+};
 
 pub struct Ext4Options<'a> {
     pub disk: &'a Path,
@@ -27,7 +30,10 @@ pub struct Ext4Options<'a> {
 /// Fails unless mke2fs is new enough to populate from a tar.
 pub fn check_mke2fs() -> Result<()> {
     tool::require(&MKE2FS)?;
-    let out = Command::new("mke2fs").arg("-V").output().context("running mke2fs -V")?;
+    let out = Command::new("mke2fs")
+        .arg("-V")
+        .output()
+        .context("running mke2fs -V")?;
     let text = String::from_utf8_lossy(&out.stderr);
     let version = text.split_whitespace().nth(1).unwrap_or("");
     let nums: Vec<u32> = version.split('.').filter_map(|p| p.parse().ok()).collect();
@@ -116,7 +122,8 @@ mod tests {
             h.set_gid(0);
             h.set_size(5);
             h.set_mtime(1);
-            b.append_data(&mut h, "usr/bin/suid", &b"hello"[..]).unwrap();
+            b.append_data(&mut h, "usr/bin/suid", &b"hello"[..])
+                .unwrap();
             b.finish().unwrap();
         }
         let disk = dir.path().join("disk.img");
@@ -135,12 +142,33 @@ mod tests {
         })
         .unwrap();
         let mut f = File::open(&disk).unwrap();
-        assert!(read_superblock(&mut f, 0).unwrap().is_none(), "nothing before the offset");
-        let sb = read_superblock(&mut f, 4 * 1024 * 1024).unwrap().expect("superblock");
-        assert_eq!((sb.label.as_str(), sb.uuid, sb.block_size, sb.blocks), ("root", uuid, 4096, 8192));
-        let out = Command::new("e2fsck").arg("-fn").arg(format!("{}?offset={}", disk.display(), 4 * 1024 * 1024)).output().unwrap();
-        assert!(out.status.success(), "e2fsck: {}", String::from_utf8_lossy(&out.stdout));
-        let out = Command::new("debugfs").arg("-R").arg("stat /usr/bin/suid").arg(format!("{}?offset={}", disk.display(), 4 * 1024 * 1024)).output().unwrap();
+        assert!(
+            read_superblock(&mut f, 0).unwrap().is_none(),
+            "nothing before the offset"
+        );
+        let sb = read_superblock(&mut f, 4 * 1024 * 1024)
+            .unwrap()
+            .expect("superblock");
+        assert_eq!(
+            (sb.label.as_str(), sb.uuid, sb.block_size, sb.blocks),
+            ("root", uuid, 4096, 8192)
+        );
+        let out = Command::new("e2fsck")
+            .arg("-fn")
+            .arg(format!("{}?offset={}", disk.display(), 4 * 1024 * 1024))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "e2fsck: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let out = Command::new("debugfs")
+            .arg("-R")
+            .arg("stat /usr/bin/suid")
+            .arg(format!("{}?offset={}", disk.display(), 4 * 1024 * 1024))
+            .output()
+            .unwrap();
         let stat = String::from_utf8_lossy(&out.stdout);
         assert!(stat.contains("Mode:  04755"), "setuid kept: {stat}");
     }

@@ -51,7 +51,9 @@ fn dos_datetime(epoch: u64) -> (u16, u16) {
     let y = y.clamp(1980, 2107) as u16;
     let secs = epoch % 86_400;
     let date = ((y - 1980) << 9) | ((m as u16) << 5) | d as u16;
-    let time = (((secs / 3600) as u16) << 11) | (((secs / 60 % 60) as u16) << 5) | ((secs % 60) / 2) as u16;
+    let time = (((secs / 3600) as u16) << 11)
+        | (((secs / 60 % 60) as u16) << 5)
+        | ((secs % 60) / 2) as u16;
     (date, time)
 }
 
@@ -68,7 +70,7 @@ impl Geometry {
     fn new(sectors: u64) -> Result<Self> {
         // Small ESPs need 512-byte clusters to stay above FAT32's cluster minimum.
         let per_cluster = match sectors {
-            s if s < 532_480 => 1, // < 260 MiB
+            s if s < 532_480 => 1,    // < 260 MiB
             s if s < 16_777_216 => 8, // < 8 GiB
             _ => 32,
         };
@@ -79,9 +81,17 @@ impl Geometry {
             let need = ((clusters + 2) * 4).div_ceil(SECTOR);
             if need <= fat_sectors {
                 if clusters < MIN_FAT32_CLUSTERS {
-                    bail!("a FAT32 volume needs at least 33 MiB; this one has {} MiB", sectors * SECTOR >> 20);
+                    bail!(
+                        "a FAT32 volume needs at least 33 MiB; this one has {} MiB",
+                        sectors * SECTOR >> 20
+                    );
                 }
-                return Ok(Geometry { sectors, per_cluster, fat_sectors, clusters });
+                return Ok(Geometry {
+                    sectors,
+                    per_cluster,
+                    fat_sectors,
+                    clusters,
+                });
             }
             fat_sectors = need;
         }
@@ -132,7 +142,12 @@ fn short_alias(name: &str, taken: &mut Vec<[u8; 11]>) -> [u8; 11] {
             .filter(|c| *c != b' ' && *c != b'.')
             .map(|c| {
                 let c = c.to_ascii_uppercase();
-                if c.is_ascii_uppercase() || c.is_ascii_digit() || b"!#$%&'()-@^_`{}~".contains(&c) { c } else { b'_' }
+                if c.is_ascii_uppercase() || c.is_ascii_digit() || b"!#$%&'()-@^_`{}~".contains(&c)
+                {
+                    c
+                } else {
+                    b'_'
+                }
             })
             .collect()
     };
@@ -157,11 +172,20 @@ fn short_alias(name: &str, taken: &mut Vec<[u8; 11]>) -> [u8; 11] {
 }
 
 fn lfn_checksum(short: &[u8; 11]) -> u8 {
-    short.iter().fold(0u8, |sum, &c| (sum >> 1 | sum << 7).wrapping_add(c))
+    short
+        .iter()
+        .fold(0u8, |sum, &c| (sum >> 1 | sum << 7).wrapping_add(c))
 }
 
 /// The 32-byte records of one folder entry: long-name records (if needed), then the short one.
-fn entry_records(name: &str, taken: &mut Vec<[u8; 11]>, attr: u8, cluster: u32, size: u32, when: (u16, u16)) -> Vec<[u8; 32]> {
+fn entry_records(
+    name: &str,
+    taken: &mut Vec<[u8; 11]>,
+    attr: u8,
+    cluster: u32,
+    size: u32,
+    when: (u16, u16),
+) -> Vec<[u8; 32]> {
     let mut out = Vec::new();
     let short = match plain_short_name(name) {
         Some(s) if !taken.contains(&s) => {
@@ -198,7 +222,13 @@ fn entry_records(name: &str, taken: &mut Vec<[u8; 11]>, attr: u8, cluster: u32, 
     out
 }
 
-fn short_record(name: &[u8; 11], attr: u8, cluster: u32, size: u32, (date, time): (u16, u16)) -> [u8; 32] {
+fn short_record(
+    name: &[u8; 11],
+    attr: u8,
+    cluster: u32,
+    size: u32,
+    (date, time): (u16, u16),
+) -> [u8; 32] {
     let mut r = [0u8; 32];
     r[..11].copy_from_slice(name);
     r[11] = attr;
@@ -218,7 +248,15 @@ const ATTR_ARCHIVE: u8 = 0x20;
 const ATTR_VOLUME: u8 = 0x08;
 
 /// Records of a folder's entries; the folder's own and its children's clusters must be set.
-fn dir_records(dir: &DirNode, parent_cluster: u32, is_root: bool, label: &[u8; 11], file_clusters: &[u32], files: &[FatFile], when: (u16, u16)) -> Vec<[u8; 32]> {
+fn dir_records(
+    dir: &DirNode,
+    parent_cluster: u32,
+    is_root: bool,
+    label: &[u8; 11],
+    file_clusters: &[u32],
+    files: &[FatFile],
+    when: (u16, u16),
+) -> Vec<[u8; 32]> {
     let mut recs = Vec::new();
     let mut taken = Vec::new();
     if is_root {
@@ -226,13 +264,33 @@ fn dir_records(dir: &DirNode, parent_cluster: u32, is_root: bool, label: &[u8; 1
     } else {
         recs.push(short_record(b".          ", ATTR_DIR, dir.cluster, 0, when));
         // ".." of a folder in the root names cluster 0, not the root's cluster (FAT spec).
-        recs.push(short_record(b"..         ", ATTR_DIR, parent_cluster, 0, when));
+        recs.push(short_record(
+            b"..         ",
+            ATTR_DIR,
+            parent_cluster,
+            0,
+            when,
+        ));
     }
     for (name, sub) in &dir.dirs {
-        recs.extend(entry_records(name, &mut taken, ATTR_DIR, sub.cluster, 0, when));
+        recs.extend(entry_records(
+            name,
+            &mut taken,
+            ATTR_DIR,
+            sub.cluster,
+            0,
+            when,
+        ));
     }
     for (name, idx) in &dir.files {
-        recs.extend(entry_records(name, &mut taken, ATTR_ARCHIVE, file_clusters[*idx], files[*idx].content.len() as u32, when));
+        recs.extend(entry_records(
+            name,
+            &mut taken,
+            ATTR_ARCHIVE,
+            file_clusters[*idx],
+            files[*idx].content.len() as u32,
+            when,
+        ));
     }
     recs
 }
@@ -240,7 +298,11 @@ fn dir_records(dir: &DirNode, parent_cluster: u32, is_root: bool, label: &[u8; 1
 fn count_records(dir: &DirNode, is_root: bool) -> u64 {
     let mut taken = Vec::new();
     let mut n = if is_root { 1 } else { 2 };
-    let names = dir.dirs.keys().map(String::as_str).chain(dir.files.iter().map(|(n, _)| n.as_str()));
+    let names = dir
+        .dirs
+        .keys()
+        .map(String::as_str)
+        .chain(dir.files.iter().map(|(n, _)| n.as_str()));
     for name in names {
         n += entry_records(name, &mut taken, 0, 0, 0, (0, 0)).len() as u64;
     }
@@ -248,7 +310,15 @@ fn count_records(dir: &DirNode, is_root: bool) -> u64 {
 }
 
 /// Formats `len` bytes at `offset` of `disk` as FAT32 holding `files`.
-pub fn write_volume(disk: &mut File, offset: u64, len: u64, volume_id: u32, label: &str, epoch: u64, files: &[FatFile]) -> Result<()> {
+pub fn write_volume(
+    disk: &mut File,
+    offset: u64,
+    len: u64,
+    volume_id: u32,
+    label: &str,
+    epoch: u64,
+    files: &[FatFile],
+) -> Result<()> {
     let g = Geometry::new(len / SECTOR)?;
     let when = dos_datetime(epoch);
     let mut label_bytes = [b' '; 11];
@@ -268,8 +338,13 @@ pub fn write_volume(disk: &mut File, offset: u64, len: u64, volume_id: u32, labe
         for d in dirs {
             node = node.dirs.entry(d.to_string()).or_default();
         }
-        if node.files.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) || node.dirs.keys().any(|d| d.eq_ignore_ascii_case(name)) {
-            bail!("`{}` is on the FAT volume twice (names are case-insensitive)", f.path);
+        if node.files.iter().any(|(n, _)| n.eq_ignore_ascii_case(name))
+            || node.dirs.keys().any(|d| d.eq_ignore_ascii_case(name))
+        {
+            bail!(
+                "`{}` is on the FAT volume twice (names are case-insensitive)",
+                f.path
+            );
         }
         node.files.push((name.to_string(), i));
     }
@@ -305,11 +380,16 @@ pub fn write_volume(disk: &mut File, offset: u64, len: u64, volume_id: u32, labe
     }
     let used = u64::from(next - ROOT_CLUSTER);
     if used > g.clusters {
-        bail!("the files need {} MiB but the FAT volume holds {} MiB", used * cb >> 20, g.clusters * cb >> 20);
+        bail!(
+            "the files need {} MiB but the FAT volume holds {} MiB",
+            used * cb >> 20,
+            g.clusters * cb >> 20
+        );
     }
 
     let mut w = std::io::BufWriter::with_capacity(1 << 20, &mut *disk);
-    let at = |w: &mut std::io::BufWriter<&mut File>, pos: u64| w.seek(SeekFrom::Start(offset + pos));
+    let at =
+        |w: &mut std::io::BufWriter<&mut File>, pos: u64| w.seek(SeekFrom::Start(offset + pos));
 
     // Boot sector, FSInfo, and their backups at sectors 6 and 7.
     let boot = boot_sector(&g, volume_id, &label_bytes, offset / SECTOR);
@@ -321,12 +401,20 @@ pub fn write_volume(disk: &mut File, offset: u64, len: u64, volume_id: u32, labe
     }
     // Both FATs.
     let mut fat = vec![0u8; (g.fat_sectors * SECTOR) as usize];
-    let mut set = |c: u32, v: u32| fat[c as usize * 4..c as usize * 4 + 4].copy_from_slice(&v.to_le_bytes());
+    let mut set =
+        |c: u32, v: u32| fat[c as usize * 4..c as usize * 4 + 4].copy_from_slice(&v.to_le_bytes());
     set(0, 0x0FFF_FFF8);
     set(1, END_OF_CHAIN);
     for (start, n) in &chains {
         for c in *start..start + n {
-            set(c, if c + 1 == start + n { END_OF_CHAIN } else { c + 1 });
+            set(
+                c,
+                if c + 1 == start + n {
+                    END_OF_CHAIN
+                } else {
+                    c + 1
+                },
+            );
         }
     }
     for i in 0..FATS {
@@ -334,7 +422,13 @@ pub fn write_volume(disk: &mut File, offset: u64, len: u64, volume_id: u32, labe
         w.write_all(&fat)?;
     }
     // Folders, then files.
-    fn write_dirs(w: &mut std::io::BufWriter<&mut File>, d: &DirNode, parent: u32, is_root: bool, ctx: (&Geometry, u64, &[u8; 11], &[u32], &[FatFile], (u16, u16))) -> std::io::Result<()> {
+    fn write_dirs(
+        w: &mut std::io::BufWriter<&mut File>,
+        d: &DirNode,
+        parent: u32,
+        is_root: bool,
+        ctx: (&Geometry, u64, &[u8; 11], &[u32], &[FatFile], (u16, u16)),
+    ) -> std::io::Result<()> {
         let (g, offset, label, fc, files, when) = ctx;
         let recs = dir_records(d, parent, is_root, label, fc, files, when);
         let mut bytes: Vec<u8> = recs.concat();
@@ -346,11 +440,18 @@ pub fn write_volume(disk: &mut File, offset: u64, len: u64, volume_id: u32, labe
         }
         Ok(())
     }
-    write_dirs(&mut w, &root, 0, true, (&g, offset, &label_bytes, &file_clusters, files, when))?;
+    write_dirs(
+        &mut w,
+        &root,
+        0,
+        true,
+        (&g, offset, &label_bytes, &file_clusters, files, when),
+    )?;
     for (i, f) in files.iter().enumerate() {
         if !f.content.is_empty() {
             at(&mut w, g.cluster_offset(file_clusters[i]))?;
-            w.write_all(f.content).with_context(|| format!("writing {} to the FAT volume", f.path))?;
+            w.write_all(f.content)
+                .with_context(|| format!("writing {} to the FAT volume", f.path))?;
         }
     }
     w.flush().context("writing the FAT volume")?;
@@ -397,8 +498,12 @@ fn fsinfo(free: u64, next_free: u64) -> [u8; 512] {
 /// Reads a file from the FAT volume at `offset` (used by `inspect` and the tests).
 pub fn read_file(disk: &mut File, offset: u64, len: u64, path: &str) -> Result<Vec<u8>> {
     let slice = StreamSlice::new(&mut *disk, offset, offset + len)?;
-    let fs = FileSystem::new(BufStream::new(slice), FsOptions::new()).context("opening the FAT volume")?;
-    let mut f = fs.root_dir().open_file(path).with_context(|| format!("opening {path} on the FAT volume"))?;
+    let fs = FileSystem::new(BufStream::new(slice), FsOptions::new())
+        .context("opening the FAT volume")?;
+    let mut f = fs
+        .root_dir()
+        .open_file(path)
+        .with_context(|| format!("opening {path} on the FAT volume"))?;
     let mut data = Vec::new();
     f.read_to_end(&mut data)?;
     Ok(data)
@@ -407,20 +512,33 @@ pub fn read_file(disk: &mut File, offset: u64, len: u64, path: &str) -> Result<V
 /// Volume id, label and the files (paths) on the FAT volume at `offset`.
 pub fn list(disk: &mut File, offset: u64, len: u64) -> Result<(u32, String, Vec<(String, u64)>)> {
     let slice = StreamSlice::new(&mut *disk, offset, offset + len)?;
-    let fs = FileSystem::new(BufStream::new(slice), FsOptions::new()).context("opening the FAT volume")?;
+    let fs = FileSystem::new(BufStream::new(slice), FsOptions::new())
+        .context("opening the FAT volume")?;
     let mut files = Vec::new();
     walk(&fs.root_dir(), "", &mut files)?;
-    Ok((fs.volume_id(), fs.volume_label().trim_end().to_string(), files))
+    Ok((
+        fs.volume_id(),
+        fs.volume_label().trim_end().to_string(),
+        files,
+    ))
 }
 
-fn walk<T: fatfs::ReadWriteSeek>(dir: &fatfs::Dir<T>, prefix: &str, out: &mut Vec<(String, u64)>) -> Result<()> {
+fn walk<T: fatfs::ReadWriteSeek>(
+    dir: &fatfs::Dir<T>,
+    prefix: &str,
+    out: &mut Vec<(String, u64)>,
+) -> Result<()> {
     for e in dir.iter() {
         let e = e?;
         let name = e.file_name();
         if name == "." || name == ".." {
             continue;
         }
-        let path = if prefix.is_empty() { name.clone() } else { format!("{prefix}/{name}") };
+        let path = if prefix.is_empty() {
+            name.clone()
+        } else {
+            format!("{prefix}/{name}")
+        };
         if e.is_dir() {
             walk(&e.to_dir(), &path, out)?;
         } else {
@@ -439,15 +557,38 @@ mod tests {
 
     fn volume(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
         let path = dir.join(name);
-        let mut f = File::options().read(true).write(true).create_new(true).open(&path).unwrap();
+        let mut f = File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .unwrap();
         f.set_len(66 * MIB).unwrap();
         let big = vec![0xa5u8; 3 * 1024 * 1024 + 17];
         let files = [
-            FatFile { path: "EFI/BOOT/BOOTX64.EFI".into(), content: b"MZ-efi" },
-            FatFile { path: "loader/entries/imgforge.conf".into(), content: b"title x\n" },
-            FatFile { path: "imgforge/vmlinuz".into(), content: &big },
+            FatFile {
+                path: "EFI/BOOT/BOOTX64.EFI".into(),
+                content: b"MZ-efi",
+            },
+            FatFile {
+                path: "loader/entries/imgforge.conf".into(),
+                content: b"title x\n",
+            },
+            FatFile {
+                path: "imgforge/vmlinuz".into(),
+                content: &big,
+            },
         ];
-        write_volume(&mut f, MIB, 64 * MIB, 0x1234_5678, "esp", 1_735_689_600, &files).unwrap();
+        write_volume(
+            &mut f,
+            MIB,
+            64 * MIB,
+            0x1234_5678,
+            "esp",
+            1_735_689_600,
+            &files,
+        )
+        .unwrap();
         path
     }
 
@@ -459,16 +600,33 @@ mod tests {
         let part = dir.path().join("esp.img");
         let data = std::fs::read(&disk).unwrap();
         std::fs::write(&part, &data[MIB as usize..(65 * MIB) as usize]).unwrap();
-        let out = Command::new("fsck.fat").arg("-n").arg(&part).output().expect("fsck.fat (package dosfstools)");
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let out = Command::new("fsck.fat")
+            .arg("-n")
+            .arg(&part)
+            .output()
+            .expect("fsck.fat (package dosfstools)");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(out.status.success(), "fsck.fat -n: {text}");
         // fsck.fat counts folders too: 5 folders, 3 files, and the root.
         assert!(text.contains(": 9 files,"), "{text}");
-        assert!(text.lines().count() == 2, "fsck.fat found something to repair: {text}");
-        let out = Command::new("mdir").args(["-i", part.to_str().unwrap(), "-/", "::"]).output().expect("mdir (package mtools)");
+        assert!(
+            text.lines().count() == 2,
+            "fsck.fat found something to repair: {text}"
+        );
+        let out = Command::new("mdir")
+            .args(["-i", part.to_str().unwrap(), "-/", "::"])
+            .output()
+            .expect("mdir (package mtools)");
         let listing = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "{listing}");
-        assert!(listing.contains("BOOTX64  EFI") && listing.contains(" imgforge.conf\n"), "{listing}");
+        assert!(
+            listing.contains("BOOTX64  EFI") && listing.contains(" imgforge.conf\n"),
+            "{listing}"
+        );
         assert!(listing.contains("1234-5678"), "volume id: {listing}");
 
         let mut f = File::open(&disk).unwrap();
@@ -482,7 +640,10 @@ mod tests {
     #[test]
     fn short_and_long_names() {
         assert_eq!(&plain_short_name("BOOTX64.EFI").unwrap(), b"BOOTX64 EFI");
-        assert!(plain_short_name("loader.conf").is_none(), "lower case needs a long name");
+        assert!(
+            plain_short_name("loader.conf").is_none(),
+            "lower case needs a long name"
+        );
         let mut taken = Vec::new();
         assert_eq!(&short_alias("imgforge.conf", &mut taken), b"IMGFOR~1CON");
         assert_eq!(&short_alias("imgforge.conf2", &mut taken), b"IMGFOR~2CON");
@@ -497,7 +658,19 @@ mod tests {
         let mut f = File::create(dir.path().join("x")).unwrap();
         assert!(write_volume(&mut f, 0, 16 * MIB, 1, "x", 0, &[]).is_err());
         let big = vec![1u8; 70 * MIB as usize];
-        let err = write_volume(&mut f, 0, 64 * MIB, 1, "x", 0, &[FatFile { path: "big".into(), content: &big }]).unwrap_err();
+        let err = write_volume(
+            &mut f,
+            0,
+            64 * MIB,
+            1,
+            "x",
+            0,
+            &[FatFile {
+                path: "big".into(),
+                content: &big,
+            }],
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("the files need"), "{err}");
     }
 
@@ -512,7 +685,11 @@ mod tests {
     #[test]
     fn epoch_to_dos_date() {
         let (date, time) = dos_datetime(1_735_689_600 + 3662);
-        assert_eq!((date >> 9, (date >> 5) & 15, date & 31), (45, 1, 1), "2025-01-01");
+        assert_eq!(
+            (date >> 9, (date >> 5) & 15, date & 31),
+            (45, 1, 1),
+            "2025-01-01"
+        );
         assert_eq!((time >> 11, (time >> 5) & 63, (time & 31) * 2), (1, 1, 2));
         let (y, m, d) = civil_from_days(19_783); // 2024-03-01, after a leap day
         assert_eq!((y, m, d), (2024, 3, 1));

@@ -63,7 +63,10 @@ impl ProfileSource {
                 }
                 let text = std::fs::read_to_string(&p)
                     .with_context(|| format!("reading {}", p.display()))?;
-                Ok(Some(ProfileFile { display: p.display().to_string(), text }))
+                Ok(Some(ProfileFile {
+                    display: p.display().to_string(),
+                    text,
+                }))
             }
         }
     }
@@ -84,7 +87,9 @@ impl ProfileSource {
                     .filter_map(|e| e.ok()?.file_name().into_string().ok())
                     .collect(),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => vec![],
-                Err(e) => return Err(e).with_context(|| format!("listing {}", dir.join(sub).display())),
+                Err(e) => {
+                    return Err(e).with_context(|| format!("listing {}", dir.join(sub).display()))
+                }
             },
         };
         names.retain(|n| n.ends_with(".toml"));
@@ -96,14 +101,31 @@ impl ProfileSource {
     }
 
     /// Reads and parses `<sub>/<name>.toml`; an unknown name lists the known ones.
-    pub fn load_named<T: DeserializeOwned>(&self, sub: &str, kind: &str, name: &str) -> Result<(T, ProfileFile)> {
-        let valid = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) && !name.starts_with('.');
-        let file = if valid { self.read(&format!("{sub}/{name}.toml"))? } else { None };
+    pub fn load_named<T: DeserializeOwned>(
+        &self,
+        sub: &str,
+        kind: &str,
+        name: &str,
+    ) -> Result<(T, ProfileFile)> {
+        let valid = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            && !name.starts_with('.');
+        let file = if valid {
+            self.read(&format!("{sub}/{name}.toml"))?
+        } else {
+            None
+        };
         let Some(file) = file else {
             let known = self.list(sub)?;
             return Err(anyhow!(
                 "unknown {kind} `{name}`; known {kind}s: {} ({})",
-                if known.is_empty() { "none".to_string() } else { known.join(", ") },
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                },
                 self.describe()
             ));
         };
@@ -127,21 +149,35 @@ mod tests {
     #[test]
     fn unknown_key_names_file_line_column_and_key() {
         let text = "arch = \"amd64\"\n\n[qemu]\nmachine = \"q35\"\nmemroy-mib = 1024\n";
-        let err = parse_toml::<Layer>("targets/x.toml", text).unwrap_err().to_string();
-        assert!(err.starts_with("targets/x.toml:5:1: key `qemu.memroy-mib`: unknown field `memroy-mib`"), "{err}");
+        let err = parse_toml::<Layer>("targets/x.toml", text)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(
+                "targets/x.toml:5:1: key `qemu.memroy-mib`: unknown field `memroy-mib`"
+            ),
+            "{err}"
+        );
         assert!(err.contains("memory-mib"), "lists the expected keys: {err}");
     }
 
     #[test]
     fn wrong_type_names_the_nested_key() {
         let text = "domain = \"example.test\"\n[[host]]\nname = \"edge\"\nrole = 7\n";
-        let err = parse_toml::<Site>("sites/s.toml", text).unwrap_err().to_string();
-        assert!(err.starts_with("sites/s.toml:4:8: key `host[0].role`: invalid type: integer `7`"), "{err}");
+        let err = parse_toml::<Site>("sites/s.toml", text)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("sites/s.toml:4:8: key `host[0].role`: invalid type: integer `7`"),
+            "{err}"
+        );
     }
 
     #[test]
     fn syntax_error_has_position() {
-        let err = parse_toml::<Layer>("roles/r.toml", "packages = [\"a\",\n").unwrap_err().to_string();
+        let err = parse_toml::<Layer>("roles/r.toml", "packages = [\"a\",\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("roles/r.toml:"), "{err}");
     }
 
@@ -167,12 +203,18 @@ mod tests {
             .load_named::<Layer>("roles", "role", "nope")
             .unwrap_err()
             .to_string();
-        assert!(err.starts_with("unknown role `nope`; known roles: "), "{err}");
+        assert!(
+            err.starts_with("unknown role `nope`; known roles: "),
+            "{err}"
+        );
         assert!(err.contains("proxy"), "{err}");
         let err = ProfileSource::Embedded
             .load_named::<Layer>("roles", "role", "../targets/x86_64-vm")
             .unwrap_err()
             .to_string();
-        assert!(err.starts_with("unknown role"), "a path is not a name: {err}");
+        assert!(
+            err.starts_with("unknown role"),
+            "a path is not a name: {err}"
+        );
     }
 }

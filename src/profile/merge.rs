@@ -95,19 +95,30 @@ mod tests {
             arch: Some("amd64".into()),
             packages: vec!["systemd".into()],
             services: vec![svc("gateway", "old"), svc("other", "kept")],
-            qemu: Some(Qemu { memory_mib: Some(512), machine: Some("q35".into()), ..Default::default() }),
+            qemu: Some(Qemu {
+                memory_mib: Some(512),
+                machine: Some("q35".into()),
+                ..Default::default()
+            }),
             ..Default::default()
         };
         let b = Layer {
             suite: Some("forky".into()),
             packages: vec!["nftables".into()],
             services: vec![svc("gateway", "new")],
-            qemu: Some(Qemu { memory_mib: Some(2048), ..Default::default() }),
+            qemu: Some(Qemu {
+                memory_mib: Some(2048),
+                ..Default::default()
+            }),
             ..Default::default()
         };
         a.merge(b);
         assert_eq!(a.suite.as_deref(), Some("forky"));
-        assert_eq!(a.arch.as_deref(), Some("amd64"), "unset in the later layer: kept");
+        assert_eq!(
+            a.arch.as_deref(),
+            Some("amd64"),
+            "unset in the later layer: kept"
+        );
         assert_eq!(a.packages, ["systemd", "nftables"]);
         assert_eq!(a.services.len(), 2);
         assert_eq!(a.services[0].description, "new");

@@ -13,7 +13,10 @@ use crate::plan::Plan;
 use crate::progress::Progress;
 use crate::tool::{self, HostTool};
 
-pub const MMDEBSTRAP: HostTool = HostTool { program: "mmdebstrap", package: "mmdebstrap" };
+pub const MMDEBSTRAP: HostTool = HostTool {
+    program: "mmdebstrap",
+    package: "mmdebstrap",
+};
 
 /// Man pages, info and translations are not needed on a server; the copyright files stay.
 const DPKG_EXCLUDES: &[&str] = &[
@@ -59,9 +62,19 @@ pub fn run(plan: &Plan, opts: &BuildOptions, progress: &mut Progress) -> Result<
         }
     }
     tool::require(&MMDEBSTRAP)?;
-    progress.start(NAME, &format!("mmdebstrap {} {} ({} packages)", plan.suite, plan.arch, plan.packages.len()));
+    progress.start(
+        NAME,
+        &format!(
+            "mmdebstrap {} {} ({} packages)",
+            plan.suite,
+            plan.arch,
+            plan.packages.len()
+        ),
+    );
     let pending = opts.cache.begin(NAME, &key)?;
-    let apt_cache = opts.cache.aux_dir(&format!("apt/{}-{}", plan.suite, plan.arch))?;
+    let apt_cache = opts
+        .cache
+        .aux_dir(&format!("apt/{}-{}", plan.suite, plan.arch))?;
     let mut cmd = mmdebstrap_command(plan, &sources, pending.path(), &apt_cache);
     tool::run_streaming(&mut cmd, |line| {
         // mmdebstrap's "I:" lines say which phase it is in; the rest is dpkg chatter.
@@ -88,7 +101,11 @@ fn mmdebstrap_command(plan: &Plan, sources: &[String], out: &Path, apt_cache: &P
     for opt in DPKG_EXCLUDES {
         cmd.arg(format!("--dpkgopt={opt}"));
     }
-    let modules: String = plan.initramfs_modules.iter().map(|m| format!("{m}\\n")).collect();
+    let modules: String = plan
+        .initramfs_modules
+        .iter()
+        .map(|m| format!("{m}\\n"))
+        .collect();
     // Before any package is installed: a small initramfs with only the listed modules
     // (MODULES=most makes 36 MB and costs ~40 s of build and ~8 s of boot), written to a file
     // in modules.d that is no package's conffile.
@@ -99,7 +116,10 @@ fn mmdebstrap_command(plan: &Plan, sources: &[String], out: &Path, apt_cache: &P
         .arg(format!("--customize-hook=sync-out /var/cache/apt/archives {}", q(apt_cache)))
         .arg(r#"--customize-hook=rm -f "$1"/var/cache/apt/archives/*.deb "$1"/var/cache/apt/archives/partial/*.deb"#);
     for unit in &plan.enable_units {
-        cmd.arg(format!(r#"--customize-hook=chroot "$1" systemctl enable {}"#, shell_quote(unit)));
+        cmd.arg(format!(
+            r#"--customize-hook=chroot "$1" systemctl enable {}"#,
+            shell_quote(unit)
+        ));
     }
     // Host keys made by openssh-server's postinst would be shared by every server flashed
     // from this image: remove them here; a first-boot unit generates each node's own.

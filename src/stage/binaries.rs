@@ -65,9 +65,11 @@ pub fn start(plan: &Plan, opts: &BuildOptions) -> Result<Started> {
         ))
         .into());
     }
-    let rustc = tool::run(Command::new("rustc").arg("-vV")).context("asking rustc for its version (is a Rust toolchain installed?)")?;
+    let rustc = tool::run(Command::new("rustc").arg("-vV"))
+        .context("asking rustc for its version (is a Rust toolchain installed?)")?;
     let mut key = KeyBuilder::new(NAME);
-    key.add_str("target", &plan.rust_target).add("rustc", &rustc);
+    key.add_str("target", &plan.rust_target)
+        .add("rustc", &rustc);
     for rel in source_files(src)? {
         let h = sha256_file(&src.join(&rel))?;
         key.add_str(&rel, &h);
@@ -79,8 +81,12 @@ pub fn start(plan: &Plan, opts: &BuildOptions) -> Result<Started> {
         }
     }
     let target_dir = opts.cache.aux_dir("cargo-target")?;
-    let cargo_home = std::env::var("CARGO_HOME")
-        .unwrap_or_else(|_| format!("{}/.cargo", std::env::var("HOME").unwrap_or_else(|_| "/root".into())));
+    let cargo_home = std::env::var("CARGO_HOME").unwrap_or_else(|_| {
+        format!(
+            "{}/.cargo",
+            std::env::var("HOME").unwrap_or_else(|_| "/root".into())
+        )
+    });
     let flags = [
         format!("--remap-path-prefix={}=/build/imgforge", src.display()),
         format!("--remap-path-prefix={cargo_home}=/build/cargo"),
@@ -91,7 +97,13 @@ pub fn start(plan: &Plan, opts: &BuildOptions) -> Result<Started> {
     cmd.current_dir(src)
         .env("CARGO_ENCODED_RUSTFLAGS", flags)
         .env("CARGO_PROFILE_RELEASE_STRIP", "symbols")
-        .args(["build", "--release", "--locked", "--target", &plan.rust_target])
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "--target",
+            &plan.rust_target,
+        ])
         .arg("--target-dir")
         .arg(&target_dir)
         .stdin(Stdio::null())
@@ -100,7 +112,9 @@ pub fn start(plan: &Plan, opts: &BuildOptions) -> Result<Started> {
     for b in BINARIES {
         cmd.args(["-p", b]);
     }
-    let child = cmd.spawn().with_context(|| format!("starting `{}`", tool::display(&cmd)))?;
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("starting `{}`", tool::display(&cmd)))?;
     Ok(Started::Building(Build {
         key,
         child: KillOnDrop(child),
@@ -119,23 +133,42 @@ pub fn finish(started: Started, opts: &BuildOptions, progress: &mut Progress) ->
             dir
         }
         Started::Building(mut b) => {
-            progress.start(NAME, &format!("waiting for cargo build --release --target {}", b.rust_target));
+            progress.start(
+                NAME,
+                &format!(
+                    "waiting for cargo build --release --target {}",
+                    b.rust_target
+                ),
+            );
             let status = b.child.0.wait().context("waiting for cargo")?;
             if !status.success() {
                 crate::interrupt::check()?;
                 let text = std::fs::read_to_string(b.log.path()).unwrap_or_default();
-                let tail: Vec<&str> = text.lines().rev().take(25).collect::<Vec<_>>().into_iter().rev().collect();
-                bail!("building the gateway and worker: cargo failed ({status}):\n{}", tail.join("\n"));
+                let tail: Vec<&str> = text
+                    .lines()
+                    .rev()
+                    .take(25)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect();
+                bail!(
+                    "building the gateway and worker: cargo failed ({status}):\n{}",
+                    tail.join("\n")
+                );
             }
             let pending = opts.cache.begin(NAME, &b.key)?;
             for name in BINARIES {
                 let built = b.target_dir.join(&b.rust_target).join("release").join(name);
-                fs::copy(&built, pending.path().join(name)).with_context(|| format!("copying {}", built.display()))?;
+                fs::copy(&built, pending.path().join(name))
+                    .with_context(|| format!("copying {}", built.display()))?;
             }
             let dir = pending.commit()?;
             // cargo may have finished long before the base did; its log's last write (the
             // "Finished" line) says when, so the summary shows cargo's own time.
-            let ended = fs::metadata(b.log.path()).and_then(|m| m.modified()).unwrap_or_else(|_| SystemTime::now());
+            let ended = fs::metadata(b.log.path())
+                .and_then(|m| m.modified())
+                .unwrap_or_else(|_| SystemTime::now());
             let took = ended.duration_since(b.started).unwrap_or_default();
             progress.record(NAME, crate::progress::Outcome::Built(took));
             dir
@@ -148,7 +181,10 @@ pub fn finish(started: Started, opts: &BuildOptions, progress: &mut Progress) ->
         all.add_str(b, &sha256_file(&p)?);
         files.push((b.to_string(), p));
     }
-    Ok(Binaries { files, content_hash: all.finish() })
+    Ok(Binaries {
+        files,
+        content_hash: all.finish(),
+    })
 }
 
 /// Files whose content decides the binaries, relative to the workspace, sorted.

@@ -28,7 +28,11 @@ use crate::progress::Progress;
 
 /// Paths never copied from the base: per-node secrets and identity that must not be shared
 /// by every server flashed from one image.
-const DROPPED_PREFIXES: &[&str] = &["etc/ssh/ssh_host_", "etc/ssl/private/ssl-cert-snakeoil.key", "etc/ssl/certs/ssl-cert-snakeoil.pem"];
+const DROPPED_PREFIXES: &[&str] = &[
+    "etc/ssh/ssh_host_",
+    "etc/ssl/private/ssl-cert-snakeoil.key",
+    "etc/ssl/certs/ssl-cert-snakeoil.pem",
+];
 
 /// What compose produced, as recorded in `compose.json` beside the tar.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -72,7 +76,13 @@ enum Addition {
     Symlink { target: String },
 }
 
-pub fn run(plan: &Plan, opts: &BuildOptions, base: &Base, bins: &Binaries, progress: &mut Progress) -> Result<Composed> {
+pub fn run(
+    plan: &Plan,
+    opts: &BuildOptions,
+    base: &Base,
+    bins: &Binaries,
+    progress: &mut Progress,
+) -> Result<Composed> {
     const NAME: &str = "compose";
     let overlays = opts.overlays.files_for(&plan.role)?;
     let mut key = KeyBuilder::new(NAME);
@@ -97,7 +107,10 @@ pub fn run(plan: &Plan, opts: &BuildOptions, base: &Base, bins: &Binaries, progr
             return load(&dir);
         }
     }
-    progress.start(NAME, "streaming the base root with overlays, units and binaries");
+    progress.start(
+        NAME,
+        "streaming the base root with overlays, units and binaries",
+    );
     let ids = Ids::derive(&key);
     let mut additions = BTreeMap::new();
     render_overlays(plan, &ids, &overlays, &mut additions)?;
@@ -108,19 +121,37 @@ pub fn run(plan: &Plan, opts: &BuildOptions, base: &Base, bins: &Binaries, progr
         .collect();
     for g in units::generate(plan, &installed) {
         match g {
-            Generated::File { path, content, mode } => additions.insert(path, Addition::File { content, mode }),
-            Generated::Symlink { path, target } => additions.insert(path, Addition::Symlink { target }),
+            Generated::File {
+                path,
+                content,
+                mode,
+            } => additions.insert(path, Addition::File { content, mode }),
+            Generated::Symlink { path, target } => {
+                additions.insert(path, Addition::Symlink { target })
+            }
         };
     }
     for (name, path) in &bins.files {
         let content = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        additions.insert(format!("usr/local/bin/{name}"), Addition::File { content, mode: 0o755 });
+        additions.insert(
+            format!("usr/local/bin/{name}"),
+            Addition::File {
+                content,
+                mode: 0o755,
+            },
+        );
     }
 
     let pending = opts.cache.begin(NAME, &key)?;
     fs::create_dir_all(pending.path().join("boot"))?;
-    let stats = stream(&base.root_tar, &pending.path().join("root.tar"), &pending.path().join("boot"), additions, plan)
-        .with_context(|| format!("composing the root from {}", base.root_tar.display()))?;
+    let stats = stream(
+        &base.root_tar,
+        &pending.path().join("root.tar"),
+        &pending.path().join("boot"),
+        additions,
+        plan,
+    )
+    .with_context(|| format!("composing the root from {}", base.root_tar.display()))?;
     let composed = Composed {
         key: key.clone(),
         ids,
@@ -128,9 +159,15 @@ pub fn run(plan: &Plan, opts: &BuildOptions, base: &Base, bins: &Binaries, progr
         kernel_version: stats.kernel_version,
         data_bytes: stats.data_bytes,
         entries: stats.entries,
-        overlays: overlays.iter().map(|(p, f)| (p.clone(), sha256_bytes(&f.content))).collect(),
+        overlays: overlays
+            .iter()
+            .map(|(p, f)| (p.clone(), sha256_bytes(&f.content)))
+            .collect(),
     };
-    fs::write(pending.path().join("compose.json"), serde_json::to_vec_pretty(&composed)?)?;
+    fs::write(
+        pending.path().join("compose.json"),
+        serde_json::to_vec_pretty(&composed)?,
+    )?;
     let dir = pending.commit()?;
     progress.done(NAME);
     load(&dir)
@@ -147,25 +184,50 @@ fn plan_for_key(plan: &Plan) -> String {
     serde_json::to_string(&p).expect("plan serializes")
 }
 
-fn render_overlays(plan: &Plan, ids: &Ids, files: &BTreeMap<String, OverlayFile>, out: &mut BTreeMap<String, Addition>) -> Result<()> {
+fn render_overlays(
+    plan: &Plan,
+    ids: &Ids,
+    files: &BTreeMap<String, OverlayFile>,
+    out: &mut BTreeMap<String, Addition>,
+) -> Result<()> {
     let mut ctx = tera::Context::new();
     ctx.insert("plan", plan);
-    ctx.insert("ids", &serde_json::json!({
-        "root_partuuid": ids.root_partuuid.to_string(),
-        "root_fs_uuid": ids.root_fs_uuid.to_string(),
-        "esp_partuuid": ids.esp_partuuid.to_string(),
-        "esp_fat_uuid": ids.fat_uuid(),
-    }));
+    ctx.insert(
+        "ids",
+        &serde_json::json!({
+            "root_partuuid": ids.root_partuuid.to_string(),
+            "root_fs_uuid": ids.root_fs_uuid.to_string(),
+            "esp_partuuid": ids.esp_partuuid.to_string(),
+            "esp_fat_uuid": ids.fat_uuid(),
+        }),
+    );
     for f in files.values() {
         if f.is_template() {
-            let text = std::str::from_utf8(&f.content).map_err(|_| anyhow!("{}: a template must be UTF-8", f.origin))?;
+            let text = std::str::from_utf8(&f.content)
+                .map_err(|_| anyhow!("{}: a template must be UTF-8", f.origin))?;
             let rendered = tera::Tera::one_off(text, &ctx, false)
                 .map_err(|e| anyhow!("{}: {}", f.origin, tera_error_chain(&e)))?;
             let path = f.path.trim_end_matches(".tera").to_string();
-            let mode = if rendered.starts_with("#!") { 0o755 } else { 0o644 };
-            out.insert(path, Addition::File { content: rendered.into_bytes(), mode });
+            let mode = if rendered.starts_with("#!") {
+                0o755
+            } else {
+                0o644
+            };
+            out.insert(
+                path,
+                Addition::File {
+                    content: rendered.into_bytes(),
+                    mode,
+                },
+            );
         } else {
-            out.insert(f.path.clone(), Addition::File { content: f.content.clone(), mode: f.mode() });
+            out.insert(
+                f.path.clone(),
+                Addition::File {
+                    content: f.content.clone(),
+                    mode: f.mode(),
+                },
+            );
         }
     }
     Ok(())
@@ -194,10 +256,17 @@ fn normalize(p: &Path) -> String {
     s.trim_end_matches('/').to_string()
 }
 
-fn stream(base_tar: &Path, out_tar: &Path, boot_dir: &Path, mut additions: BTreeMap<String, Addition>, plan: &Plan) -> Result<Stats> {
+fn stream(
+    base_tar: &Path,
+    out_tar: &Path,
+    boot_dir: &Path,
+    mut additions: BTreeMap<String, Addition>,
+    plan: &Plan,
+) -> Result<Stats> {
     let input = File::open(base_tar).with_context(|| format!("opening {}", base_tar.display()))?;
     let mut archive = tar::Archive::new(BufReader::with_capacity(1 << 20, input));
-    let output = File::create(out_tar).with_context(|| format!("creating {}", out_tar.display()))?;
+    let output =
+        File::create(out_tar).with_context(|| format!("creating {}", out_tar.display()))?;
     let mut builder = tar::Builder::new(BufWriter::with_capacity(1 << 20, output));
     builder.follow_symlinks(false);
     let efi_arch = match plan.arch.as_str() {
@@ -208,7 +277,11 @@ fn stream(base_tar: &Path, out_tar: &Path, boot_dir: &Path, mut additions: BTree
     let bootloader_path = format!("usr/lib/systemd/boot/efi/systemd-boot{efi_arch}.efi");
     let mut kernels = Vec::new();
     let mut dirs: BTreeSet<String> = BTreeSet::new();
-    let mut stats = Stats { kernel_version: String::new(), data_bytes: 0, entries: 0 };
+    let mut stats = Stats {
+        kernel_version: String::new(),
+        data_bytes: 0,
+        entries: 0,
+    };
     let epoch = plan.source_date_epoch;
 
     for entry in archive.entries().context("reading the base tar")? {
@@ -234,13 +307,15 @@ fn stream(base_tar: &Path, out_tar: &Path, boot_dir: &Path, mut additions: BTree
                 .filter_map(|e| e.ok())
                 .filter_map(|e| {
                     let k = e.key().ok()?;
-                    k.starts_with("SCHILY.xattr.").then(|| (k.to_string(), e.value_bytes().to_vec()))
+                    k.starts_with("SCHILY.xattr.")
+                        .then(|| (k.to_string(), e.value_bytes().to_vec()))
                 })
                 .collect(),
             None => Vec::new(),
         };
         if !xattrs.is_empty() {
-            builder.append_pax_extensions(xattrs.iter().map(|(k, v)| (k.as_str(), v.as_slice())))?;
+            builder
+                .append_pax_extensions(xattrs.iter().map(|(k, v)| (k.as_str(), v.as_slice())))?;
         }
         stats.entries += 1;
         match kind {
@@ -266,7 +341,11 @@ fn stream(base_tar: &Path, out_tar: &Path, boot_dir: &Path, mut additions: BTree
                     .ok_or_else(|| anyhow!("{path}: link without a target"))?
                     .into_owned();
                 // Hard links name their target as an archive path: normalize it like ours.
-                let target = if kind == tar::EntryType::Link { PathBuf::from(normalize(&target)) } else { target };
+                let target = if kind == tar::EntryType::Link {
+                    PathBuf::from(normalize(&target))
+                } else {
+                    target
+                };
                 builder.append_link(&mut header, &path, &target)?;
             }
             tar::EntryType::Directory => {
@@ -282,7 +361,13 @@ fn stream(base_tar: &Path, out_tar: &Path, boot_dir: &Path, mut additions: BTree
     // New paths, sorted, each preceded by the folders it needs.
     for (path, add) in std::mem::take(&mut additions) {
         let mut parent = String::new();
-        for comp in path.split('/').collect::<Vec<_>>().split_last().map(|(_, p)| p.to_vec()).unwrap_or_default() {
+        for comp in path
+            .split('/')
+            .collect::<Vec<_>>()
+            .split_last()
+            .map(|(_, p)| p.to_vec())
+            .unwrap_or_default()
+        {
             if !parent.is_empty() {
                 parent.push('/');
             }
@@ -304,12 +389,19 @@ fn stream(base_tar: &Path, out_tar: &Path, boot_dir: &Path, mut additions: BTree
     kernels.sort();
     match kernels.as_slice() {
         [one] => stats.kernel_version = one.clone(),
-        [] => bail!("the base root has no kernel in /boot (is the target's kernel package listed?)"),
-        many => bail!("the base root has several kernels ({}); a target installs one", many.join(", ")),
+        [] => {
+            bail!("the base root has no kernel in /boot (is the target's kernel package listed?)")
+        }
+        many => bail!(
+            "the base root has several kernels ({}); a target installs one",
+            many.join(", ")
+        ),
     }
     for f in ["initrd.img", "systemd-boot.efi"] {
         if !boot_dir.join(f).is_file() {
-            bail!("the base root lacks {f} (initramfs-tools and systemd-boot-efi must be installed)");
+            bail!(
+                "the base root lacks {f} (initramfs-tools and systemd-boot-efi must be installed)"
+            );
         }
     }
     Ok(stats)
@@ -338,7 +430,13 @@ fn set_common(h: &mut tar::Header, mode: u32, epoch: u64) {
     let _ = h.set_groupname("root");
 }
 
-fn append_addition<W: Write>(b: &mut tar::Builder<W>, path: &str, add: &Addition, epoch: u64, stats: &mut Stats) -> Result<()> {
+fn append_addition<W: Write>(
+    b: &mut tar::Builder<W>,
+    path: &str,
+    add: &Addition,
+    epoch: u64,
+    stats: &mut Stats,
+) -> Result<()> {
     let mut h = tar::Header::new_gnu();
     stats.entries += 1;
     match add {
@@ -354,7 +452,8 @@ fn append_addition<W: Write>(b: &mut tar::Builder<W>, path: &str, add: &Addition
             h.set_entry_type(tar::EntryType::Symlink);
             set_common(&mut h, 0o777, epoch);
             h.set_size(0);
-            b.append_link(&mut h, path, target).with_context(|| format!("adding link /{path}"))?;
+            b.append_link(&mut h, path, target)
+                .with_context(|| format!("adding link /{path}"))?;
         }
     }
     Ok(())
@@ -367,7 +466,16 @@ mod tests {
     use crate::profile::ProfileSource;
 
     fn plan() -> Plan {
-        resolve(&ProfileSource::Embedded, &Request { role: "proxy".into(), target: "x86_64-vm".into(), site: "example".into(), host: None }).unwrap()
+        resolve(
+            &ProfileSource::Embedded,
+            &Request {
+                role: "proxy".into(),
+                target: "x86_64-vm".into(),
+                site: "example".into(),
+                host: None,
+            },
+        )
+        .unwrap()
     }
 
     /// A tiny base root in the shape mmdebstrap writes (./-prefixed, folders first).
@@ -377,7 +485,11 @@ mod tests {
         let mut add = |path: &str, data: &[u8], kind: tar::EntryType| {
             let mut h = tar::Header::new_gnu();
             h.set_entry_type(kind);
-            h.set_mode(if kind == tar::EntryType::Directory { 0o755 } else { 0o644 });
+            h.set_mode(if kind == tar::EntryType::Directory {
+                0o755
+            } else {
+                0o644
+            });
             h.set_size(data.len() as u64);
             h.set_mtime(1);
             b.append_data(&mut h, path, data).unwrap();
@@ -396,7 +508,11 @@ mod tests {
         add("./usr/lib/systemd/", b"", D);
         add("./usr/lib/systemd/boot/", b"", D);
         add("./usr/lib/systemd/boot/efi/", b"", D);
-        add("./usr/lib/systemd/boot/efi/systemd-bootx64.efi", b"MZboot", R);
+        add(
+            "./usr/lib/systemd/boot/efi/systemd-bootx64.efi",
+            b"MZboot",
+            R,
+        );
         b.finish().unwrap();
         p
     }
@@ -428,21 +544,62 @@ mod tests {
     fn replaces_in_place_appends_new_drops_host_keys_and_captures_boot_files() {
         let dir = tempfile::tempdir().unwrap();
         let mut adds = BTreeMap::new();
-        adds.insert("etc/hostname".into(), Addition::File { content: b"edge\n".to_vec(), mode: 0o644 });
-        adds.insert("etc/imgforge/node.toml".into(), Addition::File { content: b"role = \"proxy\"\n".to_vec(), mode: 0o644 });
-        adds.insert("etc/systemd/system/multi-user.target.wants/x.service".into(), Addition::Symlink { target: "/etc/systemd/system/x.service".into() });
+        adds.insert(
+            "etc/hostname".into(),
+            Addition::File {
+                content: b"edge\n".to_vec(),
+                mode: 0o644,
+            },
+        );
+        adds.insert(
+            "etc/imgforge/node.toml".into(),
+            Addition::File {
+                content: b"role = \"proxy\"\n".to_vec(),
+                mode: 0o644,
+            },
+        );
+        adds.insert(
+            "etc/systemd/system/multi-user.target.wants/x.service".into(),
+            Addition::Symlink {
+                target: "/etc/systemd/system/x.service".into(),
+            },
+        );
         let (out, stats) = run_stream(dir.path(), adds);
         let e = entries(&out);
         let names: Vec<&str> = e.iter().map(|(p, _)| p.as_str()).collect();
         let hostname_at = names.iter().position(|n| *n == "etc/hostname").unwrap();
-        assert!(hostname_at < names.iter().position(|n| *n == "usr/").unwrap(), "replaced in place: {names:?}");
+        assert!(
+            hostname_at < names.iter().position(|n| *n == "usr/").unwrap(),
+            "replaced in place: {names:?}"
+        );
         assert_eq!(e[hostname_at].1, b"edge\n");
-        assert!(!names.iter().any(|n| n.contains("ssh_host_")), "host keys dropped: {names:?}");
-        let imgforge_dir = names.iter().position(|n| *n == "etc/imgforge/").expect("parent created");
-        assert!(imgforge_dir < names.iter().position(|n| *n == "etc/imgforge/node.toml").unwrap());
-        assert!(names.contains(&"etc/systemd/system/multi-user.target.wants/"), "{names:?}");
-        assert_eq!(fs::read(dir.path().join("boot/vmlinuz")).unwrap(), b"kernel");
-        assert_eq!(fs::read(dir.path().join("boot/systemd-boot.efi")).unwrap(), b"MZboot");
+        assert!(
+            !names.iter().any(|n| n.contains("ssh_host_")),
+            "host keys dropped: {names:?}"
+        );
+        let imgforge_dir = names
+            .iter()
+            .position(|n| *n == "etc/imgforge/")
+            .expect("parent created");
+        assert!(
+            imgforge_dir
+                < names
+                    .iter()
+                    .position(|n| *n == "etc/imgforge/node.toml")
+                    .unwrap()
+        );
+        assert!(
+            names.contains(&"etc/systemd/system/multi-user.target.wants/"),
+            "{names:?}"
+        );
+        assert_eq!(
+            fs::read(dir.path().join("boot/vmlinuz")).unwrap(),
+            b"kernel"
+        );
+        assert_eq!(
+            fs::read(dir.path().join("boot/systemd-boot.efi")).unwrap(),
+            b"MZboot"
+        );
         assert_eq!(stats.kernel_version, "6.12-amd64");
     }
 
@@ -451,8 +608,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mk = || {
             let mut a = BTreeMap::new();
-            a.insert("etc/z".to_string(), Addition::File { content: b"z".to_vec(), mode: 0o644 });
-            a.insert("opt/a/b".to_string(), Addition::File { content: b"b".to_vec(), mode: 0o755 });
+            a.insert(
+                "etc/z".to_string(),
+                Addition::File {
+                    content: b"z".to_vec(),
+                    mode: 0o644,
+                },
+            );
+            a.insert(
+                "opt/a/b".to_string(),
+                Addition::File {
+                    content: b"b".to_vec(),
+                    mode: 0o755,
+                },
+            );
             a
         };
         let (one, _) = run_stream(dir.path(), mk());

@@ -43,7 +43,12 @@ pub fn loader_entry(plan: &Plan, c: &Composed) -> String {
     )
 }
 
-pub fn run(plan: &Plan, opts: &BuildOptions, c: &Composed, progress: &mut Progress) -> Result<Image> {
+pub fn run(
+    plan: &Plan,
+    opts: &BuildOptions,
+    c: &Composed,
+    progress: &mut Progress,
+) -> Result<Image> {
     const NAME: &str = "image";
     let root_bytes = layout::root_size(c.data_bytes, c.entries, plan.root_free_mib);
     let lay = layout::plan(plan.esp_size_mib, seed::SIZE, root_bytes);
@@ -59,7 +64,11 @@ pub fn run(plan: &Plan, opts: &BuildOptions, c: &Composed, progress: &mut Progre
         if let Some(dir) = opts.cache.lookup(NAME, &key) {
             progress.cached("disk");
             progress.cached("filesystems");
-            return Ok(Image { key, disk: dir.join("disk.img"), layout: lay });
+            return Ok(Image {
+                key,
+                disk: dir.join("disk.img"),
+                layout: lay,
+            });
         }
     }
     ext4::check_mke2fs()?;
@@ -73,17 +82,23 @@ pub fn run(plan: &Plan, opts: &BuildOptions, c: &Composed, progress: &mut Progre
         .create_new(true)
         .open(&disk_path)
         .with_context(|| format!("creating {}", disk_path.display()))?;
-    file.set_len(lay.total).with_context(|| format!("sizing {}", disk_path.display()))?;
+    file.set_len(lay.total)
+        .with_context(|| format!("sizing {}", disk_path.display()))?;
     gpt::write(&mut file, &lay, &c.ids, gpt::root_type(&plan.arch)?)
         .with_context(|| format!("writing the partition table of {}", disk_path.display()))?;
     // The seed area carries the slot names from the start: seeding checks against them.
     let area = seed::initial_area(&plan.slots)?;
     file.seek(SeekFrom::Start(lay.seed.offset))?;
-    file.write_all(&area).context("writing the seed area's slot list")?;
+    file.write_all(&area)
+        .context("writing the seed area's slot list")?;
     progress.done("disk");
 
-    progress.start("filesystems", "ESP (FAT32) and root (ext4 from the root tar)");
-    write_esp(&mut file, plan, c, &lay).with_context(|| format!("writing the ESP of {}", disk_path.display()))?;
+    progress.start(
+        "filesystems",
+        "ESP (FAT32) and root (ext4 from the root tar)",
+    );
+    write_esp(&mut file, plan, c, &lay)
+        .with_context(|| format!("writing the ESP of {}", disk_path.display()))?;
     file.sync_all()?;
     drop(file);
     let t = Instant::now();
@@ -97,11 +112,18 @@ pub fn run(plan: &Plan, opts: &BuildOptions, c: &Composed, progress: &mut Progre
         label: "root",
         epoch: plan.source_date_epoch,
     })?;
-    progress.detail(&format!("root ext4 written in {:.1}s", t.elapsed().as_secs_f64()));
+    progress.detail(&format!(
+        "root ext4 written in {:.1}s",
+        t.elapsed().as_secs_f64()
+    ));
     File::open(&disk_path)?.sync_all()?;
     let dir = pending.commit()?;
     progress.done("filesystems");
-    Ok(Image { key, disk: dir.join("disk.img"), layout: lay })
+    Ok(Image {
+        key,
+        disk: dir.join("disk.img"),
+        layout: lay,
+    })
 }
 
 fn write_esp(file: &mut File, plan: &Plan, c: &Composed, lay: &layout::Layout) -> Result<()> {
@@ -117,11 +139,34 @@ fn write_esp(file: &mut File, plan: &Plan, c: &Composed, lay: &layout::Layout) -
     let files = [
         // The removable-media path: firmware boots it with no boot entry in NVRAM, which a
         // freshly flashed disk never has.
-        fat::FatFile { path: removable.into(), content: &bootloader },
-        fat::FatFile { path: "loader/loader.conf".into(), content: LOADER_CONF.as_bytes() },
-        fat::FatFile { path: "loader/entries/imgforge.conf".into(), content: entry.as_bytes() },
-        fat::FatFile { path: "imgforge/vmlinuz".into(), content: &kernel },
-        fat::FatFile { path: "imgforge/initrd.img".into(), content: &initrd },
+        fat::FatFile {
+            path: removable.into(),
+            content: &bootloader,
+        },
+        fat::FatFile {
+            path: "loader/loader.conf".into(),
+            content: LOADER_CONF.as_bytes(),
+        },
+        fat::FatFile {
+            path: "loader/entries/imgforge.conf".into(),
+            content: entry.as_bytes(),
+        },
+        fat::FatFile {
+            path: "imgforge/vmlinuz".into(),
+            content: &kernel,
+        },
+        fat::FatFile {
+            path: "imgforge/initrd.img".into(),
+            content: &initrd,
+        },
     ];
-    fat::write_volume(file, lay.esp.offset, lay.esp.len, c.ids.fat_volume_id, "ESP", plan.source_date_epoch, &files)
+    fat::write_volume(
+        file,
+        lay.esp.offset,
+        lay.esp.len,
+        c.ids.fat_volume_id,
+        "ESP",
+        plan.source_date_epoch,
+        &files,
+    )
 }

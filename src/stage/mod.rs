@@ -74,22 +74,40 @@ fn run_stages(plan: &Plan, opts: &BuildOptions, progress: &mut Progress) -> Resu
     let outputs = outputs::run(plan, opts, &base, &composed, &image, progress)?;
     let mut lines = vec![
         ("image".to_string(), outputs.image.display().to_string()),
-        ("size".to_string(), crate::progress::fmt_bytes(outputs.image_size)),
-        ("allocated".to_string(), crate::progress::fmt_bytes(outputs.image_allocated)),
+        (
+            "size".to_string(),
+            crate::progress::fmt_bytes(outputs.image_size),
+        ),
+        (
+            "allocated".to_string(),
+            crate::progress::fmt_bytes(outputs.image_allocated),
+        ),
     ];
     if let Some(q) = &outputs.qcow2 {
         lines.push(("qcow2".to_string(), q.display().to_string()));
     }
     progress.summary(&lines);
-    Ok(Built { image: outputs.image.clone(), outputs, compose: composed })
+    Ok(Built {
+        image: outputs.image.clone(),
+        outputs,
+        compose: composed,
+    })
 }
 
 /// The source of the code that makes each stage's output: part of the stage's cache key, so
 /// that a change in how a stage works (not only in what it is given) is never hidden by an
 /// output cached by an older imgforge.
 pub(crate) mod code {
-    pub const BASE: &[&[u8]] = &[include_bytes!("base.rs"), include_bytes!("../apt_sources.rs")];
-    pub const COMPOSE: &[&[u8]] = &[include_bytes!("compose.rs"), include_bytes!("units.rs"), include_bytes!("../overlay.rs"), include_bytes!("../ids.rs")];
+    pub const BASE: &[&[u8]] = &[
+        include_bytes!("base.rs"),
+        include_bytes!("../apt_sources.rs"),
+    ];
+    pub const COMPOSE: &[&[u8]] = &[
+        include_bytes!("compose.rs"),
+        include_bytes!("units.rs"),
+        include_bytes!("../overlay.rs"),
+        include_bytes!("../ids.rs"),
+    ];
     pub const IMAGE: &[&[u8]] = &[
         include_bytes!("image.rs"),
         include_bytes!("../fs/fat.rs"),
@@ -99,5 +117,9 @@ pub(crate) mod code {
         include_bytes!("../seed.rs"),
         include_bytes!("../../crates/seed-area/src/lib.rs"),
     ];
-    pub const OUTPUTS: &[&[u8]] = &[include_bytes!("outputs.rs"), include_bytes!("../bmap.rs"), include_bytes!("../sparse.rs")];
+    pub const OUTPUTS: &[&[u8]] = &[
+        include_bytes!("outputs.rs"),
+        include_bytes!("../bmap.rs"),
+        include_bytes!("../sparse.rs"),
+    ];
 }

@@ -21,7 +21,10 @@ use crate::progress::Progress;
 use crate::sparse;
 use crate::tool::{self, HostTool};
 
-pub const QEMU_IMG: HostTool = HostTool { program: "qemu-img", package: "qemu-utils" };
+pub const QEMU_IMG: HostTool = HostTool {
+    program: "qemu-img",
+    package: "qemu-utils",
+};
 
 pub struct Outputs {
     /// `<name>.img`; beside it `<name>.img.bmap`, which bmaptool finds by that name.
@@ -40,7 +43,14 @@ struct FileRecord {
     sha256: String,
 }
 
-pub fn run(plan: &Plan, opts: &BuildOptions, base: &Base, c: &Composed, img: &Image, progress: &mut Progress) -> Result<Outputs> {
+pub fn run(
+    plan: &Plan,
+    opts: &BuildOptions,
+    base: &Base,
+    c: &Composed,
+    img: &Image,
+    progress: &mut Progress,
+) -> Result<Outputs> {
     const NAME: &str = "outputs";
     let name = plan.image_name();
     let out = &opts.out_dir;
@@ -49,7 +59,9 @@ pub fn run(plan: &Plan, opts: &BuildOptions, base: &Base, c: &Composed, img: &Im
     let qcow_path = out.join(format!("{name}.qcow2"));
     let manifest_path = out.join(format!("{name}.manifest.json"));
     let mut key = KeyBuilder::new(NAME);
-    key.add_str("image", &img.key).add_str("version", env!("CARGO_PKG_VERSION")).add_code(super::code::OUTPUTS);
+    key.add_str("image", &img.key)
+        .add_str("version", env!("CARGO_PKG_VERSION"))
+        .add_code(super::code::OUTPUTS);
     let key = key.finish();
 
     if !opts.forced(Stage::Outputs) {
@@ -66,7 +78,10 @@ pub fn run(plan: &Plan, opts: &BuildOptions, base: &Base, c: &Composed, img: &Im
         }
     }
     tool::require(&QEMU_IMG)?;
-    progress.start(NAME, &format!("{} (.img, .qcow2, manifest, SHA256SUMS)", out.display()));
+    progress.start(
+        NAME,
+        &format!("{} (.img, .qcow2, manifest, SHA256SUMS)", out.display()),
+    );
     let tmp = tempfile::Builder::new()
         .prefix(".imgforge-tmp-")
         .tempdir_in(out)
@@ -78,14 +93,31 @@ pub fn run(plan: &Plan, opts: &BuildOptions, base: &Base, c: &Composed, img: &Im
     let tmp_bmap = tmp.path().join("image.bmap");
     fs::write(&tmp_bmap, crate::bmap::to_xml(&map))?;
     let tmp_qcow = tmp.path().join("image.qcow2");
-    tool::run(Command::new("qemu-img").args(["convert", "-f", "raw", "-O", "qcow2"]).arg(&tmp_img).arg(&tmp_qcow))
-        .context("converting the image to qcow2")?;
+    tool::run(
+        Command::new("qemu-img")
+            .args(["convert", "-f", "raw", "-O", "qcow2"])
+            .arg(&tmp_img)
+            .arg(&tmp_qcow),
+    )
+    .context("converting the image to qcow2")?;
     let qcow_sha = sha256_file(&tmp_qcow)?;
     let img_size = fs::metadata(&tmp_img)?.len();
     let files = vec![
-        FileRecord { name: format!("{name}.img"), size: img_size, sha256: img_sha.clone() },
-        FileRecord { name: format!("{name}.qcow2"), size: fs::metadata(&tmp_qcow)?.len(), sha256: qcow_sha },
-        FileRecord { name: format!("{name}.img.bmap"), size: fs::metadata(&tmp_bmap)?.len(), sha256: sha256_file(&tmp_bmap)? },
+        FileRecord {
+            name: format!("{name}.img"),
+            size: img_size,
+            sha256: img_sha.clone(),
+        },
+        FileRecord {
+            name: format!("{name}.qcow2"),
+            size: fs::metadata(&tmp_qcow)?.len(),
+            sha256: qcow_sha,
+        },
+        FileRecord {
+            name: format!("{name}.img.bmap"),
+            size: fs::metadata(&tmp_bmap)?.len(),
+            sha256: sha256_file(&tmp_bmap)?,
+        },
     ];
     let manifest = manifest(plan, base, c, img, &key, &files)?;
     let tmp_manifest = tmp.path().join("manifest.json");
@@ -132,7 +164,14 @@ fn up_to_date(manifest: &Path, key: &str, img: &Path, qcow: &Path) -> Option<Str
     files.first().map(|f| f.sha256.clone())
 }
 
-fn manifest(plan: &Plan, base: &Base, c: &Composed, img: &Image, key: &str, files: &[FileRecord]) -> Result<serde_json::Value> {
+fn manifest(
+    plan: &Plan,
+    base: &Base,
+    c: &Composed,
+    img: &Image,
+    key: &str,
+    files: &[FileRecord],
+) -> Result<serde_json::Value> {
     let packages: Vec<serde_json::Value> = fs::read_to_string(&base.packages_tsv)
         .with_context(|| format!("reading {}", base.packages_tsv.display()))?
         .lines()
@@ -141,8 +180,16 @@ fn manifest(plan: &Plan, base: &Base, c: &Composed, img: &Image, key: &str, file
         .collect();
     let mut f = fs::File::open(&img.disk)?;
     let (_, parts) = gpt::read(&mut f)?;
-    let mut inputs: Vec<serde_json::Value> = plan.inputs.iter().map(|i| json!({"path": i.path, "sha256": i.sha256})).collect();
-    inputs.extend(c.overlays.iter().map(|(p, h)| json!({"path": format!("overlay:/{p}"), "sha256": h})));
+    let mut inputs: Vec<serde_json::Value> = plan
+        .inputs
+        .iter()
+        .map(|i| json!({"path": i.path, "sha256": i.sha256}))
+        .collect();
+    inputs.extend(
+        c.overlays
+            .iter()
+            .map(|(p, h)| json!({"path": format!("overlay:/{p}"), "sha256": h})),
+    );
     Ok(json!({
         "imgforge": env!("CARGO_PKG_VERSION"),
         "build-key": key,
@@ -178,15 +225,27 @@ fn update_sha256sums(out: &Path, files: &[FileRecord]) -> Result<()> {
     let ours: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
     let mut lines: Vec<String> = old
         .lines()
-        .filter(|l| l.split_whitespace().nth(1).is_none_or(|n| !ours.contains(&n.trim_start_matches('*'))))
+        .filter(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .is_none_or(|n| !ours.contains(&n.trim_start_matches('*')))
+        })
         .map(str::to_string)
         .collect();
     lines.extend(files.iter().map(|f| format!("{}  {}", f.sha256, f.name)));
-    lines.sort_by(|a, b| a.split_whitespace().nth(1).cmp(&b.split_whitespace().nth(1)));
+    lines.sort_by(|a, b| {
+        a.split_whitespace()
+            .nth(1)
+            .cmp(&b.split_whitespace().nth(1))
+    });
     let tmp = tempfile::NamedTempFile::new_in(out)?;
     fs::write(tmp.path(), lines.join("\n") + "\n")?;
     // A temporary file is created 0600; checksums are for everyone to read.
-    fs::set_permissions(tmp.path(), std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
-    tmp.persist(&path).with_context(|| format!("writing {}", path.display()))?;
+    fs::set_permissions(
+        tmp.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )?;
+    tmp.persist(&path)
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }

@@ -14,8 +14,15 @@ const BACKUP_DIR: &str = "/var/lib/imgforge/backups";
 /// A file or link compose adds to the root.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Generated {
-    File { path: String, content: Vec<u8>, mode: u32 },
-    Symlink { path: String, target: String },
+    File {
+        path: String,
+        content: Vec<u8>,
+        mode: u32,
+    },
+    Symlink {
+        path: String,
+        target: String,
+    },
 }
 
 const UNIT_DIR: &str = "etc/systemd/system";
@@ -25,27 +32,78 @@ const UNIT_DIR: &str = "etc/systemd/system";
 pub fn generate(plan: &Plan, installed: &BTreeSet<String>) -> Vec<Generated> {
     let mut out = Vec::new();
     for svc in &plan.services {
-        let slots: Vec<&Slot> = plan.slots.iter().filter(|s| s.service == svc.name).collect();
-        add_unit(&mut out, &format!("{}.service", svc.name), service_unit(svc, &slots), "multi-user.target");
+        let slots: Vec<&Slot> = plan
+            .slots
+            .iter()
+            .filter(|s| s.service == svc.name)
+            .collect();
+        add_unit(
+            &mut out,
+            &format!("{}.service", svc.name),
+            service_unit(svc, &slots),
+            "multi-user.target",
+        );
     }
     for db in &plan.databases {
-        add_unit(&mut out, &pg_init_name(&db.name), pg_init_unit(db), "multi-user.target");
+        add_unit(
+            &mut out,
+            &pg_init_name(&db.name),
+            pg_init_unit(db),
+            "multi-user.target",
+        );
     }
     for job in &plan.jobs {
-        let has_init = plan.databases.iter().any(|d| d.name == job.pg_dump.database);
+        let has_init = plan
+            .databases
+            .iter()
+            .any(|d| d.name == job.pg_dump.database);
         let name = job_name(job);
         if job.at_boot {
-            add_unit(&mut out, &format!("{name}.service"), job_unit(job, has_init), "multi-user.target");
+            add_unit(
+                &mut out,
+                &format!("{name}.service"),
+                job_unit(job, has_init),
+                "multi-user.target",
+            );
         } else {
-            out.push(Generated::File { path: format!("{UNIT_DIR}/{name}.service"), content: job_unit(job, has_init).into_bytes(), mode: 0o644 });
+            out.push(Generated::File {
+                path: format!("{UNIT_DIR}/{name}.service"),
+                content: job_unit(job, has_init).into_bytes(),
+                mode: 0o644,
+            });
         }
-        add_unit(&mut out, &format!("{name}.timer"), job_timer(job), "timers.target");
+        add_unit(
+            &mut out,
+            &format!("{name}.timer"),
+            job_timer(job),
+            "timers.target",
+        );
     }
-    add_unit(&mut out, "imgforge-firstboot.service", FIRSTBOOT_UNIT.to_string(), "multi-user.target");
-    add_unit(&mut out, "imgforge-ready.service", READY_UNIT.to_string(), "multi-user.target");
-    add_unit(&mut out, "imgforge-ssh-keygen.service", SSH_KEYGEN_UNIT.to_string(), "multi-user.target");
+    add_unit(
+        &mut out,
+        "imgforge-firstboot.service",
+        FIRSTBOOT_UNIT.to_string(),
+        "multi-user.target",
+    );
+    add_unit(
+        &mut out,
+        "imgforge-ready.service",
+        READY_UNIT.to_string(),
+        "multi-user.target",
+    );
+    add_unit(
+        &mut out,
+        "imgforge-ssh-keygen.service",
+        SSH_KEYGEN_UNIT.to_string(),
+        "multi-user.target",
+    );
     if installed.contains("ssl-cert") {
-        add_unit(&mut out, "imgforge-snakeoil.service", SNAKEOIL_UNIT.to_string(), "sysinit.target");
+        add_unit(
+            &mut out,
+            "imgforge-snakeoil.service",
+            SNAKEOIL_UNIT.to_string(),
+            "sysinit.target",
+        );
     }
     out.push(Generated::File {
         path: "etc/imgforge/node.toml".into(),
@@ -56,7 +114,11 @@ pub fn generate(plan: &Plan, installed: &BTreeSet<String>) -> Vec<Generated> {
 }
 
 fn add_unit(out: &mut Vec<Generated>, name: &str, text: String, wanted_by: &str) {
-    out.push(Generated::File { path: format!("{UNIT_DIR}/{name}"), content: text.into_bytes(), mode: 0o644 });
+    out.push(Generated::File {
+        path: format!("{UNIT_DIR}/{name}"),
+        content: text.into_bytes(),
+        mode: 0o644,
+    });
     // What `systemctl enable` would make for WantedBy=.
     out.push(Generated::Symlink {
         path: format!("{UNIT_DIR}/{wanted_by}.wants/{name}"),
@@ -66,11 +128,18 @@ fn add_unit(out: &mut Vec<Generated>, name: &str, text: String, wanted_by: &str)
 
 /// Quotes one word for a unit's ExecStart= (systemd.syntax(7) quoting).
 fn exec_word(w: &str) -> String {
-    if !w.is_empty() && w.chars().all(|c| c.is_ascii_alphanumeric() || "/._-:=,@+".contains(c)) {
+    if !w.is_empty()
+        && w.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-:=,@+".contains(c))
+    {
         w.to_string()
     } else {
         // systemd expands $VAR and %-specifiers even inside quotes: double them.
-        let escaped = w.replace('\\', "\\\\").replace('"', "\\\"").replace('$', "$$").replace('%', "%%");
+        let escaped = w
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('$', "$$")
+            .replace('%', "%%");
         format!("\"{escaped}\"")
     }
 }
@@ -95,9 +164,16 @@ fn service_unit(svc: &Service, slots: &[&Slot]) -> String {
         deps.push_str("Wants=imgforge-firstboot.service\n");
         for slot in slots {
             if slot.required && !slot.generate {
-                deps.push_str(&format!("ConditionPathExists={}\n", secret_path(&slot.name)));
+                deps.push_str(&format!(
+                    "ConditionPathExists={}\n",
+                    secret_path(&slot.name)
+                ));
             }
-            creds.push_str(&format!("LoadCredential={}:{}\n", slot.name, secret_path(&slot.name)));
+            creds.push_str(&format!(
+                "LoadCredential={}:{}\n",
+                slot.name,
+                secret_path(&slot.name)
+            ));
         }
     }
     let mut s = format!(
@@ -186,7 +262,11 @@ pub fn job_name(job: &Job) -> String {
 /// creates and owns for it.
 fn job_unit(job: &Job, after_init: bool) -> String {
     let d = &job.pg_dump;
-    let init = if after_init { format!(" {}", pg_init_name(&d.database)) } else { String::new() };
+    let init = if after_init {
+        format!(" {}", pg_init_name(&d.database))
+    } else {
+        String::new()
+    };
     format!(
         "# Generated by imgforge from the role's [[job]] `{name}`.\n\
          [Unit]\n\
@@ -317,11 +397,28 @@ fn node_config(plan: &Plan) -> String {
         .services
         .iter()
         .map(|s| format!("\"{}.service\"", s.name))
-        .chain(plan.databases.iter().map(|d| format!("\"{}\"", pg_init_name(&d.name))))
+        .chain(
+            plan.databases
+                .iter()
+                .map(|d| format!("\"{}\"", pg_init_name(&d.name))),
+        )
         .collect();
-    let jobs: Vec<String> = plan.jobs.iter().filter(|j| j.at_boot).map(|j| format!("\"{}.service\"", job_name(j))).collect();
-    let ports: Vec<String> = plan.services.iter().flat_map(|s| s.ports.iter().map(|p| p.to_string())).collect();
-    let http: Vec<String> = plan.services.iter().filter_map(|s| s.health.as_ref().map(|u| format!("\"{u}\""))).collect();
+    let jobs: Vec<String> = plan
+        .jobs
+        .iter()
+        .filter(|j| j.at_boot)
+        .map(|j| format!("\"{}.service\"", job_name(j)))
+        .collect();
+    let ports: Vec<String> = plan
+        .services
+        .iter()
+        .flat_map(|s| s.ports.iter().map(|p| p.to_string()))
+        .collect();
+    let http: Vec<String> = plan
+        .services
+        .iter()
+        .filter_map(|s| s.health.as_ref().map(|u| format!("\"{u}\"")))
+        .collect();
     format!(
         "# Generated by imgforge: read by the worker.\n\
          role = \"{role}\"\n\
@@ -356,7 +453,10 @@ fn slot_tables(slots: &[Slot]) -> String {
     if slots.is_empty() {
         return String::new();
     }
-    format!("\n{}", toml::to_string(&Slots { slot: slots }).expect("slots serialize"))
+    format!(
+        "\n{}",
+        toml::to_string(&Slots { slot: slots }).expect("slots serialize")
+    )
 }
 
 #[cfg(test)]
@@ -368,7 +468,12 @@ mod tests {
     fn plan() -> Plan {
         resolve(
             &ProfileSource::Embedded,
-            &Request { role: "proxy".into(), target: "x86_64-vm".into(), site: "example".into(), host: None },
+            &Request {
+                role: "proxy".into(),
+                target: "x86_64-vm".into(),
+                site: "example".into(),
+                host: None,
+            },
         )
         .unwrap()
     }
@@ -377,12 +482,22 @@ mod tests {
     fn each_service_gets_a_unit_and_a_wants_link() {
         let gen = generate(&plan(), &BTreeSet::new());
         let unit = gen.iter().find_map(|g| match g {
-            Generated::File { path, content, .. } if path == "etc/systemd/system/gateway.service" => Some(String::from_utf8_lossy(content).into_owned()),
+            Generated::File { path, content, .. }
+                if path == "etc/systemd/system/gateway.service" =>
+            {
+                Some(String::from_utf8_lossy(content).into_owned())
+            }
             _ => None,
         });
         let unit = unit.expect("gateway unit");
-        assert!(unit.contains("ExecStart=/usr/local/bin/gateway serve --listen 0.0.0.0:80\n"), "{unit}");
-        assert!(unit.contains("AmbientCapabilities=CAP_NET_BIND_SERVICE\n"), "{unit}");
+        assert!(
+            unit.contains("ExecStart=/usr/local/bin/gateway serve --listen 0.0.0.0:80\n"),
+            "{unit}"
+        );
+        assert!(
+            unit.contains("AmbientCapabilities=CAP_NET_BIND_SERVICE\n"),
+            "{unit}"
+        );
         assert!(gen.contains(&Generated::Symlink {
             path: "etc/systemd/system/multi-user.target.wants/gateway.service".into(),
             target: "/etc/systemd/system/gateway.service".into(),

@@ -83,10 +83,17 @@ fn default_http() -> Option<SocketAddr> {
 }
 
 fn default_lan() -> Vec<Net> {
-    ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8", "::1/128", "fc00::/7"]
-        .iter()
-        .map(|s| s.parse().expect("valid default"))
-        .collect()
+    [
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "127.0.0.0/8",
+        "::1/128",
+        "fc00::/7",
+    ]
+    .iter()
+    .map(|s| s.parse().expect("valid default"))
+    .collect()
 }
 
 fn yes() -> bool {
@@ -250,8 +257,14 @@ impl Default for Prefix {
 impl<'de> Deserialize<'de> for Prefix {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        if !s.starts_with('/') || !s.ends_with('/') || s.contains("//") || s.contains(['?', '#', ' ']) {
-            return Err(serde::de::Error::custom(format!("prefix `{s}` must start and end with `/` (e.g. \"/chat/\")")));
+        if !s.starts_with('/')
+            || !s.ends_with('/')
+            || s.contains("//")
+            || s.contains(['?', '#', ' '])
+        {
+            return Err(serde::de::Error::custom(format!(
+                "prefix `{s}` must start and end with `/` (e.g. \"/chat/\")"
+            )));
         }
         Ok(Prefix(s))
     }
@@ -273,7 +286,9 @@ impl fmt::Display for Upstream {
 impl FromStr for Upstream {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let rest = s.strip_prefix("http://").ok_or_else(|| format!("`{s}` is not an http:// URL"))?;
+        let rest = s
+            .strip_prefix("http://")
+            .ok_or_else(|| format!("`{s}` is not an http:// URL"))?;
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, ""),
@@ -281,18 +296,26 @@ impl FromStr for Upstream {
         if authority.is_empty() || authority.contains('@') {
             return Err(format!("`{s}` has no host (or has user info)"));
         }
-        let authority = if authority.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
+        let authority = if authority
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        {
             authority.to_string()
         } else {
             format!("{authority}:80")
         };
-        Ok(Upstream { authority, path: path.trim_end_matches('/').to_string() })
+        Ok(Upstream {
+            authority,
+            path: path.trim_end_matches('/').to_string(),
+        })
     }
 }
 
 impl<'de> Deserialize<'de> for Upstream {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -335,22 +358,35 @@ impl FromStr for Net {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let (a, bits) = match s.split_once('/') {
-            Some((a, b)) => (a, Some(b.parse::<u8>().map_err(|_| format!("`{s}`: bad prefix length"))?)),
+            Some((a, b)) => (
+                a,
+                Some(
+                    b.parse::<u8>()
+                        .map_err(|_| format!("`{s}`: bad prefix length"))?,
+                ),
+            ),
             None => (s, None),
         };
-        let addr: IpAddr = a.parse().map_err(|_| format!("`{s}` is not an address or network (e.g. 192.168.1.0/24)"))?;
+        let addr: IpAddr = a
+            .parse()
+            .map_err(|_| format!("`{s}` is not an address or network (e.g. 192.168.1.0/24)"))?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let bits = bits.unwrap_or(max);
         if bits > max {
             return Err(format!("`{s}`: prefix length above {max}"));
         }
-        Ok(Net { addr: canonical(addr), bits })
+        Ok(Net {
+            addr: canonical(addr),
+            bits,
+        })
     }
 }
 
 impl<'de> Deserialize<'de> for Net {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -377,29 +413,53 @@ pub fn parse(display: &str, text: &str) -> Result<Config, String> {
         format!("{display}: key `route[{i}]`")
     };
     for (i, r) in cfg.routes.iter().enumerate() {
-        if let Some(j) = cfg.routes[..i].iter().position(|o| o.host == r.host && o.prefix == r.prefix) {
-            return Err(format!("{}: the same host and prefix as route[{j}] ({} {})", route_at(i), r.host, r.prefix.0));
+        if let Some(j) = cfg.routes[..i]
+            .iter()
+            .position(|o| o.host == r.host && o.prefix == r.prefix)
+        {
+            return Err(format!(
+                "{}: the same host and prefix as route[{j}] ({} {})",
+                route_at(i),
+                r.host,
+                r.prefix.0
+            ));
         }
         if matches!(r.auth, Some(Auth::Login)) && cfg.login.is_none() {
-            return Err(format!("{}: auth kind `login` needs a [login] table", route_at(i)));
+            return Err(format!(
+                "{}: auth kind `login` needs a [login] table",
+                route_at(i)
+            ));
         }
         if let Some(h) = r.health.as_ref().filter(|h| !h.starts_with('/')) {
-            return Err(format!("{}: health `{h}` must be a path starting with `/`", route_at(i)));
+            return Err(format!(
+                "{}: health `{h}` must be a path starting with `/`",
+                route_at(i)
+            ));
         }
         if let Some(p) = r.public_paths.iter().find(|p| !p.starts_with('/')) {
-            return Err(format!("{}: public path `{p}` must start with `/`", route_at(i)));
+            return Err(format!(
+                "{}: public path `{p}` must start with `/`",
+                route_at(i)
+            ));
         }
     }
     if cfg.server.https.is_some() && cfg.tls.is_none() {
-        return Err(format!("{display}: key `server.https`: an HTTPS listener needs a [tls] table"));
+        return Err(format!(
+            "{display}: key `server.https`: an HTTPS listener needs a [tls] table"
+        ));
     }
     if let Some(t) = &cfg.tls {
         if t.acme.is_none() && t.certs.is_empty() {
-            return Err(format!("{display}: key `tls`: give [tls.acme] or [[tls.certs]]"));
+            return Err(format!(
+                "{display}: key `tls`: give [tls.acme] or [[tls.certs]]"
+            ));
         }
         if let Some(a) = &t.acme {
             if !a.directory.starts_with("https://") {
-                return Err(format!("{display}: key `tls.acme.directory`: `{}` is not an https:// URL", a.directory));
+                return Err(format!(
+                    "{display}: key `tls.acme.directory`: `{}` is not an https:// URL",
+                    a.directory
+                ));
             }
         }
     }
@@ -409,11 +469,18 @@ pub fn parse(display: &str, text: &str) -> Result<Config, String> {
 impl Config {
     /// The names ACME certifies: the configured list, else every named route host.
     pub fn acme_domains(&self) -> Vec<String> {
-        let Some(a) = self.tls.as_ref().and_then(|t| t.acme.as_ref()) else { return vec![] };
+        let Some(a) = self.tls.as_ref().and_then(|t| t.acme.as_ref()) else {
+            return vec![];
+        };
         if !a.domains.is_empty() {
             return a.domains.clone();
         }
-        let mut d: Vec<String> = self.routes.iter().filter(|r| r.host != "*").map(|r| r.host.clone()).collect();
+        let mut d: Vec<String> = self
+            .routes
+            .iter()
+            .filter(|r| r.host != "*")
+            .map(|r| r.host.clone())
+            .collect();
         d.sort();
         d.dedup();
         d
@@ -458,28 +525,46 @@ auth = { kind = "basic", htpasswd = "/etc/gw/htpasswd" }
     fn mistakes_name_line_and_key() {
         let bad = GOOD.replace("http://192.168.50.4:5000", "https://x");
         let e = parse("g.toml", &bad).unwrap_err();
-        assert!(e.starts_with("g.toml:13:12: key `route[1].upstream`: `https://x` is not an http:// URL"), "{e}");
+        assert!(
+            e.starts_with(
+                "g.toml:13:12: key `route[1].upstream`: `https://x` is not an http:// URL"
+            ),
+            "{e}"
+        );
         let bad = GOOD.replace("prefix = \"/chat/\"", "prefix = \"/chat\"");
         let e = parse("g.toml", &bad).unwrap_err();
-        assert!(e.starts_with("g.toml:12:10: key `route[1].prefix`: prefix `/chat` must start and end"), "{e}");
+        assert!(
+            e.starts_with("g.toml:12:10: key `route[1].prefix`: prefix `/chat` must start and end"),
+            "{e}"
+        );
         let bad = GOOD.replace("read-timeout-secs", "read-timout-secs");
         let e = parse("g.toml", &bad).unwrap_err();
-        assert!(e.starts_with("g.toml:14:1: key `route[1].read-timout-secs`: unknown field"), "{e}");
+        assert!(
+            e.starts_with("g.toml:14:1: key `route[1].read-timout-secs`: unknown field"),
+            "{e}"
+        );
         let bad = GOOD.replace("prefix = \"/chat/\"\n", "");
         let e = parse("g.toml", &bad).unwrap_err();
         assert_eq!(e, "g.toml:10:1: key `route[1]`: the same host and prefix as route[0] (django.example.test /)");
         let bad = GOOD.replace("\"10.0.0.1\"", "\"10.0.0.300\"");
-        assert!(parse("g.toml", &bad).unwrap_err().contains("key `server.trusted-proxies[0]`"));
+        assert!(parse("g.toml", &bad)
+            .unwrap_err()
+            .contains("key `server.trusted-proxies[0]`"));
     }
 
     #[test]
     fn networks_match_by_prefix() {
         let n: Net = "192.168.50.0/24".parse().unwrap();
         assert!(n.contains("192.168.50.7".parse().unwrap()));
-        assert!(n.contains("::ffff:192.168.50.7".parse().unwrap()), "v4-mapped peers");
+        assert!(
+            n.contains("::ffff:192.168.50.7".parse().unwrap()),
+            "v4-mapped peers"
+        );
         assert!(!n.contains("192.168.51.7".parse().unwrap()));
         let n: Net = "10.0.0.0/9".parse().unwrap();
-        assert!(n.contains("10.127.0.1".parse().unwrap()) && !n.contains("10.128.0.1".parse().unwrap()));
+        assert!(
+            n.contains("10.127.0.1".parse().unwrap()) && !n.contains("10.128.0.1".parse().unwrap())
+        );
         assert!("1.2.3.4/33".parse::<Net>().is_err());
     }
 }

@@ -31,9 +31,20 @@ pub async fn watch(rt: Weak<Runtime>, interval: Duration) {
         let Some(r) = rt.upgrade() else { return };
         for (i, route) in r.cfg.routes.iter().enumerate() {
             let Some(path) = &route.health else { continue };
-            let uri = format!("http://{}{}{}", route.upstream.authority, route.upstream.path, path);
-            let req = Request::get(&uri).header("user-agent", "gateway-health").body(pages::full(hyper::body::Bytes::new())).expect("valid");
-            let verdict = match tokio::time::timeout(Duration::from_secs(2), r.client(i).request(req)).await {
+            let uri = format!(
+                "http://{}{}{}",
+                route.upstream.authority, route.upstream.path, path
+            );
+            let req = Request::get(&uri)
+                .header("user-agent", "gateway-health")
+                .body(pages::full(hyper::body::Bytes::new()))
+                .expect("valid");
+            let verdict = match tokio::time::timeout(
+                Duration::from_secs(2),
+                r.client(i).request(req),
+            )
+            .await
+            {
                 Ok(Ok(resp)) if resp.status().is_success() => Ok(()),
                 Ok(Ok(resp)) => Err(format!("answered {}", resp.status().as_u16())),
                 Ok(Err(_)) => Err("not answering".to_string()),
@@ -42,8 +53,14 @@ pub async fn watch(rt: Weak<Runtime>, interval: Duration) {
             let up = verdict.is_ok();
             if r.health.0[i].swap(up, Ordering::Relaxed) != up {
                 match verdict {
-                    Ok(()) => println!("health: route {i} upstream {} is up again", route.upstream.authority),
-                    Err(why) => println!("health: route {i} upstream {} is down: {uri} {why}", route.upstream.authority),
+                    Ok(()) => println!(
+                        "health: route {i} upstream {} is up again",
+                        route.upstream.authority
+                    ),
+                    Err(why) => println!(
+                        "health: route {i} upstream {} is down: {uri} {why}",
+                        route.upstream.authority
+                    ),
                 }
             }
         }
@@ -54,6 +71,9 @@ pub async fn watch(rt: Weak<Runtime>, interval: Duration) {
 
 pub fn spawn(rt: &Arc<Runtime>) {
     if rt.cfg.routes.iter().any(|r| r.health.is_some()) {
-        tokio::spawn(watch(Arc::downgrade(rt), Duration::from_secs(rt.cfg.server.health_interval_secs.max(1))));
+        tokio::spawn(watch(
+            Arc::downgrade(rt),
+            Duration::from_secs(rt.cfg.server.health_interval_secs.max(1)),
+        ));
     }
 }

@@ -19,4 +19,3 @@ pub mod rewrite;
 pub mod router;
 pub mod server;
 pub mod tls;
-

@@ -41,8 +41,10 @@ pub enum Outcome {
 
 impl LoginState {
     pub fn load(cfg: &Login) -> Result<LoginState, String> {
-        let text = std::fs::read_to_string(&cfg.users).map_err(|e| format!("{}: {e}", cfg.users.display()))?;
-        let key = std::fs::read(&cfg.session_key).map_err(|e| format!("{}: {e}", cfg.session_key.display()))?;
+        let text = std::fs::read_to_string(&cfg.users)
+            .map_err(|e| format!("{}: {e}", cfg.users.display()))?;
+        let key = std::fs::read(&cfg.session_key)
+            .map_err(|e| format!("{}: {e}", cfg.session_key.display()))?;
         Self::parse(&cfg.users.display().to_string(), &text, key, cfg)
     }
 
@@ -58,13 +60,34 @@ impl LoginState {
             }
             // The hash holds `$` but no `:`; the user and the secret hold neither.
             let mut parts = line.splitn(3, ':');
-            let (Some(user), Some(hash), Some(secret)) = (parts.next(), parts.next(), parts.next()) else {
-                return Err(format!("{display}:{}: not `user:password-hash:totp-secret`", n + 1));
+            let (Some(user), Some(hash), Some(secret)) = (parts.next(), parts.next(), parts.next())
+            else {
+                return Err(format!(
+                    "{display}:{}: not `user:password-hash:totp-secret`",
+                    n + 1
+                ));
             };
             let totp_secret = data_encoding::BASE32_NOPAD
-                .decode(secret.trim().trim_end_matches('=').to_ascii_uppercase().as_bytes())
-                .map_err(|_| format!("{display}:{}: user `{user}`: the TOTP secret is not base32", n + 1))?;
-            users.insert(user.to_string(), User { hash: hash.to_string(), totp_secret });
+                .decode(
+                    secret
+                        .trim()
+                        .trim_end_matches('=')
+                        .to_ascii_uppercase()
+                        .as_bytes(),
+                )
+                .map_err(|_| {
+                    format!(
+                        "{display}:{}: user `{user}`: the TOTP secret is not base32",
+                        n + 1
+                    )
+                })?;
+            users.insert(
+                user.to_string(),
+                User {
+                    hash: hash.to_string(),
+                    totp_secret,
+                },
+            );
         }
         Ok(LoginState {
             users,
@@ -87,13 +110,21 @@ impl LoginState {
             }
         }
         let ok = self.users.get(user).is_some_and(|u| {
-            crate::basic_auth::verify_password(password, &u.hash) && self.code_ok(user, &u.totp_secret, code, now())
+            crate::basic_auth::verify_password(password, &u.hash)
+                && self.code_ok(user, &u.totp_secret, code, now())
         });
         if ok {
             self.failures.lock().expect("not poisoned").remove(&client);
-            Outcome::Ok { cookie: self.sign(user, now() + self.session_secs) }
+            Outcome::Ok {
+                cookie: self.sign(user, now() + self.session_secs),
+            }
         } else {
-            self.failures.lock().expect("not poisoned").entry(client).or_default().push(Instant::now());
+            self.failures
+                .lock()
+                .expect("not poisoned")
+                .entry(client)
+                .or_default()
+                .push(Instant::now());
             Outcome::Refused
         }
     }
@@ -138,7 +169,10 @@ impl LoginState {
 }
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn constant_eq(a: &[u8], b: &[u8]) -> bool {
@@ -157,22 +191,37 @@ pub fn totp(secret: &[u8], step: u64) -> String {
 
 /// The value of cookie `name` in a Cookie header.
 pub fn cookie_value<'a>(header: &'a str, name: &str) -> Option<&'a str> {
-    header.split(';').filter_map(|c| c.trim().split_once('=')).find(|(k, _)| *k == name).map(|(_, v)| v)
+    header
+        .split(';')
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
 }
 
 /// A Cookie header without the gateway's own cookie (apps never see the session).
 pub fn without_session(header: &str) -> String {
-    header.split(';').map(str::trim).filter(|c| !c.starts_with(&format!("{COOKIE}="))).collect::<Vec<_>>().join("; ")
+    header
+        .split(';')
+        .map(str::trim)
+        .filter(|c| !c.starts_with(&format!("{COOKIE}=")))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Where to go after login: a path on this site only (no `//host` or scheme).
 pub fn safe_next(next: &str) -> &str {
-    if next.starts_with('/') && !next.starts_with("//") && !next.starts_with("/\\") { next } else { "/" }
+    if next.starts_with('/') && !next.starts_with("//") && !next.starts_with("/\\") {
+        next
+    } else {
+        "/"
+    }
 }
 
 pub fn page(next: &str, message: Option<&str>) -> String {
     let esc = crate::pages::escape;
-    let msg = message.map(|m| format!("<p class=\"error\" role=\"alert\">{}</p>", esc(m))).unwrap_or_default();
+    let msg = message
+        .map(|m| format!("<p class=\"error\" role=\"alert\">{}</p>", esc(m)))
+        .unwrap_or_default();
     format!(
         r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
@@ -200,9 +249,20 @@ mod tests {
 
     fn state() -> LoginState {
         let hash = bcrypt::hash("pw", 4).unwrap();
-        let cfg = Login { users: "u".into(), session_key: "k".into(), session_hours: 1, max_failures_per_minute: 3 };
+        let cfg = Login {
+            users: "u".into(),
+            session_key: "k".into(),
+            session_hours: 1,
+            max_failures_per_minute: 3,
+        };
         // RFC 6238's test secret, "12345678901234567890", in base32.
-        LoginState::parse("users", &format!("anne:{hash}:GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ\n"), vec![7u8; 32], &cfg).unwrap()
+        LoginState::parse(
+            "users",
+            &format!("anne:{hash}:GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ\n"),
+            vec![7u8; 32],
+            &cfg,
+        )
+        .unwrap()
     }
 
     #[test]
@@ -228,11 +288,29 @@ mod tests {
         let mut bad = cookie.clone();
         bad.replace_range(0..1, if bad.starts_with('Y') { "Z" } else { "Y" });
         assert_eq!(s.verify(&bad), None, "a changed cookie is refused");
-        assert!(matches!(s.attempt(ip, "anne", "pw", &code), Outcome::Refused), "replayed code");
-        assert!(matches!(s.attempt(ip, "anne", "wrong", "000000"), Outcome::Refused));
-        assert!(matches!(s.attempt(ip, "anne", "wrong", "000000"), Outcome::Refused));
-        assert!(matches!(s.attempt(ip, "anne", "pw", &code), Outcome::TooMany), "3 failures in a minute");
-        assert!(matches!(s.attempt("192.0.2.2".parse().unwrap(), "nobody", "x", "1"), Outcome::Refused), "per address");
+        assert!(
+            matches!(s.attempt(ip, "anne", "pw", &code), Outcome::Refused),
+            "replayed code"
+        );
+        assert!(matches!(
+            s.attempt(ip, "anne", "wrong", "000000"),
+            Outcome::Refused
+        ));
+        assert!(matches!(
+            s.attempt(ip, "anne", "wrong", "000000"),
+            Outcome::Refused
+        ));
+        assert!(
+            matches!(s.attempt(ip, "anne", "pw", &code), Outcome::TooMany),
+            "3 failures in a minute"
+        );
+        assert!(
+            matches!(
+                s.attempt("192.0.2.2".parse().unwrap(), "nobody", "x", "1"),
+                Outcome::Refused
+            ),
+            "per address"
+        );
     }
 
     #[test]
@@ -240,7 +318,10 @@ mod tests {
         assert_eq!(safe_next("/app/x?y=1"), "/app/x?y=1");
         assert_eq!(safe_next("//evil.test/"), "/");
         assert_eq!(safe_next("https://evil.test/"), "/");
-        assert_eq!(cookie_value("a=1; gateway_session=xyz; b=2", COOKIE), Some("xyz"));
+        assert_eq!(
+            cookie_value("a=1; gateway_session=xyz; b=2", COOKIE),
+            Some("xyz")
+        );
         assert_eq!(without_session("a=1; gateway_session=xyz; b=2"), "a=1; b=2");
     }
 }

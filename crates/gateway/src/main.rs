@@ -39,17 +39,23 @@ enum Cmd {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Cmd::Check { config: path } => match config::load(&path).and_then(|c| proxy::Runtime::new(c, None).map(|_| ())) {
-            Ok(()) => {
-                println!("{}: ok", path.display());
-                ExitCode::SUCCESS
+        Cmd::Check { config: path } => {
+            match config::load(&path).and_then(|c| proxy::Runtime::new(c, None).map(|_| ())) {
+                Ok(()) => {
+                    println!("{}: ok", path.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("gateway: {e}");
+                    ExitCode::from(1)
+                }
             }
-            Err(e) => {
-                eprintln!("gateway: {e}");
-                ExitCode::from(1)
-            }
-        },
-        Cmd::Serve { config, listen, threads } => {
+        }
+        Cmd::Serve {
+            config,
+            listen,
+            threads,
+        } => {
             let mut b = tokio::runtime::Builder::new_multi_thread();
             if let Some(t) = threads {
                 b.worker_threads(t);

@@ -13,7 +13,10 @@ pub fn full(b: impl Into<Bytes>) -> Body {
 
 /// Text made safe inside HTML content and double-quoted attributes.
 pub fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 pub fn html(status: StatusCode, title: &str, message: &str) -> Response<Body> {
@@ -32,23 +35,43 @@ pub fn html(status: StatusCode, title: &str, message: &str) -> Response<Body> {
 }
 
 pub fn bad_gateway(upstream: &str) -> Response<Body> {
-    html(StatusCode::BAD_GATEWAY, "Bad Gateway", &format!("The application at {upstream} is not answering."))
+    html(
+        StatusCode::BAD_GATEWAY,
+        "Bad Gateway",
+        &format!("The application at {upstream} is not answering."),
+    )
 }
 
 pub fn gateway_timeout(upstream: &str) -> Response<Body> {
-    html(StatusCode::GATEWAY_TIMEOUT, "Gateway Timeout", &format!("The application at {upstream} did not answer in time."))
+    html(
+        StatusCode::GATEWAY_TIMEOUT,
+        "Gateway Timeout",
+        &format!("The application at {upstream} did not answer in time."),
+    )
 }
 
 pub fn not_found(host: &str) -> Response<Body> {
-    html(StatusCode::NOT_FOUND, "Not Found", &format!("No application is published at {host} under this path."))
+    html(
+        StatusCode::NOT_FOUND,
+        "Not Found",
+        &format!("No application is published at {host} under this path."),
+    )
 }
 
 pub fn forbidden() -> Response<Body> {
-    html(StatusCode::FORBIDDEN, "Forbidden", "This address is reachable from the local network only.")
+    html(
+        StatusCode::FORBIDDEN,
+        "Forbidden",
+        "This address is reachable from the local network only.",
+    )
 }
 
 pub fn redirect(status: StatusCode, to: &str) -> Response<Body> {
-    Response::builder().status(status).header("location", to).body(full(Bytes::new())).expect("valid redirect")
+    Response::builder()
+        .status(status)
+        .header("location", to)
+        .body(full(Bytes::new()))
+        .expect("valid redirect")
 }
 
 #[cfg(test)]
@@ -60,11 +83,16 @@ mod tests {
         let r = bad_gateway("<b>10.0.0.2:5000</b>");
         assert_eq!(r.status(), 502);
         let body = futures_body(r);
-        assert!(body.contains("&lt;b&gt;10.0.0.2:5000") && !body.contains("<b>"), "{body}");
+        assert!(
+            body.contains("&lt;b&gt;10.0.0.2:5000") && !body.contains("<b>"),
+            "{body}"
+        );
     }
 
     fn futures_body(r: Response<Body>) -> String {
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
         let b = rt.block_on(r.into_body().collect()).unwrap().to_bytes();
         String::from_utf8(b.to_vec()).unwrap()
     }

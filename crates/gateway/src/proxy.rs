@@ -15,8 +15,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::basic_auth::Htpasswd;
-use crate::login::{self, LoginState};
 use crate::config::{Access, Auth, Config, Route};
+use crate::login::{self, LoginState};
 use crate::pages::{self, Body};
 use crate::{rewrite, router};
 
@@ -50,11 +50,23 @@ impl Runtime {
             let mut conn = HttpConnector::new();
             conn.set_connect_timeout(Some(Duration::from_secs(r.connect_timeout_secs)));
             conn.set_nodelay(true);
-            clients.push(Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(conn));
+            clients.push(
+                Client::builder(TokioExecutor::new())
+                    .pool_idle_timeout(Duration::from_secs(60))
+                    .build(conn),
+            );
         }
         let login = cfg.login.as_ref().map(LoginState::load).transpose()?;
         let health = crate::health::Health::new(cfg.routes.len());
-        Ok(Runtime { cfg, file_certs, htpasswd, clients, node_page, login, health })
+        Ok(Runtime {
+            cfg,
+            file_certs,
+            htpasswd,
+            clients,
+            node_page,
+            login,
+            health,
+        })
     }
 }
 
@@ -73,28 +85,68 @@ pub struct Conn {
 
 const CHALLENGE_PATH: &str = "/.well-known/acme-challenge/";
 
-pub async fn handle(rt: Arc<Runtime>, challenges: Arc<crate::acme::Challenges>, conn: Conn, req: Request<Incoming>) -> Response<Body> {
+pub async fn handle(
+    rt: Arc<Runtime>,
+    challenges: Arc<crate::acme::Challenges>,
+    conn: Conn,
+    req: Request<Incoming>,
+) -> Response<Body> {
     let started = Instant::now();
     let method = req.method().clone();
-    let host = router::host_of(req.headers().get(HOST).and_then(|h| h.to_str().ok()).or(req.uri().host()).unwrap_or(""));
-    let path = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
-    let client = rewrite::client_ip(conn.peer.ip(), req.headers(), &rt.cfg.server.trusted_proxies);
+    let host = router::host_of(
+        req.headers()
+            .get(HOST)
+            .and_then(|h| h.to_str().ok())
+            .or(req.uri().host())
+            .unwrap_or(""),
+    );
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+    let client = rewrite::client_ip(
+        conn.peer.ip(),
+        req.headers(),
+        &rt.cfg.server.trusted_proxies,
+    );
     let (resp, route) = if let Some(token) = req.uri().path().strip_prefix(CHALLENGE_PATH) {
         // ACME's HTTP-01 challenge: answered on any listener, never redirected.
         match challenges.answer(token) {
-            Some(answer) => (Response::builder().header("content-type", "application/octet-stream").body(pages::full(answer)).expect("valid"), None),
+            Some(answer) => (
+                Response::builder()
+                    .header("content-type", "application/octet-stream")
+                    .body(pages::full(answer))
+                    .expect("valid"),
+                None,
+            ),
             None => (pages::not_found(&host), None),
         }
     } else if let (false, Some(https)) = (conn.https, rt.cfg.server.https) {
-        let port = if https.port() == 443 { String::new() } else { format!(":{}", https.port()) };
-        (pages::redirect(StatusCode::MOVED_PERMANENTLY, &format!("https://{host}{port}{path}")), None)
-    } else if let (Some(state), true) = (&rt.login, req.uri().path() == login::LOGIN_PATH || req.uri().path() == login::LOGOUT_PATH) {
+        let port = if https.port() == 443 {
+            String::new()
+        } else {
+            format!(":{}", https.port())
+        };
+        (
+            pages::redirect(
+                StatusCode::MOVED_PERMANENTLY,
+                &format!("https://{host}{port}{path}"),
+            ),
+            None,
+        )
+    } else if let (Some(state), true) = (
+        &rt.login,
+        req.uri().path() == login::LOGIN_PATH || req.uri().path() == login::LOGOUT_PATH,
+    ) {
         (login_endpoint(state, conn, client, req).await, None)
     } else {
         route_request(&rt, conn, client, &host, req).await
     };
     if rt.cfg.server.access_log {
-        let upstream = route.map(|i| rt.cfg.routes[i].upstream.authority.as_str()).unwrap_or("-");
+        let upstream = route
+            .map(|i| rt.cfg.routes[i].upstream.authority.as_str())
+            .unwrap_or("-");
         println!(
             "access {client} \"{method} {host}{path}\" {} {:.1}ms upstream={upstream}",
             resp.status().as_u16(),
@@ -104,12 +156,21 @@ pub async fn handle(rt: Arc<Runtime>, challenges: Arc<crate::acme::Challenges>, 
     resp
 }
 
-async fn route_request(rt: &Runtime, conn: Conn, client: std::net::IpAddr, host: &str, req: Request<Incoming>) -> (Response<Body>, Option<usize>) {
+async fn route_request(
+    rt: &Runtime,
+    conn: Conn,
+    client: std::net::IpAddr,
+    host: &str,
+    req: Request<Incoming>,
+) -> (Response<Body>, Option<usize>) {
     let path = req.uri().path().to_string();
     if rt.cfg.routes.is_empty() {
         if let Some(page) = &rt.node_page {
             return (
-                Response::builder().header("content-type", "text/plain; charset=utf-8").body(pages::full(page.clone())).expect("valid"),
+                Response::builder()
+                    .header("content-type", "text/plain; charset=utf-8")
+                    .body(pages::full(page.clone()))
+                    .expect("valid"),
                 None,
             );
         }
@@ -117,39 +178,82 @@ async fn route_request(rt: &Runtime, conn: Conn, client: std::net::IpAddr, host:
     let i = match router::find(&rt.cfg.routes, host, &path) {
         router::Match::Route(i) => i,
         router::Match::AddSlash(to) => {
-            let q = req.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
-            return (pages::redirect(StatusCode::MOVED_PERMANENTLY, &format!("{to}{q}")), None);
+            let q = req
+                .uri()
+                .query()
+                .map(|q| format!("?{q}"))
+                .unwrap_or_default();
+            return (
+                pages::redirect(StatusCode::MOVED_PERMANENTLY, &format!("{to}{q}")),
+                None,
+            );
         }
         router::Match::None => return (pages::not_found(host), None),
     };
     let route = &rt.cfg.routes[i];
     if route.access == Access::Lan
         && !rt.cfg.server.lan.iter().any(|n| n.contains(client))
-        && !route.public_paths.iter().any(|p| path.starts_with(p.as_str()))
+        && !route
+            .public_paths
+            .iter()
+            .any(|p| path.starts_with(p.as_str()))
     {
         return (pages::forbidden(), Some(i));
     }
     if let Some(h) = &rt.htpasswd[i] {
-        let auth = req.headers().get("authorization").and_then(|v| v.to_str().ok());
+        let auth = req
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
         if h.check(auth).is_none() {
             let realm = match &route.auth {
                 Some(Auth::Basic { realm, .. }) => realm.replace('"', ""),
                 _ => String::new(),
             };
-            let mut r = pages::html(StatusCode::UNAUTHORIZED, "Unauthorized", "This application needs a user name and password.");
-            r.headers_mut().insert("www-authenticate", HeaderValue::from_str(&format!("Basic realm=\"{realm}\"")).expect("ascii realm"));
+            let mut r = pages::html(
+                StatusCode::UNAUTHORIZED,
+                "Unauthorized",
+                "This application needs a user name and password.",
+            );
+            r.headers_mut().insert(
+                "www-authenticate",
+                HeaderValue::from_str(&format!("Basic realm=\"{realm}\"")).expect("ascii realm"),
+            );
             return (r, Some(i));
         }
     }
     let mut req = req;
     if let (Some(Auth::Login), Some(state)) = (&route.auth, &rt.login) {
-        let cookie = req.headers().get("cookie").and_then(|v| v.to_str().ok()).unwrap_or("");
-        if login::cookie_value(cookie, login::COOKIE).and_then(|c| state.verify(c)).is_none() {
+        let cookie = req
+            .headers()
+            .get("cookie")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if login::cookie_value(cookie, login::COOKIE)
+            .and_then(|c| state.verify(c))
+            .is_none()
+        {
             if req.method() == hyper::Method::GET || req.method() == hyper::Method::HEAD {
-                let next: String = form_urlencoded::byte_serialize(req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/").as_bytes()).collect();
-                return (pages::redirect(StatusCode::FOUND, &format!("{}?next={next}", login::LOGIN_PATH)), Some(i));
+                let next: String = form_urlencoded::byte_serialize(
+                    req.uri()
+                        .path_and_query()
+                        .map(|p| p.as_str())
+                        .unwrap_or("/")
+                        .as_bytes(),
+                )
+                .collect();
+                return (
+                    pages::redirect(
+                        StatusCode::FOUND,
+                        &format!("{}?next={next}", login::LOGIN_PATH),
+                    ),
+                    Some(i),
+                );
             }
-            return (pages::html(StatusCode::UNAUTHORIZED, "Unauthorized", "Sign in first."), Some(i));
+            return (
+                pages::html(StatusCode::UNAUTHORIZED, "Unauthorized", "Sign in first."),
+                Some(i),
+            );
         }
         // The app never sees the gateway's session.
         let rest = login::without_session(cookie);
@@ -169,7 +273,13 @@ async fn route_request(rt: &Runtime, conn: Conn, client: std::net::IpAddr, host:
 
 /// Asks the auth URL with the request's headers (and what was asked, as X-Forwarded-Method
 /// and -Uri); a 2xx lets the request through, anything else is returned to the client.
-async fn forward_auth(rt: &Runtime, i: usize, url: &crate::config::Upstream, req: &Request<Incoming>, conn: Conn) -> Result<(), Response<Body>> {
+async fn forward_auth(
+    rt: &Runtime,
+    i: usize,
+    url: &crate::config::Upstream,
+    req: &Request<Incoming>,
+    conn: Conn,
+) -> Result<(), Response<Body>> {
     let mut b = Request::builder().method("GET").uri(url.to_string());
     for (k, v) in req.headers() {
         if k != "content-length" && k != "transfer-encoding" {
@@ -201,7 +311,12 @@ async fn forward_auth(rt: &Runtime, i: usize, url: &crate::config::Upstream, req
 }
 
 /// GET shows the form; POST checks it; logout clears the cookie.
-async fn login_endpoint(state: &LoginState, conn: Conn, client: std::net::IpAddr, req: Request<Incoming>) -> Response<Body> {
+async fn login_endpoint(
+    state: &LoginState,
+    conn: Conn,
+    client: std::net::IpAddr,
+    req: Request<Incoming>,
+) -> Response<Body> {
     let secure = if conn.https { "; Secure" } else { "" };
     let page = |status: StatusCode, next: &str, msg: Option<&str>| {
         Response::builder()
@@ -214,63 +329,133 @@ async fn login_endpoint(state: &LoginState, conn: Conn, client: std::net::IpAddr
     };
     if req.uri().path() == login::LOGOUT_PATH {
         let mut r = pages::redirect(StatusCode::SEE_OTHER, login::LOGIN_PATH);
-        let clear = format!("{}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax{secure}", login::COOKIE);
-        r.headers_mut().insert("set-cookie", HeaderValue::from_str(&clear).expect("ascii"));
+        let clear = format!(
+            "{}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax{secure}",
+            login::COOKIE
+        );
+        r.headers_mut()
+            .insert("set-cookie", HeaderValue::from_str(&clear).expect("ascii"));
         return r;
     }
     let query_next = req
         .uri()
         .query()
-        .and_then(|q| form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "next").map(|(_, v)| v.into_owned()))
+        .and_then(|q| {
+            form_urlencoded::parse(q.as_bytes())
+                .find(|(k, _)| k == "next")
+                .map(|(_, v)| v.into_owned())
+        })
         .unwrap_or_else(|| "/".into());
     if req.method() != hyper::Method::POST {
         return page(StatusCode::OK, login::safe_next(&query_next), None);
     }
-    let body = match http_body_util::Limited::new(req.into_body(), 16 * 1024).collect().await {
+    let body = match http_body_util::Limited::new(req.into_body(), 16 * 1024)
+        .collect()
+        .await
+    {
         Ok(b) => b.to_bytes(),
-        Err(_) => return pages::html(StatusCode::PAYLOAD_TOO_LARGE, "Payload Too Large", "The form is too large."),
+        Err(_) => {
+            return pages::html(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Payload Too Large",
+                "The form is too large.",
+            )
+        }
     };
-    let form: std::collections::HashMap<String, String> = form_urlencoded::parse(&body).into_owned().collect();
+    let form: std::collections::HashMap<String, String> =
+        form_urlencoded::parse(&body).into_owned().collect();
     let get = |k: &str| form.get(k).map(String::as_str).unwrap_or("");
     let next = login::safe_next(get("next")).to_string();
     match state.attempt(client, get("user"), get("password"), get("code")) {
         login::Outcome::Ok { cookie } => {
             println!("login {client} user={} ok", get("user"));
             let mut r = pages::redirect(StatusCode::SEE_OTHER, &next);
-            let c = format!("{}={cookie}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax{secure}", login::COOKIE, state.session_secs);
-            r.headers_mut().insert("set-cookie", HeaderValue::from_str(&c).expect("base64 and digits"));
+            let c = format!(
+                "{}={cookie}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax{secure}",
+                login::COOKIE,
+                state.session_secs
+            );
+            r.headers_mut().insert(
+                "set-cookie",
+                HeaderValue::from_str(&c).expect("base64 and digits"),
+            );
             r
         }
         login::Outcome::Refused => {
-            println!("login {client} user={} refused", get("user").chars().filter(|c| c.is_ascii_graphic()).take(64).collect::<String>());
-            page(StatusCode::UNAUTHORIZED, &next, Some("Wrong user name, password or code."))
+            println!(
+                "login {client} user={} refused",
+                get("user")
+                    .chars()
+                    .filter(|c| c.is_ascii_graphic())
+                    .take(64)
+                    .collect::<String>()
+            );
+            page(
+                StatusCode::UNAUTHORIZED,
+                &next,
+                Some("Wrong user name, password or code."),
+            )
         }
-        login::Outcome::TooMany => page(StatusCode::TOO_MANY_REQUESTS, &next, Some("Too many failed attempts from your address: wait a minute.")),
+        login::Outcome::TooMany => page(
+            StatusCode::TOO_MANY_REQUESTS,
+            &next,
+            Some("Too many failed attempts from your address: wait a minute."),
+        ),
     }
 }
 
 fn is_websocket(req: &Request<Incoming>) -> Option<HeaderValue> {
     let up = req.headers().get("upgrade")?;
-    up.to_str().ok()?.eq_ignore_ascii_case("websocket").then(|| up.clone())
+    up.to_str()
+        .ok()?
+        .eq_ignore_ascii_case("websocket")
+        .then(|| up.clone())
 }
 
-async fn forward(rt: &Runtime, i: usize, route: &Route, conn: Conn, host: &str, mut req: Request<Incoming>) -> Response<Body> {
+async fn forward(
+    rt: &Runtime,
+    i: usize,
+    route: &Route,
+    conn: Conn,
+    host: &str,
+    mut req: Request<Incoming>,
+) -> Response<Body> {
     if !rt.health.is_up(i) {
         return pages::bad_gateway(&route.upstream.authority);
     }
     let upgrade = is_websocket(&req);
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
-    let pq = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/").to_string();
-    let uri = format!("http://{}{}", route.upstream.authority, router::upstream_path(route, &pq));
+    let pq = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/")
+        .to_string();
+    let uri = format!(
+        "http://{}{}",
+        route.upstream.authority,
+        router::upstream_path(route, &pq)
+    );
     let (mut parts, body) = req.into_parts();
     let Ok(parsed) = uri.parse() else {
-        return pages::html(StatusCode::BAD_REQUEST, "Bad Request", "The request's path cannot be forwarded.");
+        return pages::html(
+            StatusCode::BAD_REQUEST,
+            "Bad Request",
+            "The request's path cannot be forwarded.",
+        );
     };
     parts.uri = parsed;
     parts.version = hyper::Version::HTTP_11;
     rewrite::strip_hop_by_hop(&mut parts.headers, upgrade);
     let proto = if conn.https { "https" } else { "http" };
-    rewrite::set_forwarded(&mut parts.headers, conn.peer.ip(), &rt.cfg.server.trusted_proxies, proto, host, route);
+    rewrite::set_forwarded(
+        &mut parts.headers,
+        conn.peer.ip(),
+        &rt.cfg.server.trusted_proxies,
+        proto,
+        host,
+        route,
+    );
     let out = Request::from_parts(parts, body.boxed());
 
     let timeout = Duration::from_secs(route.read_timeout_secs);
@@ -279,7 +464,10 @@ async fn forward(rt: &Runtime, i: usize, route: &Route, conn: Conn, host: &str, 
         Ok(Err(e)) => {
             // The cause goes to the journal for the operator; the client sees the upstream's address.
             let cause = format!("{e:?}");
-            eprintln!("gateway: route {i} upstream {}: {cause}", route.upstream.authority);
+            eprintln!(
+                "gateway: route {i} upstream {}: {cause}",
+                route.upstream.authority
+            );
             if cause.contains("ConnectTimeout") || cause.contains("timed out") {
                 return pages::gateway_timeout(&route.upstream.authority);
             }
@@ -310,7 +498,13 @@ async fn forward(rt: &Runtime, i: usize, route: &Route, conn: Conn, host: &str, 
             parts.headers.insert("location", v);
         }
     }
-    let cookies: Vec<String> = parts.headers.get_all("set-cookie").iter().filter_map(|v| v.to_str().ok()).map(|c| rewrite::set_cookie(c, route)).collect();
+    let cookies: Vec<String> = parts
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(|c| rewrite::set_cookie(c, route))
+        .collect();
     if !cookies.is_empty() {
         parts.headers.remove("set-cookie");
         for c in cookies {

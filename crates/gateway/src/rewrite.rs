@@ -10,7 +10,17 @@ use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use crate::config::{Net, Route};
 
 /// Connection-level headers (RFC 9110 section 7.6.1) never forwarded.
-const HOP_BY_HOP: &[&str] = &["connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "te", "trailer", "transfer-encoding", "upgrade"];
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
 
 /// Removes hop-by-hop headers, and those the Connection header names. With `upgrade`, the
 /// WebSocket handshake's `Connection: upgrade` and `Upgrade` are put back.
@@ -21,7 +31,11 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: Option<HeaderValue>) {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(',').map(|s| s.trim().to_ascii_lowercase()))
         .collect();
-    for n in named.iter().map(String::as_str).chain(HOP_BY_HOP.iter().copied()) {
+    for n in named
+        .iter()
+        .map(String::as_str)
+        .chain(HOP_BY_HOP.iter().copied())
+    {
         if let Ok(name) = HeaderName::from_bytes(n.as_bytes()) {
             h.remove(name);
         }
@@ -46,23 +60,46 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[Net]) -> IpAddr {
         .flat_map(|v| v.split(','))
         .filter_map(|s| s.trim().parse().ok())
         .collect();
-    chain.into_iter().rev().find(|ip| !trusted.iter().any(|n| n.contains(*ip))).unwrap_or(peer)
+    chain
+        .into_iter()
+        .rev()
+        .find(|ip| !trusted.iter().any(|n| n.contains(*ip)))
+        .unwrap_or(peer)
 }
 
 /// Sets X-Forwarded-For/-Proto/-Host (and -Prefix when the route strips its prefix).
-pub fn set_forwarded(h: &mut HeaderMap, peer: IpAddr, trusted: &[Net], proto: &str, host: &str, route: &Route) {
+pub fn set_forwarded(
+    h: &mut HeaderMap,
+    peer: IpAddr,
+    trusted: &[Net],
+    proto: &str,
+    host: &str,
+    route: &Route,
+) {
     let peer = crate::config::canonical(peer);
     let from_trusted = trusted.iter().any(|n| n.contains(peer));
     let prior = if from_trusted {
-        h.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).collect::<Vec<_>>().join(", ")
+        h.get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect::<Vec<_>>()
+            .join(", ")
     } else {
         String::new()
     };
-    let xff = if prior.is_empty() { peer.to_string() } else { format!("{prior}, {peer}") };
+    let xff = if prior.is_empty() {
+        peer.to_string()
+    } else {
+        format!("{prior}, {peer}")
+    };
     let keep = |h: &HeaderMap, name: &str| from_trusted.then(|| h.get(name).cloned()).flatten();
-    let proto = keep(h, "x-forwarded-proto").unwrap_or_else(|| HeaderValue::from_str(proto).expect("scheme"));
+    let proto = keep(h, "x-forwarded-proto")
+        .unwrap_or_else(|| HeaderValue::from_str(proto).expect("scheme"));
     let fhost = keep(h, "x-forwarded-host").or_else(|| HeaderValue::from_str(host).ok());
-    h.insert("x-forwarded-for", HeaderValue::from_str(&xff).expect("addresses are ASCII"));
+    h.insert(
+        "x-forwarded-for",
+        HeaderValue::from_str(&xff).expect("addresses are ASCII"),
+    );
     h.insert("x-forwarded-proto", proto);
     match fhost {
         Some(v) => h.insert("x-forwarded-host", v),
@@ -70,7 +107,10 @@ pub fn set_forwarded(h: &mut HeaderMap, peer: IpAddr, trusted: &[Net], proto: &s
     };
     if route.strips() {
         let p = route.prefix.0.trim_end_matches('/');
-        h.insert("x-forwarded-prefix", HeaderValue::from_str(p).expect("prefix is a path"));
+        h.insert(
+            "x-forwarded-prefix",
+            HeaderValue::from_str(p).expect("prefix is a path"),
+        );
     } else if !from_trusted {
         h.remove("x-forwarded-prefix");
     }
@@ -88,7 +128,11 @@ pub fn location(value: &str, route: &Route, public_host: &str) -> String {
     for base in std::iter::once(up).chain(up80).chain(public) {
         if let Some(rest) = value.strip_prefix(&base) {
             if rest.is_empty() || rest.starts_with('/') || rest.starts_with('?') {
-                v = if rest.starts_with('/') { rest.to_string() } else { format!("/{rest}") };
+                v = if rest.starts_with('/') {
+                    rest.to_string()
+                } else {
+                    format!("/{rest}")
+                };
                 break;
             }
         }
@@ -96,7 +140,11 @@ pub fn location(value: &str, route: &Route, public_host: &str) -> String {
     if !v.starts_with('/') || v.starts_with("//") {
         return v;
     }
-    let v = v.strip_prefix(route.upstream.path.as_str()).filter(|r| r.starts_with('/')).map(str::to_string).unwrap_or(v);
+    let v = v
+        .strip_prefix(route.upstream.path.as_str())
+        .filter(|r| r.starts_with('/'))
+        .map(str::to_string)
+        .unwrap_or(v);
     under_prefix(&v, route)
 }
 
@@ -118,7 +166,10 @@ pub fn set_cookie(value: &str, route: &Route) -> String {
     for p in parts.iter_mut().skip(1) {
         let t = p.trim();
         // By bytes: the attribute may hold any UTF-8 (found by the router fuzz target).
-        if t.as_bytes().get(..5).is_some_and(|b| b.eq_ignore_ascii_case(b"path=")) {
+        if t.as_bytes()
+            .get(..5)
+            .is_some_and(|b| b.eq_ignore_ascii_case(b"path="))
+        {
             *p = format!(" Path={}", under_prefix(&t[5..], route));
             found = true;
         }
@@ -147,7 +198,10 @@ mod tests {
         assert_eq!(location("http://10.0.0.2:5002/x", &r, h), "/ao/x");
         assert_eq!(location("https://app.test/done", &r, h), "/ao/done");
         assert_eq!(location("/ao/already", &r, h), "/ao/already");
-        assert_eq!(location("https://elsewhere.test/", &r, h), "https://elsewhere.test/");
+        assert_eq!(
+            location("https://elsewhere.test/", &r, h),
+            "https://elsewhere.test/"
+        );
         assert_eq!(location("//cdn.test/x", &r, h), "//cdn.test/x");
         assert_eq!(location("/login", &route(false), h), "/login");
     }
@@ -155,10 +209,20 @@ mod tests {
     #[test]
     fn cookie_paths_move_under_the_prefix() {
         let r = route(true);
-        assert_eq!(set_cookie("sid=1; Path=/; HttpOnly", &r), "sid=1; Path=/ao/; HttpOnly");
-        assert_eq!(set_cookie("sid=1; HttpOnly", &r), "sid=1; HttpOnly; Path=/ao/");
+        assert_eq!(
+            set_cookie("sid=1; Path=/; HttpOnly", &r),
+            "sid=1; Path=/ao/; HttpOnly"
+        );
+        assert_eq!(
+            set_cookie("sid=1; HttpOnly", &r),
+            "sid=1; HttpOnly; Path=/ao/"
+        );
         assert_eq!(set_cookie("sid=1; path=/x", &r), "sid=1; Path=/ao/x");
-        assert_eq!(set_cookie("a; éé", &r), "a; éé; Path=/ao/", "multi-byte text where `path=` would be");
+        assert_eq!(
+            set_cookie("a; éé", &r),
+            "a; éé; Path=/ao/",
+            "multi-byte text where `path=` would be"
+        );
     }
 
     #[test]
@@ -170,24 +234,47 @@ mod tests {
         h.insert("x-forwarded-host", HeaderValue::from_static("evil.test"));
         // From an untrusted peer, the spoofed values are replaced.
         let mut a = h.clone();
-        set_forwarded(&mut a, "192.168.1.5".parse().unwrap(), &trusted, "https", "app.test", &r);
+        set_forwarded(
+            &mut a,
+            "192.168.1.5".parse().unwrap(),
+            &trusted,
+            "https",
+            "app.test",
+            &r,
+        );
         assert_eq!(a["x-forwarded-for"], "192.168.1.5");
         assert_eq!(a["x-forwarded-host"], "app.test");
         assert_eq!(a["x-forwarded-proto"], "https");
         assert_eq!(a["x-forwarded-prefix"], "/ao");
-        assert_eq!(client_ip("192.168.1.5".parse().unwrap(), &h, &trusted).to_string(), "192.168.1.5");
+        assert_eq!(
+            client_ip("192.168.1.5".parse().unwrap(), &h, &trusted).to_string(),
+            "192.168.1.5"
+        );
         // From the trusted proxy, the chain is extended and the client is the first hop.
         let mut b = h.clone();
-        set_forwarded(&mut b, "10.0.0.1".parse().unwrap(), &trusted, "http", "app.test", &r);
+        set_forwarded(
+            &mut b,
+            "10.0.0.1".parse().unwrap(),
+            &trusted,
+            "http",
+            "app.test",
+            &r,
+        );
         assert_eq!(b["x-forwarded-for"], "6.6.6.6, 10.0.0.1");
         assert_eq!(b["x-forwarded-host"], "evil.test");
-        assert_eq!(client_ip("10.0.0.1".parse().unwrap(), &h, &trusted).to_string(), "6.6.6.6");
+        assert_eq!(
+            client_ip("10.0.0.1".parse().unwrap(), &h, &trusted).to_string(),
+            "6.6.6.6"
+        );
     }
 
     #[test]
     fn hop_by_hop_headers_are_dropped() {
         let mut h = HeaderMap::new();
-        h.insert("connection", HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("5"));
         h.insert("accept", HeaderValue::from_static("*/*"));

@@ -30,7 +30,13 @@ pub fn find(routes: &[Route], host: &str, path: &str) -> Match {
         routes
             .iter()
             .enumerate()
-            .filter(|(_, r)| if exact { r.host.eq_ignore_ascii_case(host) } else { r.host == "*" })
+            .filter(|(_, r)| {
+                if exact {
+                    r.host.eq_ignore_ascii_case(host)
+                } else {
+                    r.host == "*"
+                }
+            })
             .filter(|(_, r)| path.starts_with(&r.prefix.0))
             .map(|(i, r)| (i, r.prefix.0.len()))
             .max_by_key(|(_, len)| *len)
@@ -39,15 +45,25 @@ pub fn find(routes: &[Route], host: &str, path: &str) -> Match {
         // A longer prefix whose bare form is this path wins over a shorter route: `/chat`
         // means the `/chat/` app, not the `/` app.
         let bare = routes.iter().any(|r| {
-            (r.host.eq_ignore_ascii_case(host) || r.host == "*") && r.prefix.0.len() > routes[i].prefix.0.len() && r.prefix.0.trim_end_matches('/') == path
+            (r.host.eq_ignore_ascii_case(host) || r.host == "*")
+                && r.prefix.0.len() > routes[i].prefix.0.len()
+                && r.prefix.0.trim_end_matches('/') == path
         });
         if bare {
             return Match::AddSlash(format!("{path}/"));
         }
         return Match::Route(i);
     }
-    let bare = routes.iter().any(|r| (r.host.eq_ignore_ascii_case(host) || r.host == "*") && r.prefix.0.len() > 1 && r.prefix.0.trim_end_matches('/') == path);
-    if bare { Match::AddSlash(format!("{path}/")) } else { Match::None }
+    let bare = routes.iter().any(|r| {
+        (r.host.eq_ignore_ascii_case(host) || r.host == "*")
+            && r.prefix.0.len() > 1
+            && r.prefix.0.trim_end_matches('/') == path
+    });
+    if bare {
+        Match::AddSlash(format!("{path}/"))
+    } else {
+        Match::None
+    }
 }
 
 /// The path sent upstream: the prefix removed (keeping the leading `/`) when the route
@@ -90,7 +106,10 @@ upstream = "http://10.0.0.9:80"
         let r = routes();
         assert_eq!(find(&r, "app.example.test", "/chat/x?y=1"), Match::Route(1));
         assert_eq!(find(&r, "app.example.test", "/chatty"), Match::Route(0));
-        assert_eq!(find(&r, "app.example.test", "/chat"), Match::AddSlash("/chat/".into()));
+        assert_eq!(
+            find(&r, "app.example.test", "/chat"),
+            Match::AddSlash("/chat/".into())
+        );
         assert_eq!(find(&r, "other.test", "/chat/"), Match::Route(2));
         assert_eq!(find(&r[..2], "other.test", "/"), Match::None);
     }
@@ -98,7 +117,10 @@ upstream = "http://10.0.0.9:80"
     #[test]
     fn prefix_stripped_under_the_upstream_base() {
         let r = routes();
-        assert_eq!(upstream_path(&r[1], "/chat/api/send?x=1"), "/base/api/send?x=1");
+        assert_eq!(
+            upstream_path(&r[1], "/chat/api/send?x=1"),
+            "/base/api/send?x=1"
+        );
         assert_eq!(upstream_path(&r[1], "/chat/"), "/base/");
         assert_eq!(upstream_path(&r[0], "/chat2/a"), "/chat2/a");
     }

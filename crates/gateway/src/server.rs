@@ -40,7 +40,9 @@ fn load(o: &Options) -> Result<Runtime, String> {
         None => {
             let mut cfg: Config = config::parse("(defaults)", "").expect("empty config is valid");
             cfg.server.http = o.listen.or(cfg.server.http);
-            let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "unknown".into());
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|s| s.trim().to_string())
+                .unwrap_or_else(|_| "unknown".into());
             Runtime::new(cfg, Some(format!("imgforge gateway on {host}\n")))
         }
     }
@@ -69,7 +71,11 @@ where
         // writes would make one per header and body buffer.
         let mut b = http1::Builder::new();
         b.writev(!conn.https);
-        if let Err(e) = b.serve_connection(TokioIo::new(stream), svc).with_upgrades().await {
+        if let Err(e) = b
+            .serve_connection(TokioIo::new(stream), svc)
+            .with_upgrades()
+            .await
+        {
             if !e.is_incomplete_message() {
                 eprintln!("gateway: connection from {}: {e}", conn.peer);
             }
@@ -87,19 +93,37 @@ pub async fn serve(o: Options) -> Result<()> {
     }
     let challenges = Arc::new(Challenges::default());
     if let Some(acme) = rt.cfg.tls.as_ref().and_then(|t| t.acme.clone()) {
-        tokio::spawn(crate::acme::maintain(acme, rt.cfg.acme_domains(), certs.clone(), challenges.clone()));
+        tokio::spawn(crate::acme::maintain(
+            acme,
+            rt.cfg.acme_domains(),
+            certs.clone(),
+            challenges.clone(),
+        ));
     }
     let rt = Arc::new(rt);
     crate::health::spawn(&rt);
-    let shared = Arc::new(Shared { current: ArcSwap::new(rt), challenges, certs: certs.clone() });
-    let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+    let shared = Arc::new(Shared {
+        current: ArcSwap::new(rt),
+        challenges,
+        certs: certs.clone(),
+    });
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
     let tls_listener = match https {
-        Some(a) => Some((TcpListener::bind(a).await.with_context(|| format!("binding {a}"))?, TlsAcceptor::from(crate::tls::server_config(certs)))),
+        Some(a) => Some((
+            TcpListener::bind(a)
+                .await
+                .with_context(|| format!("binding {a}"))?,
+            TlsAcceptor::from(crate::tls::server_config(certs)),
+        )),
         None => None,
     };
     eprintln!(
         "gateway: listening on http://{addr}{} ({} routes)",
-        https.map(|a| format!(" and https://{a}")).unwrap_or_default(),
+        https
+            .map(|a| format!(" and https://{a}"))
+            .unwrap_or_default(),
         shared.current.load().cfg.routes.len()
     );
     let accept_tls = async |l: &Option<(TcpListener, TlsAcceptor)>| match l {

@@ -29,11 +29,18 @@ impl CertStore {
     fn pick(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
         let certs = self.certs.read().expect("not poisoned");
         let valid_for = |c: &CertifiedKey, name: &str| {
-            let Ok(sn) = ServerName::try_from(name) else { return false };
-            webpki::EndEntityCert::try_from(&c.cert[0]).is_ok_and(|e| e.verify_is_valid_for_subject_name(&sn).is_ok())
+            let Ok(sn) = ServerName::try_from(name) else {
+                return false;
+            };
+            webpki::EndEntityCert::try_from(&c.cert[0])
+                .is_ok_and(|e| e.verify_is_valid_for_subject_name(&sn).is_ok())
         };
         match sni {
-            Some(name) => certs.iter().find(|c| valid_for(c, name)).cloned().or_else(|| certs.first().cloned()),
+            Some(name) => certs
+                .iter()
+                .find(|c| valid_for(c, name))
+                .cloned()
+                .or_else(|| certs.first().cloned()),
             None => certs.first().cloned(),
         }
     }
@@ -47,8 +54,12 @@ impl ResolvesServerCert for CertStore {
 
 /// The DNS names in a certificate's subjectAltName.
 pub fn names(key: &CertifiedKey) -> Vec<String> {
-    let Ok((_, cert)) = x509_parser::parse_x509_certificate(&key.cert[0]) else { return vec![] };
-    let Ok(Some(san)) = cert.subject_alternative_name() else { return vec![] };
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(&key.cert[0]) else {
+        return vec![];
+    };
+    let Ok(Some(san)) = cert.subject_alternative_name() else {
+        return vec![];
+    };
     san.value
         .general_names
         .iter()
@@ -66,7 +77,11 @@ pub fn not_after(cert: &CertificateDer) -> Option<i64> {
 }
 
 /// A certificate chain and key from PEM text.
-pub fn certified_key(chain_pem: &[u8], key_pem: &[u8], display: &str) -> Result<CertifiedKey, String> {
+pub fn certified_key(
+    chain_pem: &[u8],
+    key_pem: &[u8],
+    display: &str,
+) -> Result<CertifiedKey, String> {
     let chain: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut &chain_pem[..])
         .collect::<Result<_, _>>()
         .map_err(|e| format!("{display}: reading certificates: {e}"))?;
@@ -76,7 +91,8 @@ pub fn certified_key(chain_pem: &[u8], key_pem: &[u8], display: &str) -> Result<
     let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut &key_pem[..])
         .map_err(|e| format!("{display}: reading the key: {e}"))?
         .ok_or_else(|| format!("{display}: no private key in the file"))?;
-    let signing = rustls::crypto::ring::sign::any_supported_type(&key).map_err(|e| format!("{display}: unusable key: {e}"))?;
+    let signing = rustls::crypto::ring::sign::any_supported_type(&key)
+        .map_err(|e| format!("{display}: unusable key: {e}"))?;
     Ok(CertifiedKey::new(chain, signing))
 }
 

@@ -22,12 +22,20 @@ fn routes_strip_prefixes_set_forwarded_headers_and_rewrite_redirects_and_cookies
     );
     let _gw = gateway(&cfg, port);
 
-    let (s, _, body) = curl(port, "app.example.test", "/ao/items?x=1", &["-H", "X-Forwarded-For: 6.6.6.6"]);
+    let (s, _, body) = curl(
+        port,
+        "app.example.test",
+        "/ao/items?x=1",
+        &["-H", "X-Forwarded-For: 6.6.6.6"],
+    );
     assert_eq!(s, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["path"], "/items?x=1", "prefix stripped");
     assert_eq!(v["headers"]["x-forwarded-prefix"], "/ao");
-    assert_eq!(v["headers"]["x-forwarded-for"], "127.0.0.1", "a spoofed X-Forwarded-For from an untrusted client is replaced");
+    assert_eq!(
+        v["headers"]["x-forwarded-for"], "127.0.0.1",
+        "a spoofed X-Forwarded-For from an untrusted client is replaced"
+    );
     assert_eq!(v["headers"]["x-forwarded-proto"], "http");
     assert_eq!(v["headers"]["x-forwarded-host"], "app.example.test");
 
@@ -38,9 +46,15 @@ fn routes_strip_prefixes_set_forwarded_headers_and_rewrite_redirects_and_cookies
     assert_eq!(s, 302);
     assert!(head.contains("location: /ao/login?next=/"), "{head}");
     let (_, head, _) = curl(port, "app.example.test", "/ao/absolute-redirect", &[]);
-    assert!(head.contains("location: /ao/done"), "an absolute URL to the upstream becomes a gateway path: {head}");
+    assert!(
+        head.contains("location: /ao/done"),
+        "an absolute URL to the upstream becomes a gateway path: {head}"
+    );
     let (_, head, _) = curl(port, "app.example.test", "/ao/cookie", &[]);
-    assert!(head.contains("set-cookie: sid=abc; path=/ao/; httponly"), "{head}");
+    assert!(
+        head.contains("set-cookie: sid=abc; path=/ao/; httponly"),
+        "{head}"
+    );
     let (s, _, body) = curl(port, "app.example.test", "/other", &[]);
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!((s, v["path"].as_str().unwrap()), (200, "/other"));
@@ -65,11 +79,17 @@ fn upstream_failures_give_502_and_504_pages_naming_the_upstream() {
     let _gw = gateway(&cfg, port);
     let (s, _, body) = curl(port, "x.test", "/down/", &[]);
     assert_eq!(s, 502);
-    assert!(body.contains(&format!("127.0.0.1:{dead}")) && !body.contains("onnection refused"), "{body}");
+    assert!(
+        body.contains(&format!("127.0.0.1:{dead}")) && !body.contains("onnection refused"),
+        "{body}"
+    );
     let t = Instant::now();
     let (s, _, body) = curl(port, "x.test", "/slow/", &[]);
     assert_eq!(s, 504, "{body}");
-    assert!(t.elapsed() < Duration::from_millis(2800), "the 1 s read timeout, not the upstream's 3 s");
+    assert!(
+        t.elapsed() < Duration::from_millis(2800),
+        "the 1 s read timeout, not the upstream's 3 s"
+    );
 }
 
 #[test]
@@ -78,7 +98,10 @@ fn lan_only_routes_keep_public_paths_and_basic_auth_uses_htpasswd() {
     let dir = scratch("access");
     let port = free_port();
     let pw = dir.join("htpasswd");
-    let o = Command::new("htpasswd").args(["-nbB", "laurent", "jupyter-pass"]).output().expect("htpasswd (apache2-utils)");
+    let o = Command::new("htpasswd")
+        .args(["-nbB", "laurent", "jupyter-pass"])
+        .output()
+        .expect("htpasswd (apache2-utils)");
     std::fs::write(&pw, &o.stdout).unwrap();
     let cfg = config(
         &dir,
@@ -96,9 +119,24 @@ fn lan_only_routes_keep_public_paths_and_basic_auth_uses_htpasswd() {
     assert_eq!(curl(port, "prospect.test", "/api/public/x", &[]).0, 200);
     let (s, head, _) = curl(port, "jupyter.test", "/lab", &[]);
     assert_eq!(s, 401);
-    assert!(head.contains("www-authenticate: basic realm=\"jupyterlab\""), "{head}");
-    assert_eq!(curl(port, "jupyter.test", "/lab", &["-u", "laurent:wrong"]).0, 401);
-    assert_eq!(curl(port, "jupyter.test", "/lab", &["-u", "laurent:jupyter-pass"]).0, 200);
+    assert!(
+        head.contains("www-authenticate: basic realm=\"jupyterlab\""),
+        "{head}"
+    );
+    assert_eq!(
+        curl(port, "jupyter.test", "/lab", &["-u", "laurent:wrong"]).0,
+        401
+    );
+    assert_eq!(
+        curl(
+            port,
+            "jupyter.test",
+            "/lab",
+            &["-u", "laurent:jupyter-pass"]
+        )
+        .0,
+        200
+    );
 }
 
 #[test]
@@ -122,12 +160,22 @@ fn websockets_pass_both_ways_and_survive_a_reload() {
     let (_up, _, ws) = upstream();
     let dir = scratch("ws");
     let port = free_port();
-    let route = format!("[[route]]\nprefix = \"/kernels/\"\nupstream = \"http://127.0.0.1:{ws}\"\n");
+    let route =
+        format!("[[route]]\nprefix = \"/kernels/\"\nupstream = \"http://127.0.0.1:{ws}\"\n");
     let cfg = config(&dir, &route);
     let gw = gateway(&cfg, port);
     let url = format!("ws://127.0.0.1:{port}/kernels/");
-    let o = Command::new("/usr/bin/python3").arg(peers().join("ws_client.py")).args([&url, "hello", "again"]).output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&o.stdout), "hello\nagain\n", "{}", String::from_utf8_lossy(&o.stderr));
+    let o = Command::new("/usr/bin/python3")
+        .arg(peers().join("ws_client.py"))
+        .args([&url, "hello", "again"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "hello\nagain\n",
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 
     // A connection open across a SIGHUP reload keeps working; the new route answers after it.
     let client = Command::new("/usr/bin/python3")
@@ -137,32 +185,69 @@ fn websockets_pass_both_ways_and_survive_a_reload() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(700));
-    std::fs::write(&cfg, format!("{route}\n[[route]]\nprefix = \"/new/\"\nupstream = \"http://127.0.0.1:{}\"\n", free_port())).unwrap();
-    let st = Command::new("kill").args(["-HUP", &gw.0.id().to_string()]).status().unwrap();
+    std::fs::write(
+        &cfg,
+        format!(
+            "{route}\n[[route]]\nprefix = \"/new/\"\nupstream = \"http://127.0.0.1:{}\"\n",
+            free_port()
+        ),
+    )
+    .unwrap();
+    let st = Command::new("kill")
+        .args(["-HUP", &gw.0.id().to_string()])
+        .status()
+        .unwrap();
     assert!(st.success());
     let o = client.wait_with_output().unwrap();
     assert_eq!(String::from_utf8_lossy(&o.stdout), "before\nafter\n");
-    assert_eq!(curl(port, "x.test", "/new/", &[]).0, 502, "the reloaded route exists (its upstream is down)");
+    assert_eq!(
+        curl(port, "x.test", "/new/", &[]).0,
+        502,
+        "the reloaded route exists (its upstream is down)"
+    );
 }
 
 #[test]
 fn check_names_the_line_and_key_and_a_bad_reload_keeps_the_running_config() {
     let dir = scratch("check");
     let cfg = config(&dir, "[[route]]\nprefix = \"/a/\"\nupstream = \"http://127.0.0.1:9\"\n\n[[route]]\nprefix = \"/b\"\nupstream = \"http://127.0.0.1:9\"\n");
-    let o = Command::new(env!("CARGO_BIN_EXE_gateway")).args(["check", cfg.to_str().unwrap()]).output().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .args(["check", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1));
-    assert!(err.contains(&format!("{}:6:10: key `route[1].prefix`: prefix `/b` must start and end with `/`", cfg.display())), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}:6:10: key `route[1].prefix`: prefix `/b` must start and end with `/`",
+            cfg.display()
+        )),
+        "{err}"
+    );
 
-    std::fs::write(&cfg, "[[route]]\nprefix = \"/a/\"\nupstream = \"http://127.0.0.1:9\"\n").unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_gateway")).args(["check", cfg.to_str().unwrap()]).output().unwrap();
+    std::fs::write(
+        &cfg,
+        "[[route]]\nprefix = \"/a/\"\nupstream = \"http://127.0.0.1:9\"\n",
+    )
+    .unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .args(["check", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let port = free_port();
     let gw = gateway(&cfg, port);
     std::fs::write(&cfg, "[[route]]\nprefx = \"/a/\"\n").unwrap();
-    Command::new("kill").args(["-HUP", &gw.0.id().to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-HUP", &gw.0.id().to_string()])
+        .status()
+        .unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(curl(port, "x.test", "/a/", &[]).0, 502, "still the old route");
+    assert_eq!(
+        curl(port, "x.test", "/a/", &[]).0,
+        502,
+        "still the old route"
+    );
 }
 
 #[test]

@@ -10,12 +10,37 @@ use common::*;
 
 /// A self-signed certificate for `san` (openssl), not a CA (webpki refuses a CA certificate
 /// as a server's): (cert path, key path).
-fn openssl_cert(dir: &Path, stem: &str, cn: &str, san: &str) -> (std::path::PathBuf, std::path::PathBuf) {
-    let (cert, key) = (dir.join(format!("{stem}.pem")), dir.join(format!("{stem}.key")));
+fn openssl_cert(
+    dir: &Path,
+    stem: &str,
+    cn: &str,
+    san: &str,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (cert, key) = (
+        dir.join(format!("{stem}.pem")),
+        dir.join(format!("{stem}.key")),
+    );
     let o = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "30", "-subj"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "30",
+            "-subj",
+        ])
         .arg(format!("/CN={cn}"))
-        .args(["-addext", &format!("subjectAltName={san}"), "-addext", "basicConstraints=critical,CA:FALSE", "-keyout"])
+        .args([
+            "-addext",
+            &format!("subjectAltName={san}"),
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+            "-keyout",
+        ])
         .arg(&key)
         .arg("-out")
         .arg(&cert)
@@ -30,7 +55,11 @@ fn curl_tls(port: u16, name: &str, path: &str, ca: &Path) -> (u16, String) {
     let o = Command::new("curl")
         .args(["-s", "--max-time", "10", "-w", "\n%{http_code}", "--cacert"])
         .arg(ca)
-        .args(["--resolve", &format!("{name}:{port}:127.0.0.1"), &format!("https://{name}:{port}{path}")])
+        .args([
+            "--resolve",
+            &format!("{name}:{port}:127.0.0.1"),
+            &format!("https://{name}:{port}{path}"),
+        ])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&o.stdout).to_string();
@@ -58,25 +87,62 @@ fn certificates_from_files_are_picked_by_name_and_http_redirects_to_https() {
     assert_eq!(s, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["headers"]["x-forwarded-proto"], "https");
-    assert_eq!(curl_tls(tls_port, "b.example.test", "/x", &b_cert).0, 200, "the second name gets its own certificate");
-    assert_eq!(curl_tls(tls_port, "b.example.test", "/x", &a_cert).0, 0, "and not the first's");
+    assert_eq!(
+        curl_tls(tls_port, "b.example.test", "/x", &b_cert).0,
+        200,
+        "the second name gets its own certificate"
+    );
+    assert_eq!(
+        curl_tls(tls_port, "b.example.test", "/x", &a_cert).0,
+        0,
+        "and not the first's"
+    );
     let (s, head, _) = curl(port, "a.example.test", "/page?q=1", &[]);
     assert_eq!(s, 301);
-    assert!(head.contains(&format!("location: https://a.example.test:{tls_port}/page?q=1")), "{head}");
+    assert!(
+        head.contains(&format!(
+            "location: https://a.example.test:{tls_port}/page?q=1"
+        )),
+        "{head}"
+    );
 }
 
 #[test]
 fn pebble_issues_a_certificate_over_http01_that_the_gateway_then_serves() {
     let (_up, http, _) = upstream();
     let dir = scratch("tls-acme");
-    let (port, tls_port, acme_port, mgmt_port, dns_port, cts_mgmt) = (free_port(), free_port(), free_port(), free_port(), free_port(), free_port());
+    let (port, tls_port, acme_port, mgmt_port, dns_port, cts_mgmt) = (
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+    );
     // Pebble's own HTTPS certificate, which the gateway is told to trust for the ACME API.
-    let (pebble_cert, pebble_key) = openssl_cert(&dir, "pebble", "localhost", "DNS:localhost,IP:127.0.0.1");
+    let (pebble_cert, pebble_key) =
+        openssl_cert(&dir, "pebble", "localhost", "DNS:localhost,IP:127.0.0.1");
     // Every name resolves to 127.0.0.1 through pebble-challtestsrv's DNS.
     let _dns = Proc(
         Command::new("pebble-challtestsrv")
-            .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", "", "-dns01", &format!("127.0.0.1:{dns_port}")])
-            .args(["-http01", "", "-https01", "", "-tlsalpn01", "", "-management", &format!("127.0.0.1:{cts_mgmt}")])
+            .args([
+                "-defaultIPv4",
+                "127.0.0.1",
+                "-defaultIPv6",
+                "",
+                "-dns01",
+                &format!("127.0.0.1:{dns_port}"),
+            ])
+            .args([
+                "-http01",
+                "",
+                "-https01",
+                "",
+                "-tlsalpn01",
+                "",
+                "-management",
+                &format!("127.0.0.1:{cts_mgmt}"),
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -130,7 +196,12 @@ fn pebble_issues_a_certificate_over_http01_that_the_gateway_then_serves() {
     let root = dir.join("root.pem");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let o = Command::new("curl").args(["-s", "--cacert"]).arg(&pebble_cert).arg(format!("https://127.0.0.1:{mgmt_port}/roots/0")).output().unwrap();
+        let o = Command::new("curl")
+            .args(["-s", "--cacert"])
+            .arg(&pebble_cert)
+            .arg(format!("https://127.0.0.1:{mgmt_port}/roots/0"))
+            .output()
+            .unwrap();
         if o.status.success() && o.stdout.starts_with(b"-----BEGIN") {
             std::fs::write(&root, &o.stdout).unwrap();
             let (s, body) = curl_tls(tls_port, "app.example.test", "/hello", &root);
@@ -139,11 +210,21 @@ fn pebble_issues_a_certificate_over_http01_that_the_gateway_then_serves() {
                 break;
             }
         }
-        assert!(Instant::now() < deadline, "no certificate from Pebble within 60 s");
+        assert!(
+            Instant::now() < deadline,
+            "no certificate from Pebble within 60 s"
+        );
         std::thread::sleep(Duration::from_millis(500));
     }
     // Kept on disk (the key private) for the next start.
     assert!(state.join("cert.pem").exists() && state.join("account.json").exists());
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(state.join("key.pem")).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(state.join("key.pem"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
 }

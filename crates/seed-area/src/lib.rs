@@ -65,7 +65,9 @@ fn encode(magic: &[u8; 16], payload: &[u8]) -> Vec<u8> {
 
 /// The payload of the record at `at`, `None` if the record is absent (all zero).
 fn decode<'a>(area: &'a [u8], at: usize, magic: &[u8; 16], what: &str) -> Result<Option<&'a [u8]>> {
-    let Some(head) = area.get(at..at + HEADER) else { bail!("the seed area is too short for its {what} record") };
+    let Some(head) = area.get(at..at + HEADER) else {
+        bail!("the seed area is too short for its {what} record")
+    };
     if head.iter().all(|b| *b == 0) {
         return Ok(None);
     }
@@ -73,7 +75,9 @@ fn decode<'a>(area: &'a [u8], at: usize, magic: &[u8; 16], what: &str) -> Result
         bail!("the seed area's {what} record has an unknown format");
     }
     let len = u32::from_le_bytes(head[16..20].try_into().expect("4 bytes")) as usize;
-    let Some(payload) = area.get(at + HEADER..at + HEADER + len) else { bail!("the seed area's {what} record is truncated") };
+    let Some(payload) = area.get(at + HEADER..at + HEADER + len) else {
+        bail!("the seed area's {what} record is truncated")
+    };
     if Sha256::digest(payload).as_slice() != &head[24..56] {
         bail!("the seed area's {what} record fails its checksum");
     }
@@ -82,7 +86,10 @@ fn decode<'a>(area: &'a [u8], at: usize, magic: &[u8; 16], what: &str) -> Result
 
 /// The seed partition's bytes as built: the slot record, zeros elsewhere.
 pub fn initial_area(slots: &[Slot]) -> Result<Vec<u8>> {
-    let text = toml::to_string(&SlotList { slots: slots.to_vec() }).context("writing the slot list")?;
+    let text = toml::to_string(&SlotList {
+        slots: slots.to_vec(),
+    })
+    .context("writing the slot list")?;
     let rec = encode(SLOTS_MAGIC, text.as_bytes());
     if rec.len() as u64 > SECRETS_AT {
         bail!("the slot list is larger than the seed area's 64 KiB for it");
@@ -99,7 +106,10 @@ pub fn secrets_region(values: &BTreeMap<String, String>) -> Result<Vec<u8>> {
     let rec = encode(SECRETS_MAGIC, payload.as_bytes());
     let size = (SIZE - SECRETS_AT) as usize;
     if rec.len() > size {
-        bail!("the secrets are larger than the seed area's {} KiB", size / 1024);
+        bail!(
+            "the secrets are larger than the seed area's {} KiB",
+            size / 1024
+        );
     }
     let mut region = vec![0u8; size];
     region[..rec.len()].copy_from_slice(&rec);
@@ -115,7 +125,11 @@ pub struct SeedState {
 /// Reads a whole seed area (at least up to the end of its records).
 pub fn parse(area: &[u8]) -> Result<SeedState> {
     let slots = match decode(area, SLOTS_AT, SLOTS_MAGIC, "slot list")? {
-        Some(p) => toml::from_str::<SlotList>(std::str::from_utf8(p)?).context("parsing the slot list")?.slots,
+        Some(p) => {
+            toml::from_str::<SlotList>(std::str::from_utf8(p)?)
+                .context("parsing the slot list")?
+                .slots
+        }
         None => bail!("the seed area holds no slot list"),
     };
     let secrets = match decode(area, SECRETS_AT as usize, SECRETS_MAGIC, "secrets")? {
@@ -144,7 +158,10 @@ mod tests {
             required,
             generate,
         };
-        vec![s("jupyter-htpasswd", true, false), s("session-key", false, true)]
+        vec![
+            s("jupyter-htpasswd", true, false),
+            s("session-key", false, true),
+        ]
     }
 
     #[test]
@@ -163,12 +180,19 @@ mod tests {
         assert!(parse(&bad).err().unwrap().to_string().contains("checksum"));
         let mut bad = area.clone();
         bad[SECRETS_AT as usize + HEADER] ^= 1;
-        assert!(parse(&bad).err().unwrap().to_string().contains("secrets record fails its checksum"));
+        assert!(parse(&bad)
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("secrets record fails its checksum"));
     }
 
     #[test]
     fn secrets_too_large_for_the_area_are_refused() {
         let values = BTreeMap::from([("k".to_string(), "x".repeat(SIZE as usize))]);
-        assert!(secrets_region(&values).unwrap_err().to_string().contains("larger than"));
+        assert!(secrets_region(&values)
+            .unwrap_err()
+            .to_string()
+            .contains("larger than"));
     }
 }

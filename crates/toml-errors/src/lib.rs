@@ -11,9 +11,19 @@ pub fn parse<T: DeserializeOwned>(display: &str, text: &str) -> Result<T, String
     serde_path_to_error::deserialize(de).map_err(|err| {
         let key = err.path().to_string();
         let inner = err.into_inner();
-        let (line, col) = inner.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
-        let key = if key == "." { String::new() } else { format!("key `{key}`: ") };
-        format!("{display}:{line}:{col}: {key}{}", inner.message().trim_end())
+        let (line, col) = inner
+            .span()
+            .map(|s| line_col(text, s.start))
+            .unwrap_or((1, 1));
+        let key = if key == "." {
+            String::new()
+        } else {
+            format!("key `{key}`: ")
+        };
+        format!(
+            "{display}:{line}:{col}: {key}{}",
+            inner.message().trim_end()
+        )
     })
 }
 
@@ -47,10 +57,20 @@ mod tests {
 
     #[test]
     fn errors_name_file_line_column_and_key_path() {
-        let err = parse::<T>("f.toml", "a = 1\n[[item]]\nname = \"x\"\n[[item]]\nnmae = \"y\"\n").unwrap_err();
-        assert!(err.starts_with("f.toml:5:1: key `item[1].nmae`: unknown field `nmae`"), "{err}");
+        let err = parse::<T>(
+            "f.toml",
+            "a = 1\n[[item]]\nname = \"x\"\n[[item]]\nnmae = \"y\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.starts_with("f.toml:5:1: key `item[1].nmae`: unknown field `nmae`"),
+            "{err}"
+        );
         let err = parse::<T>("f.toml", "a = \"one\"\n").unwrap_err();
-        assert!(err.starts_with("f.toml:1:5: key `a`: invalid type: string"), "{err}");
+        assert!(
+            err.starts_with("f.toml:1:5: key `a`: invalid type: string"),
+            "{err}"
+        );
         assert_eq!(line_col("ab\ncd", 4), (2, 2));
     }
 }

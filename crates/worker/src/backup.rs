@@ -28,11 +28,17 @@ pub fn run(o: &Options) -> Result<String> {
     // A run killed half-way (power cut, timeout) left a partial file: it was never a backup.
     for e in fs::read_dir(o.dir)?.flatten() {
         let n = e.file_name();
-        if n.to_str().is_some_and(|n| n.starts_with(&format!(".{}-", o.database)) && n.ends_with(".dump.partial")) {
-            fs::remove_file(e.path()).with_context(|| format!("removing the partial dump {}", e.path().display()))?;
+        if n.to_str().is_some_and(|n| {
+            n.starts_with(&format!(".{}-", o.database)) && n.ends_with(".dump.partial")
+        }) {
+            fs::remove_file(e.path())
+                .with_context(|| format!("removing the partial dump {}", e.path().display()))?;
         }
     }
-    let secs = SystemTime::now().duration_since(UNIX_EPOCH).context("clock before 1970")?.as_secs();
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .context("clock before 1970")?
+        .as_secs();
     let name = format!("{}-{}.dump", o.database, stamp(secs));
     let tmp = o.dir.join(format!(".{name}.partial"));
     let result = dump_and_check(o.database, &tmp);
@@ -45,13 +51,19 @@ pub fn run(o: &Options) -> Result<String> {
     };
     let file = o.dir.join(&name);
     fs::rename(&tmp, &file).with_context(|| format!("naming {}", file.display()))?;
-    File::open(o.dir).and_then(|d| d.sync_all()).with_context(|| format!("syncing {}", o.dir.display()))?;
+    File::open(o.dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("syncing {}", o.dir.display()))?;
     let bytes = fs::metadata(&file)?.len();
 
     let prefix = format!("{}-", o.database);
     let mut dumps: Vec<String> = fs::read_dir(o.dir)?
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| n.starts_with(&prefix) && n.ends_with(".dump") && parse_stamp(&n[prefix.len()..n.len() - 5]).is_some())
+        .filter(|n| {
+            n.starts_with(&prefix)
+                && n.ends_with(".dump")
+                && parse_stamp(&n[prefix.len()..n.len() - 5]).is_some()
+        })
         .collect();
     dumps.sort();
     let remove = rotation(&dumps, &prefix, o.keep_daily, o.keep_weekly);
@@ -80,20 +92,37 @@ fn dump_and_check(database: &str, out: &Path) -> Result<usize> {
     if !st.success() {
         bail!("pg_dump of `{database}` failed ({st})");
     }
-    f.sync_all().with_context(|| format!("syncing {}", out.display()))?;
-    let list = Command::new("pg_restore").arg("--list").arg(out).stderr(Stdio::inherit()).output().context("running pg_restore --list")?;
+    f.sync_all()
+        .with_context(|| format!("syncing {}", out.display()))?;
+    let list = Command::new("pg_restore")
+        .arg("--list")
+        .arg(out)
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running pg_restore --list")?;
     if !list.status.success() {
-        bail!("pg_restore --list cannot read the new dump of `{database}` ({})", list.status);
+        bail!(
+            "pg_restore --list cannot read the new dump of `{database}` ({})",
+            list.status
+        );
     }
-    toc_entries(&String::from_utf8_lossy(&list.stdout))
-        .with_context(|| format!("pg_restore --list printed no `TOC Entries:` line for the dump of `{database}`"))
+    toc_entries(&String::from_utf8_lossy(&list.stdout)).with_context(|| {
+        format!("pg_restore --list printed no `TOC Entries:` line for the dump of `{database}`")
+    })
 }
 
 /// The archive's table-of-contents size from `pg_restore --list`'s header
 /// (`;     TOC Entries: 4`). The header is what proves the archive was read: an empty
 /// database's dump selects no entry for listing, yet has a table of contents.
 pub fn toc_entries(list: &str) -> Option<usize> {
-    list.lines().find_map(|l| l.trim_start_matches(';').trim().strip_prefix("TOC Entries:")?.trim().parse().ok())
+    list.lines().find_map(|l| {
+        l.trim_start_matches(';')
+            .trim()
+            .strip_prefix("TOC Entries:")?
+            .trim()
+            .parse()
+            .ok()
+    })
 }
 
 /// `YYYYMMDDTHHMMSSZ` for seconds since the epoch (UTC), so names sort by time.
@@ -101,16 +130,32 @@ pub fn stamp(secs: u64) -> String {
     let days = (secs / 86400) as i64;
     let (y, m, d) = civil_from_days(days);
     let s = secs % 86400;
-    format!("{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z", s / 3600, s / 60 % 60, s % 60)
+    format!(
+        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
+        s / 3600,
+        s / 60 % 60,
+        s % 60
+    )
 }
 
 /// Days since the epoch of a stamp's date, `None` if it is not a stamp.
 fn parse_stamp(s: &str) -> Option<i64> {
     let b = s.as_bytes();
-    if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' || !s[..8].bytes().chain(s[9..15].bytes()).all(|c| c.is_ascii_digit()) {
+    if b.len() != 16
+        || b[8] != b'T'
+        || b[15] != b'Z'
+        || !s[..8]
+            .bytes()
+            .chain(s[9..15].bytes())
+            .all(|c| c.is_ascii_digit())
+    {
         return None;
     }
-    let (y, m, d) = (s[..4].parse().ok()?, s[4..6].parse().ok()?, s[6..8].parse().ok()?);
+    let (y, m, d) = (
+        s[..4].parse().ok()?,
+        s[4..6].parse().ok()?,
+        s[6..8].parse().ok()?,
+    );
     Some(days_from_civil(y, m, d))
 }
 
@@ -134,16 +179,32 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let mp = (5 * doy + 2) / 153;
     let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
     let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { yoe + era * 400 + 1 } else { yoe + era * 400 }, m, d)
+    (
+        if m <= 2 {
+            yoe + era * 400 + 1
+        } else {
+            yoe + era * 400
+        },
+        m,
+        d,
+    )
 }
 
 /// Which of `dumps` (sorted oldest first, all named `<prefix><stamp>.dump`) to remove.
-pub fn rotation(dumps: &[String], prefix: &str, keep_daily: usize, keep_weekly: usize) -> Vec<String> {
+pub fn rotation(
+    dumps: &[String],
+    prefix: &str,
+    keep_daily: usize,
+    keep_weekly: usize,
+) -> Vec<String> {
     let day = |n: &String| parse_stamp(&n[prefix.len()..n.len() - 5]).expect("filtered to stamps");
     // 1970-01-01 was a Thursday: shifting by 3 days makes weeks start on Monday.
     let week = |n: &String| (day(n) + 3).div_euclid(7);
     let mut keep = BTreeSet::new();
-    for (key, limit) in [(&day as &dyn Fn(&String) -> i64, keep_daily), (&week, keep_weekly)] {
+    for (key, limit) in [
+        (&day as &dyn Fn(&String) -> i64, keep_daily),
+        (&week, keep_weekly),
+    ] {
         let mut seen = BTreeSet::new();
         for n in dumps.iter().rev() {
             if seen.len() == limit && !seen.contains(&key(n)) {
@@ -158,7 +219,11 @@ pub fn rotation(dumps: &[String], prefix: &str, keep_daily: usize, keep_weekly: 
     if let Some(newest) = dumps.last() {
         keep.insert(newest.clone());
     }
-    dumps.iter().filter(|n| !keep.contains(*n)).cloned().collect()
+    dumps
+        .iter()
+        .filter(|n| !keep.contains(*n))
+        .cloned()
+        .collect()
 }
 
 #[cfg(test)]
@@ -197,8 +262,17 @@ mod tests {
         // the 21st (already kept), the week of the 9th's newest is Sunday the 15th.
         assert_eq!(
             kept,
-            ["app-20261115T150000Z.dump", "app-20261119T150000Z.dump", "app-20261120T150000Z.dump", "app-20261121T150000Z.dump"]
+            [
+                "app-20261115T150000Z.dump",
+                "app-20261119T150000Z.dump",
+                "app-20261120T150000Z.dump",
+                "app-20261121T150000Z.dump"
+            ]
         );
-        assert_eq!(rotation(&dumps[..1], "app-", 0, 0), Vec::<String>::new(), "the newest dump always stays");
+        assert_eq!(
+            rotation(&dumps[..1], "app-", 0, 0),
+            Vec::<String>::new(),
+            "the newest dump always stays"
+        );
     }
 }

@@ -19,7 +19,12 @@ pub struct CheckResult {
 }
 
 fn result(name: String, r: Result<(), String>) -> CheckResult {
-    CheckResult { name, ok: r.is_ok(), detail: r.err(), gave_up: false }
+    CheckResult {
+        name,
+        ok: r.is_ok(),
+        detail: r.err(),
+        gave_up: false,
+    }
 }
 
 pub fn run_all(cfg: &NodeConfig) -> Vec<CheckResult> {
@@ -28,16 +33,32 @@ pub fn run_all(cfg: &NodeConfig) -> Vec<CheckResult> {
     // without a value will not get one by waiting.
     for s in cfg.slots.iter().filter(|s| s.required || s.generate) {
         let ok = crate::secrets::present(std::path::Path::new(crate::secrets::DIR), &s.name);
-        let detail = (!ok).then(|| format!("no value for the slot `{}` (read by {}.service): seed it with `imgforge seed`", s.name, s.service));
-        out.push(CheckResult { name: format!("slot:{}", s.name), ok, detail, gave_up: !ok });
+        let detail = (!ok).then(|| {
+            format!(
+                "no value for the slot `{}` (read by {}.service): seed it with `imgforge seed`",
+                s.name, s.service
+            )
+        });
+        out.push(CheckResult {
+            name: format!("slot:{}", s.name),
+            ok,
+            detail,
+            gave_up: !ok,
+        });
     }
     for u in &cfg.checks.units {
         let (r, gave_up) = unit_active(u);
-        out.push(CheckResult { gave_up, ..result(u.clone(), r) });
+        out.push(CheckResult {
+            gave_up,
+            ..result(u.clone(), r)
+        });
     }
     for j in &cfg.checks.jobs {
         let (r, gave_up) = job_done(j);
-        out.push(CheckResult { gave_up, ..result(j.clone(), r) });
+        out.push(CheckResult {
+            gave_up,
+            ..result(j.clone(), r)
+        });
     }
     out.push(result("no-failed-units".into(), no_failed_units()));
     for p in &cfg.checks.tcp_ports {
@@ -57,7 +78,18 @@ const SETTLE_SECS: f64 = 1.0;
 /// The unit's check, and whether the unit is in the failed state (gave up restarting).
 fn unit_active(unit: &str) -> (Result<(), String>, bool) {
     let out = match Command::new("systemctl")
-        .args(["show", unit, "-p", "ActiveState", "-p", "SubState", "-p", "NRestarts", "-p", "ActiveEnterTimestampMonotonic"])
+        .args([
+            "show",
+            unit,
+            "-p",
+            "ActiveState",
+            "-p",
+            "SubState",
+            "-p",
+            "NRestarts",
+            "-p",
+            "ActiveEnterTimestampMonotonic",
+        ])
         .output()
     {
         Ok(o) => o,
@@ -65,22 +97,38 @@ fn unit_active(unit: &str) -> (Result<(), String>, bool) {
     };
     let props = String::from_utf8_lossy(&out.stdout);
     let uptime = std::fs::read_to_string("/proc/uptime").unwrap_or_default();
-    let uptime_secs: f64 = uptime.split_whitespace().next().and_then(|u| u.parse().ok()).unwrap_or(0.0);
+    let uptime_secs: f64 = uptime
+        .split_whitespace()
+        .next()
+        .and_then(|u| u.parse().ok())
+        .unwrap_or(0.0);
     let gave_up = props.lines().any(|l| l == "ActiveState=failed");
     (judge_unit(unit, &props, uptime_secs), gave_up)
 }
 
 /// Decides a unit check from `systemctl show` properties and the time since boot.
 pub fn judge_unit(unit: &str, props: &str, uptime_secs: f64) -> Result<(), String> {
-    let get = |k: &str| props.lines().find_map(|l| l.strip_prefix(k)?.strip_prefix('=')).unwrap_or("");
+    let get = |k: &str| {
+        props
+            .lines()
+            .find_map(|l| l.strip_prefix(k)?.strip_prefix('='))
+            .unwrap_or("")
+    };
     let state = get("ActiveState");
     if state == "failed" {
         return Err(format!("{unit} is failed"));
     }
     if state != "active" {
-        return Err(format!("{unit} is {state} ({}, {} restarts)", get("SubState"), get("NRestarts")));
+        return Err(format!(
+            "{unit} is {state} ({}, {} restarts)",
+            get("SubState"),
+            get("NRestarts")
+        ));
     }
-    let since = get("ActiveEnterTimestampMonotonic").parse::<f64>().unwrap_or(0.0) / 1e6;
+    let since = get("ActiveEnterTimestampMonotonic")
+        .parse::<f64>()
+        .unwrap_or(0.0)
+        / 1e6;
     let active_for = uptime_secs - since;
     if active_for < SETTLE_SECS {
         return Err(format!("{unit} active for only {active_for:.1} s"));
@@ -90,7 +138,19 @@ pub fn judge_unit(unit: &str, props: &str, uptime_secs: f64) -> Result<(), Strin
 
 /// A oneshot job that runs at boot: done once it has exited successfully in this boot.
 fn job_done(unit: &str) -> (Result<(), String>, bool) {
-    let props = match Command::new("systemctl").args(["show", unit, "-p", "ActiveState", "-p", "Result", "-p", "ExecMainExitTimestampMonotonic"]).output() {
+    let props = match Command::new("systemctl")
+        .args([
+            "show",
+            unit,
+            "-p",
+            "ActiveState",
+            "-p",
+            "Result",
+            "-p",
+            "ExecMainExitTimestampMonotonic",
+        ])
+        .output()
+    {
         Ok(o) => String::from_utf8_lossy(&o.stdout).into_owned(),
         Err(e) => return (Err(format!("systemctl: {e}")), false),
     };
@@ -98,11 +158,19 @@ fn job_done(unit: &str) -> (Result<(), String>, bool) {
 }
 
 pub fn judge_job(unit: &str, props: &str) -> (Result<(), String>, bool) {
-    let get = |k: &str| props.lines().find_map(|l| l.strip_prefix(k)?.strip_prefix('=')).unwrap_or("");
+    let get = |k: &str| {
+        props
+            .lines()
+            .find_map(|l| l.strip_prefix(k)?.strip_prefix('='))
+            .unwrap_or("")
+    };
     if get("ActiveState") == "failed" {
         return (Err(format!("{unit} failed ({})", get("Result"))), true);
     }
-    let exited = get("ExecMainExitTimestampMonotonic").parse::<u64>().unwrap_or(0) > 0;
+    let exited = get("ExecMainExitTimestampMonotonic")
+        .parse::<u64>()
+        .unwrap_or(0)
+        > 0;
     match (exited, get("ActiveState"), get("Result")) {
         (true, "inactive", "success") => (Ok(()), false),
         (_, state, _) => (Err(format!("{unit} has not finished yet ({state})")), false),
@@ -111,32 +179,53 @@ pub fn judge_job(unit: &str, props: &str) -> (Result<(), String>, bool) {
 
 fn no_failed_units() -> Result<(), String> {
     let out = Command::new("systemctl")
-        .args(["list-units", "--state=failed", "--plain", "--no-legend", "--no-pager"])
+        .args([
+            "list-units",
+            "--state=failed",
+            "--plain",
+            "--no-legend",
+            "--no-pager",
+        ])
         .output()
         .map_err(|e| format!("systemctl: {e}"))?;
     let failed: Vec<String> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| l.split_whitespace().next().map(str::to_string))
         .collect();
-    if failed.is_empty() { Ok(()) } else { Err(format!("failed units: {}", failed.join(", "))) }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("failed units: {}", failed.join(", ")))
+    }
 }
 
 fn resolve(addr: &str) -> Result<SocketAddr, String> {
-    addr.to_socket_addrs().map_err(|e| format!("{addr}: {e}"))?.next().ok_or_else(|| format!("{addr}: no address"))
+    addr.to_socket_addrs()
+        .map_err(|e| format!("{addr}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{addr}: no address"))
 }
 
 fn tcp(addr: &str) -> Result<(), String> {
-    TcpStream::connect_timeout(&resolve(addr)?, Duration::from_secs(2)).map(|_| ()).map_err(|e| format!("{addr}: {e}"))
+    TcpStream::connect_timeout(&resolve(addr)?, Duration::from_secs(2))
+        .map(|_| ())
+        .map_err(|e| format!("{addr}: {e}"))
 }
 
 /// Splits `http://host:port/path` into (host:port, path).
 pub fn split_url(url: &str) -> Result<(String, String), String> {
-    let rest = url.strip_prefix("http://").ok_or_else(|| format!("{url}: only http:// is checked"))?;
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("{url}: only http:// is checked"))?;
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
-    let authority = if authority.contains(':') { authority.to_string() } else { format!("{authority}:80") };
+    let authority = if authority.contains(':') {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
     Ok((authority, path.to_string()))
 }
 
@@ -152,13 +241,16 @@ pub fn status_code(head: &str) -> Option<u16> {
 
 fn http_ok(url: &str) -> Result<(), String> {
     let (authority, path) = split_url(url)?;
-    let mut s = TcpStream::connect_timeout(&resolve(&authority)?, Duration::from_secs(2)).map_err(|e| format!("{url}: {e}"))?;
+    let mut s = TcpStream::connect_timeout(&resolve(&authority)?, Duration::from_secs(2))
+        .map_err(|e| format!("{url}: {e}"))?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok();
     let host = authority.split(':').next().unwrap_or("localhost");
     // One write: `write!` on a socket sends each piece separately, and a server that reads
     // once and closes would reset the connection.
-    let request = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: imgforge-worker\r\n\r\n");
-    s.write_all(request.as_bytes()).map_err(|e| format!("{url}: {e}"))?;
+    let request =
+        format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: imgforge-worker\r\n\r\n");
+    s.write_all(request.as_bytes())
+        .map_err(|e| format!("{url}: {e}"))?;
     let mut buf = [0u8; 512];
     let n = s.read(&mut buf).map_err(|e| format!("{url}: {e}"))?;
     let head = String::from_utf8_lossy(&buf[..n]);
@@ -191,28 +283,52 @@ mod tests {
 
     #[test]
     fn a_unit_counts_once_it_has_stayed_active() {
-        let props = |state: &str, since_us: u64| format!("ActiveState={state}\nSubState=running\nNRestarts=0\nActiveEnterTimestampMonotonic={since_us}\n");
+        let props = |state: &str, since_us: u64| {
+            format!("ActiveState={state}\nSubState=running\nNRestarts=0\nActiveEnterTimestampMonotonic={since_us}\n")
+        };
         assert!(judge_unit("a.service", &props("active", 10_000_000), 20.0).is_ok());
         let err = judge_unit("a.service", &props("active", 19_500_000), 20.0).unwrap_err();
         assert!(err.contains("active for only 0.5 s"), "{err}");
-        assert_eq!(judge_unit("a.service", &props("failed", 0), 20.0).unwrap_err(), "a.service is failed");
-        let err = judge_unit("a.service", "ActiveState=activating\nSubState=auto-restart\nNRestarts=3\n", 20.0).unwrap_err();
+        assert_eq!(
+            judge_unit("a.service", &props("failed", 0), 20.0).unwrap_err(),
+            "a.service is failed"
+        );
+        let err = judge_unit(
+            "a.service",
+            "ActiveState=activating\nSubState=auto-restart\nNRestarts=3\n",
+            20.0,
+        )
+        .unwrap_err();
         assert_eq!(err, "a.service is activating (auto-restart, 3 restarts)");
     }
 
     #[test]
     fn a_job_counts_once_it_has_exited_successfully() {
-        let p = |state: &str, result: &str, exit: u64| format!("ActiveState={state}\nResult={result}\nExecMainExitTimestampMonotonic={exit}\n");
+        let p = |state: &str, result: &str, exit: u64| {
+            format!("ActiveState={state}\nResult={result}\nExecMainExitTimestampMonotonic={exit}\n")
+        };
         assert!(judge_job("j", &p("inactive", "success", 5)).0.is_ok());
-        assert_eq!(judge_job("j", &p("inactive", "success", 0)), (Err("j has not finished yet (inactive)".into()), false));
+        assert_eq!(
+            judge_job("j", &p("inactive", "success", 0)),
+            (Err("j has not finished yet (inactive)".into()), false)
+        );
         assert_eq!(judge_job("j", &p("activating", "success", 0)).1, false);
-        assert_eq!(judge_job("j", &p("failed", "exit-code", 5)), (Err("j failed (exit-code)".into()), true));
+        assert_eq!(
+            judge_job("j", &p("failed", "exit-code", 5)),
+            (Err("j failed (exit-code)".into()), true)
+        );
     }
 
     #[test]
     fn url_and_status_parsing() {
-        assert_eq!(split_url("http://127.0.0.1:80/health").unwrap(), ("127.0.0.1:80".into(), "/health".into()));
-        assert_eq!(split_url("http://localhost").unwrap(), ("localhost:80".into(), "/".into()));
+        assert_eq!(
+            split_url("http://127.0.0.1:80/health").unwrap(),
+            ("127.0.0.1:80".into(), "/health".into())
+        );
+        assert_eq!(
+            split_url("http://localhost").unwrap(),
+            ("localhost:80".into(), "/".into())
+        );
         assert!(split_url("https://x/").is_err());
         assert_eq!(status_code("HTTP/1.1 204 No Content\r\n"), Some(204));
         assert_eq!(status_code("SSH-2.0-OpenSSH\r\n"), None);
@@ -232,7 +348,11 @@ mod tests {
                     assert!(n > 0, "request ended early");
                     req.extend_from_slice(&buf[..n]);
                 }
-                let reply = if i == 0 { "HTTP/1.1 200 OK\r\n\r\nok" } else { "HTTP/1.1 503 Busy\r\n\r\n" };
+                let reply = if i == 0 {
+                    "HTTP/1.1 200 OK\r\n\r\nok"
+                } else {
+                    "HTTP/1.1 503 Busy\r\n\r\n"
+                };
                 s.write_all(reply.as_bytes()).unwrap();
             }
         });
@@ -241,6 +361,9 @@ mod tests {
         let err = http_ok(&url).unwrap_err();
         assert!(err.contains("503"), "{err}");
         server.join().unwrap();
-        assert!(tcp(&addr.to_string()).is_err(), "listener closed: the port no longer answers");
+        assert!(
+            tcp(&addr.to_string()).is_err(),
+            "listener closed: the port no longer answers"
+        );
     }
 }

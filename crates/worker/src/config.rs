@@ -32,7 +32,8 @@ pub struct Checks {
 }
 
 pub fn load(path: &std::path::Path) -> Result<NodeConfig> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     parse(&text).with_context(|| format!("parsing {}", path.display()))
 }
 

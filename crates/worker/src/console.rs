@@ -48,7 +48,10 @@ mod tests {
 
     #[test]
     fn consoles_from_cmdline() {
-        assert_eq!(consoles("root=x console=tty0 console=ttyS0,115200n8 quiet"), ["/dev/tty0", "/dev/ttyS0"]);
+        assert_eq!(
+            consoles("root=x console=tty0 console=ttyS0,115200n8 quiet"),
+            ["/dev/tty0", "/dev/ttyS0"]
+        );
         assert_eq!(consoles("root=x"), ["/dev/console"]);
         assert_eq!(consoles("console=../x console=ttyAMA0"), ["/dev/ttyAMA0"]);
     }

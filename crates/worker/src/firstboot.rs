@@ -31,14 +31,24 @@ pub struct Outcome {
 
 impl Outcome {
     pub fn log_line(&self) -> String {
-        let list = |v: &[String]| if v.is_empty() { "-".to_string() } else { v.join(",") };
+        let list = |v: &[String]| {
+            if v.is_empty() {
+                "-".to_string()
+            } else {
+                v.join(",")
+            }
+        };
         format!(
             "imgforge-firstboot: seeded={} generated={} missing={} seed-area={}{}",
             list(&self.seeded),
             list(&self.generated),
             list(&self.missing),
             if self.wiped { "wiped" } else { "empty" },
-            if self.ignored.is_empty() { String::new() } else { format!(" ignored-unknown={}", self.ignored.join(",")) },
+            if self.ignored.is_empty() {
+                String::new()
+            } else {
+                format!(" ignored-unknown={}", self.ignored.join(","))
+            },
         )
     }
 }
@@ -50,8 +60,10 @@ pub fn run(slots: &[Slot], device: &Path, dir: &Path) -> Result<Outcome> {
     match OpenOptions::new().read(true).write(true).open(device) {
         Ok(mut dev) => {
             let mut area = vec![0u8; seed_area::SIZE as usize];
-            dev.read_exact(&mut area).with_context(|| format!("reading the seed area {}", device.display()))?;
-            let state = seed_area::parse(&area).with_context(|| format!("reading the seed area {}", device.display()))?;
+            dev.read_exact(&mut area)
+                .with_context(|| format!("reading the seed area {}", device.display()))?;
+            let state = seed_area::parse(&area)
+                .with_context(|| format!("reading the seed area {}", device.display()))?;
             if let Some(values) = state.secrets {
                 for (name, value) in &values {
                     if slots.iter().any(|s| &s.name == name) {
@@ -62,14 +74,17 @@ pub fn run(slots: &[Slot], device: &Path, dir: &Path) -> Result<Outcome> {
                     }
                 }
                 // Every value is on disk and synced before the only other copy goes.
-                wipe(&mut dev).with_context(|| format!("wiping the seed area {}", device.display()))?;
+                wipe(&mut dev)
+                    .with_context(|| format!("wiping the seed area {}", device.display()))?;
                 out.wiped = true;
             }
         }
         // An image without a seed area (or a disk moved to another machine) still boots:
         // seeded slots are then missing and reported as such.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("opening the seed area {}", device.display())),
+        Err(e) => {
+            return Err(e).with_context(|| format!("opening the seed area {}", device.display()))
+        }
     }
     for s in slots {
         if secrets::present(dir, &s.name) {
@@ -104,7 +119,13 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn slot(name: &str, required: bool, generate: bool) -> Slot {
-        Slot { name: name.into(), description: "d".into(), service: "s".into(), required, generate }
+        Slot {
+            name: name.into(),
+            description: "d".into(),
+            service: "s".into(),
+            required,
+            generate,
+        }
     }
 
     #[test]
@@ -113,14 +134,30 @@ mod tests {
         let _ = std::fs::remove_dir_all(&base);
         std::fs::create_dir_all(&base).unwrap();
         let (dev, dir) = (base.join("seed"), base.join("secrets"));
-        let slots = [slot("htpasswd", true, false), slot("key", false, true), slot("opt", false, false), slot("token", true, false)];
+        let slots = [
+            slot("htpasswd", true, false),
+            slot("key", false, true),
+            slot("opt", false, false),
+            slot("token", true, false),
+        ];
 
         // Unseeded: the generated slot is made, the required ones are reported missing.
         std::fs::write(&dev, seed_area::initial_area(&slots).unwrap()).unwrap();
         let o = run(&slots, &dev, &dir).unwrap();
-        assert_eq!((o.generated.clone(), o.missing.clone(), o.wiped), (vec!["key".to_string()], vec!["htpasswd".to_string(), "token".to_string()], false));
+        assert_eq!(
+            (o.generated.clone(), o.missing.clone(), o.wiped),
+            (
+                vec!["key".to_string()],
+                vec!["htpasswd".to_string(), "token".to_string()],
+                false
+            )
+        );
         let key = std::fs::read(dir.join("key")).unwrap();
-        assert_eq!(std::fs::read(dir.join("opt")).unwrap(), b"", "an optional slot is an empty credential");
+        assert_eq!(
+            std::fs::read(dir.join("opt")).unwrap(),
+            b"",
+            "an optional slot is an empty credential"
+        );
 
         // Seeded later: values placed, the seed area's secrets region zeroed, the generated
         // key left as it was, an unknown name ignored and named (never its value).
@@ -130,19 +167,38 @@ mod tests {
             ("token".to_string(), "T0KEN-VALUE".to_string()),
             ("stray".to_string(), "STRAY-VALUE".to_string()),
         ]);
-        area[seed_area::SECRETS_AT as usize..].copy_from_slice(&seed_area::secrets_region(&values).unwrap());
+        area[seed_area::SECRETS_AT as usize..]
+            .copy_from_slice(&seed_area::secrets_region(&values).unwrap());
         std::fs::write(&dev, &area).unwrap();
         let o = run(&slots, &dev, &dir).unwrap();
         assert_eq!(o.seeded, ["htpasswd", "token"]);
         assert_eq!(o.ignored, ["stray"]);
         assert!(o.generated.is_empty() && o.missing.is_empty() && o.wiped);
         assert_eq!(std::fs::read(dir.join("token")).unwrap(), b"T0KEN-VALUE");
-        assert_eq!(std::fs::read(dir.join("key")).unwrap(), key, "a generated secret survives later runs");
+        assert_eq!(
+            std::fs::read(dir.join("key")).unwrap(),
+            key,
+            "a generated secret survives later runs"
+        );
         let after = std::fs::read(&dev).unwrap();
-        assert!(after[seed_area::SECRETS_AT as usize..].iter().all(|b| *b == 0), "secrets region wiped");
-        assert_eq!(seed_area::parse(&after).unwrap().slots, slots, "the slot list stays");
+        assert!(
+            after[seed_area::SECRETS_AT as usize..]
+                .iter()
+                .all(|b| *b == 0),
+            "secrets region wiped"
+        );
+        assert_eq!(
+            seed_area::parse(&after).unwrap().slots,
+            slots,
+            "the slot list stays"
+        );
         let line = o.log_line();
-        assert!(!line.contains("VALUE") && line.contains("seeded=htpasswd,token") && line.contains("ignored-unknown=stray"), "{line}");
+        assert!(
+            !line.contains("VALUE")
+                && line.contains("seeded=htpasswd,token")
+                && line.contains("ignored-unknown=stray"),
+            "{line}"
+        );
         std::fs::remove_dir_all(&base).unwrap();
     }
 }

@@ -94,32 +94,75 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 println!("{}", checks::to_json(&cfg, &results));
             } else {
                 for r in &results {
-                    println!("{:<4} {}{}", if r.ok { "ok" } else { "FAIL" }, r.name, r.detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default());
+                    println!(
+                        "{:<4} {}{}",
+                        if r.ok { "ok" } else { "FAIL" },
+                        r.name,
+                        r.detail
+                            .as_deref()
+                            .map(|d| format!(": {d}"))
+                            .unwrap_or_default()
+                    );
                 }
             }
-            Ok(if results.iter().all(|r| r.ok) { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            Ok(if results.iter().all(|r| r.ok) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
-        Cmd::Firstboot { device, secrets_dir, marker } => {
+        Cmd::Firstboot {
+            device,
+            secrets_dir,
+            marker,
+        } => {
             let cfg = config()?;
             let outcome = firstboot::run(&cfg.slots, &device, &secrets_dir)?;
             println!("{}", outcome.log_line());
             if outcome.missing.is_empty() {
                 if let Some(dir) = marker.parent() {
-                    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+                    std::fs::create_dir_all(dir)
+                        .with_context(|| format!("creating {}", dir.display()))?;
                 }
-                std::fs::write(&marker, "first boot completed\n").with_context(|| format!("writing {}", marker.display()))?;
+                std::fs::write(&marker, "first boot completed\n")
+                    .with_context(|| format!("writing {}", marker.display()))?;
             }
             // Missing slots are not this unit's failure: the services that need them do not
             // start, and `worker ready` names the slots.
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Backup { database, dir, keep_daily, keep_weekly } => {
-            println!("{}", backup::run(&backup::Options { database: &database, dir: &dir, keep_daily, keep_weekly })?);
+        Cmd::Backup {
+            database,
+            dir,
+            keep_daily,
+            keep_weekly,
+        } => {
+            println!(
+                "{}",
+                backup::run(&backup::Options {
+                    database: &database,
+                    dir: &dir,
+                    keep_daily,
+                    keep_weekly
+                })?
+            );
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::PgInit { database, owner, password_credential } => {
-            let creds = std::env::var_os("CREDENTIALS_DIRECTORY").context("no $CREDENTIALS_DIRECTORY: run from a unit with LoadCredential=")?;
-            println!("{}", postgres::init(&database, &owner, &PathBuf::from(creds).join(&password_credential))?);
+        Cmd::PgInit {
+            database,
+            owner,
+            password_credential,
+        } => {
+            let creds = std::env::var_os("CREDENTIALS_DIRECTORY")
+                .context("no $CREDENTIALS_DIRECTORY: run from a unit with LoadCredential=")?;
+            println!(
+                "{}",
+                postgres::init(
+                    &database,
+                    &owner,
+                    &PathBuf::from(creds).join(&password_credential)
+                )?
+            );
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -141,17 +184,38 @@ fn ready(cfg: &config::NodeConfig) -> Result<ExitCode> {
     let total = results.len();
     let passed = results.iter().filter(|r| r.ok).count();
     let line = if passed == total {
-        format!("IMGFORGE-READY role={} target={} checks={passed}/{total}", cfg.role, cfg.target)
+        format!(
+            "IMGFORGE-READY role={} target={} checks={passed}/{total}",
+            cfg.role, cfg.target
+        )
     } else {
-        let failed: Vec<String> = results.iter().filter(|r| !r.ok).map(|r| r.name.clone()).collect();
+        let failed: Vec<String> = results
+            .iter()
+            .filter(|r| !r.ok)
+            .map(|r| r.name.clone())
+            .collect();
         for r in results.iter().filter(|r| !r.ok) {
-            eprintln!("worker: check {} failed: {}", r.name, r.detail.as_deref().unwrap_or("no detail"));
+            eprintln!(
+                "worker: check {} failed: {}",
+                r.name,
+                r.detail.as_deref().unwrap_or("no detail")
+            );
         }
-        format!("IMGFORGE-FAILED role={} failed={} checks={passed}/{total}", cfg.role, failed.join(","))
+        format!(
+            "IMGFORGE-FAILED role={} failed={} checks={passed}/{total}",
+            cfg.role,
+            failed.join(",")
+        )
     };
     console::announce(&line);
     if console::cmdline_has("imgforge.poweroff") {
-        let _ = std::process::Command::new("systemctl").args(["poweroff", "--no-block"]).status();
+        let _ = std::process::Command::new("systemctl")
+            .args(["poweroff", "--no-block"])
+            .status();
     }
-    Ok(if passed == total { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if passed == total {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

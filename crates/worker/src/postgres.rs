@@ -13,7 +13,9 @@ use anyhow::{bail, Context, Result};
 /// where they sit inside the string literals that `\gexec` runs.
 pub fn check_name(s: &str) -> Result<()> {
     let mut chars = s.chars();
-    let ok = chars.next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+    let ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
         && s.len() <= 63;
     if !ok {
@@ -41,25 +43,46 @@ pub fn script(database: &str, owner: &str, password: &str) -> String {
 pub fn init(database: &str, owner: &str, password_file: &Path) -> Result<String> {
     check_name(database)?;
     check_name(owner)?;
-    let password = std::fs::read_to_string(password_file)
-        .with_context(|| format!("reading the password credential {}", password_file.display()))?;
+    let password = std::fs::read_to_string(password_file).with_context(|| {
+        format!(
+            "reading the password credential {}",
+            password_file.display()
+        )
+    })?;
     let password = password.trim_end_matches('\n');
     if password.is_empty() {
-        bail!("the password credential {} is empty", password_file.display());
+        bail!(
+            "the password credential {} is empty",
+            password_file.display()
+        );
     }
     // --quiet and no --echo: psql prints neither the script nor, for these statements, its text.
     let mut child = Command::new("psql")
-        .args(["--quiet", "--no-psqlrc", "--set", "ON_ERROR_STOP=1", "--dbname", "postgres"])
+        .args([
+            "--quiet",
+            "--no-psqlrc",
+            "--set",
+            "ON_ERROR_STOP=1",
+            "--dbname",
+            "postgres",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
         .context("running psql")?;
-    child.stdin.take().expect("piped").write_all(script(database, owner, password).as_bytes()).context("writing to psql")?;
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(script(database, owner, password).as_bytes())
+        .context("writing to psql")?;
     let st = child.wait()?;
     if !st.success() {
         bail!("psql could not set up database `{database}` for `{owner}` ({st})");
     }
-    Ok(format!("imgforge-pg-init: database={database} owner={owner} password=from-credential"))
+    Ok(format!(
+        "imgforge-pg-init: database={database} owner={owner} password=from-credential"
+    ))
 }
 
 #[cfg(test)]
@@ -69,7 +92,10 @@ mod tests {
     #[test]
     fn names_and_password_are_quoted() {
         let s = script("app", "app", "pa'ss");
-        assert!(s.contains("ALTER ROLE app WITH LOGIN PASSWORD 'pa''ss';"), "{s}");
+        assert!(
+            s.contains("ALTER ROLE app WITH LOGIN PASSWORD 'pa''ss';"),
+            "{s}"
+        );
         assert!(s.contains("WHERE rolname = 'app')\\gexec"), "{s}");
         assert!(s.contains("'CREATE DATABASE app OWNER app' WHERE"), "{s}");
         assert!(check_name("app_2").is_ok());

@@ -22,15 +22,28 @@ pub fn peers() -> PathBuf {
 
 /// The upstream application: (process, http port, websocket port).
 pub fn upstream() -> (Proc, u16, u16) {
-    let mut c = Command::new("/usr/bin/python3").arg(peers().join("upstream.py")).stdout(Stdio::piped()).spawn().expect("python3");
+    let mut c = Command::new("/usr/bin/python3")
+        .arg(peers().join("upstream.py"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
     let mut line = String::new();
-    BufReader::new(c.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let ports: Vec<u16> = line.split_whitespace().map(|p| p.parse().unwrap()).collect();
+    BufReader::new(c.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let ports: Vec<u16> = line
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
     (Proc(c), ports[0], ports[1])
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub fn scratch(name: &str) -> PathBuf {
@@ -43,7 +56,13 @@ pub fn scratch(name: &str) -> PathBuf {
 /// Starts the gateway on `config` and waits until it accepts connections.
 pub fn gateway(config: &Path, port: u16) -> Proc {
     let c = Command::new(env!("CARGO_BIN_EXE_gateway"))
-        .args(["serve", "--config", config.to_str().unwrap(), "--listen", &format!("127.0.0.1:{port}")])
+        .args([
+            "serve",
+            "--config",
+            config.to_str().unwrap(),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
@@ -58,14 +77,25 @@ pub fn gateway(config: &Path, port: u16) -> Proc {
 /// curl: (status, headers, body).
 pub fn curl(port: u16, host: &str, path: &str, extra: &[&str]) -> (u16, String, String) {
     let o = Command::new("curl")
-        .args(["-s", "-i", "--max-time", "20", "-H", &format!("Host: {host}")])
+        .args([
+            "-s",
+            "-i",
+            "--max-time",
+            "20",
+            "-H",
+            &format!("Host: {host}"),
+        ])
         .args(extra)
         .arg(format!("http://127.0.0.1:{port}{path}"))
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&o.stdout).replace("\r\n", "\n");
     let (head, body) = text.split_once("\n\n").unwrap_or((&text, ""));
-    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     (status, head.to_lowercase(), body.to_string())
 }
 
@@ -74,4 +104,3 @@ pub fn config(dir: &Path, text: &str) -> PathBuf {
     std::fs::write(&p, text).unwrap();
     p
 }
-
