@@ -88,6 +88,7 @@ const CHALLENGE_PATH: &str = "/.well-known/acme-challenge/";
 pub async fn handle(
     rt: Arc<Runtime>,
     challenges: Arc<crate::acme::Challenges>,
+    certs: &crate::tls::CertStore,
     conn: Conn,
     req: Request<Incoming>,
 ) -> Response<Body> {
@@ -122,7 +123,12 @@ pub async fn handle(
             ),
             None => (pages::not_found(&host), None),
         }
-    } else if let (false, Some(https)) = (conn.https, rt.cfg.server.https) {
+    } else if let (false, Some(https), true) =
+        (conn.https, rt.cfg.server.https, certs.covers(&host))
+    {
+        // Only once a certificate for the name is held: before the first ACME order
+        // succeeds (or on a LAN with no way to get one), plain HTTP keeps working instead of
+        // sending every visitor to a handshake that cannot succeed.
         let port = if https.port() == 443 {
             String::new()
         } else {

@@ -65,7 +65,10 @@ where
             // Each request takes the configuration in force when it arrives.
             let rt = shared.current.load_full();
             let ch = shared.challenges.clone();
-            async move { Ok::<_, std::convert::Infallible>(proxy::handle(rt, ch, conn, req).await) }
+            let certs = shared.certs.clone();
+            async move {
+                Ok::<_, std::convert::Infallible>(proxy::handle(rt, ch, &certs, conn, req).await)
+            }
         });
         // Over TLS, one flattened write per response makes one TLS record, where vectored
         // writes would make one per header and body buffer.

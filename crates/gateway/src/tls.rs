@@ -26,15 +26,14 @@ impl CertStore {
         self.certs.read().expect("not poisoned").is_empty()
     }
 
+    /// Whether a certificate valid for `name` is held.
+    pub fn covers(&self, name: &str) -> bool {
+        let certs = self.certs.read().expect("not poisoned");
+        certs.iter().any(|c| valid_for(c, name))
+    }
+
     fn pick(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
         let certs = self.certs.read().expect("not poisoned");
-        let valid_for = |c: &CertifiedKey, name: &str| {
-            let Ok(sn) = ServerName::try_from(name) else {
-                return false;
-            };
-            webpki::EndEntityCert::try_from(&c.cert[0])
-                .is_ok_and(|e| e.verify_is_valid_for_subject_name(&sn).is_ok())
-        };
         match sni {
             Some(name) => certs
                 .iter()
@@ -44,6 +43,14 @@ impl CertStore {
             None => certs.first().cloned(),
         }
     }
+}
+
+fn valid_for(c: &CertifiedKey, name: &str) -> bool {
+    let Ok(sn) = ServerName::try_from(name) else {
+        return false;
+    };
+    webpki::EndEntityCert::try_from(&c.cert[0])
+        .is_ok_and(|e| e.verify_is_valid_for_subject_name(&sn).is_ok())
 }
 
 impl ResolvesServerCert for CertStore {

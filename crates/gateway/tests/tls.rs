@@ -68,7 +68,7 @@ fn curl_tls(port: u16, name: &str, path: &str, ca: &Path) -> (u16, String) {
 }
 
 #[test]
-fn certificates_from_files_are_picked_by_name_and_http_redirects_to_https() {
+fn certificates_from_files_are_picked_by_name_and_http_redirects_to_https_where_one_is_held() {
     let (_up, http, _) = upstream();
     let dir = scratch("tls-files");
     let (a_cert, a_key) = openssl_cert(&dir, "a", "a.example.test", "DNS:a.example.test");
@@ -105,6 +105,10 @@ fn certificates_from_files_are_picked_by_name_and_http_redirects_to_https() {
         )),
         "{head}"
     );
+    // A name no certificate covers (yet) is served over plain HTTP, not sent to a
+    // handshake that would fail.
+    let (s, _, body) = curl(port, "c.example.test", "/page", &[]);
+    assert_eq!(s, 200, "{body}");
 }
 
 #[test]
