@@ -84,6 +84,9 @@ pub struct Conn {
 }
 
 const CHALLENGE_PATH: &str = "/.well-known/acme-challenge/";
+/// Answered `ok` to clients on the node itself (the worker's readiness check), whatever the
+/// routes: the gateway is up and serving. Other clients reach the routes as usual.
+pub const HEALTH_PATH: &str = "/.well-known/imgforge/health";
 
 pub async fn handle(
     rt: Arc<Runtime>,
@@ -111,7 +114,15 @@ pub async fn handle(
         req.headers(),
         &rt.cfg.server.trusted_proxies,
     );
-    let (resp, route) = if let Some(token) = req.uri().path().strip_prefix(CHALLENGE_PATH) {
+    let (resp, route) = if req.uri().path() == HEALTH_PATH && conn.peer.ip().is_loopback() {
+        (
+            Response::builder()
+                .header("content-type", "text/plain")
+                .body(pages::full("ok\n"))
+                .expect("valid"),
+            None,
+        )
+    } else if let Some(token) = req.uri().path().strip_prefix(CHALLENGE_PATH) {
         // ACME's HTTP-01 challenge: answered on any listener, never redirected.
         match challenges.answer(token) {
             Some(answer) => (

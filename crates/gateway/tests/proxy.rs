@@ -39,6 +39,10 @@ fn routes_strip_prefixes_set_forwarded_headers_and_rewrite_redirects_and_cookies
     assert_eq!(v["headers"]["x-forwarded-proto"], "http");
     assert_eq!(v["headers"]["x-forwarded-host"], "app.example.test");
 
+    // The node's own readiness check answers whatever host the routes serve.
+    let (s, _, body) = curl(port, "127.0.0.1", "/.well-known/imgforge/health", &[]);
+    assert_eq!((s, body.as_str()), (200, "ok\n"));
+
     let (s, head, _) = curl(port, "app.example.test", "/ao?y=2", &[]);
     assert_eq!(s, 301);
     assert!(head.contains("location: /ao/?y=2"), "{head}");
