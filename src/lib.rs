@@ -5,6 +5,7 @@
 //! `fs` (the FAT writer, ext4 by mke2fs), `qemu` (the boot-test harness), `cache`, `tool`
 //! (running external programs), `commands` (one function per subcommand).
 
+pub mod app_source;
 pub mod apt_sources;
 pub mod bmap;
 pub mod cache;
@@ -12,8 +13,10 @@ pub mod cli;
 pub mod commands;
 pub mod disk;
 pub mod exit;
+pub mod firewall;
 pub mod flash;
 pub mod fs;
+pub mod gateway_config;
 pub mod ids;
 pub mod interrupt;
 pub mod overlay;
@@ -22,6 +25,7 @@ pub mod profile;
 pub mod progress;
 pub mod qemu;
 pub mod seed;
+pub mod site;
 pub mod sparse;
 pub mod stage;
 pub mod tool;

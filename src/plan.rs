@@ -10,6 +10,7 @@ use crate::cache::sha256_bytes;
 use crate::profile::load::parse_toml;
 use crate::profile::merge::Merge;
 use crate::profile::{Database, Job, Layer, ProfileSource, Qemu, Service, Site, Slot};
+use crate::site::SiteView;
 
 pub const DEFAULT_ROLE: &str = "proxy";
 pub const DEFAULT_TARGET: &str = "x86_64-vm";
@@ -56,6 +57,15 @@ pub struct Plan {
     pub databases: Vec<Database>,
     #[serde(rename = "job")]
     pub jobs: Vec<Job>,
+    #[serde(rename = "app")]
+    pub apps: Vec<AppPlan>,
+    /// The nftables ruleset (/etc/nftables.conf), rendered from the services and the site.
+    pub firewall: String,
+    /// The gateway's configuration, for a host whose role runs the gateway.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gateway_config: Option<String>,
+    /// The site's hosts with static addresses, for /etc/hosts.
+    pub site_hosts: Vec<SiteHost>,
     pub qemu: QemuPlan,
     /// The profile files read, with their hashes (recorded in manifest.json).
     pub inputs: Vec<Input>,
@@ -70,6 +80,25 @@ pub struct HostPlan {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gateway: Option<String>,
     pub dns: Vec<String>,
+}
+
+/// An app slot with the source the site gives it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct AppPlan {
+    pub name: String,
+    pub description: String,
+    pub requirements: String,
+    /// A path, or `embedded:examples/...` (see `app_source`).
+    pub source: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct SiteHost {
+    pub name: String,
+    pub fqdn: String,
+    pub address: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -156,6 +185,69 @@ pub fn resolve(src: &ProfileSource, req: &Request) -> Result<Plan> {
     for svc in &layer.services {
         validate_service(svc, &rfile.display)?;
     }
+    validate_apps_and_env(&layer.apps, &layer.services, &layer.slots, &rfile.display)?;
+    let view = SiteView {
+        site: &site,
+        display: &sfile.display,
+    };
+    let firewall = crate::firewall::ruleset(&view, &host.name, &req.role, &layer.services)?;
+    let gateway_config = match layer
+        .services
+        .iter()
+        .find(|s| s.exec.first().is_some_and(|e| e.ends_with("/gateway")))
+    {
+        Some(gw) => Some(crate::gateway_config::render(
+            &view,
+            &host.name,
+            &gw.name,
+            &layer.slots,
+        )?),
+        None => None,
+    };
+    let site_dir = match src {
+        ProfileSource::Dir(d) => Some(d.join("sites")),
+        ProfileSource::Embedded => None,
+    };
+    let site_host = site.hosts.iter().find(|h| h.name == host.name);
+    let mut apps = Vec::new();
+    for app in &layer.apps {
+        let Some(rel) = site_host.and_then(|h| h.apps.get(&app.name)) else {
+            bail!(
+                "{}: role `{}` has the app slot `{}`: host `{}` must name its source (apps = {{ {} = \"path/to/app\" }})",
+                sfile.display, req.role, app.name, host.name, app.name
+            );
+        };
+        apps.push(AppPlan {
+            name: app.name.clone(),
+            description: app.description.clone(),
+            requirements: app.requirements.clone(),
+            source: crate::app_source::resolve(site_dir.as_deref(), rel),
+        });
+    }
+    if let Some(h) = site_host {
+        for name in h.apps.keys() {
+            if !layer.apps.iter().any(|a| &a.name == name) {
+                bail!(
+                    "{}: host `{}`: role `{}` has no app slot `{name}`",
+                    sfile.display,
+                    h.name,
+                    req.role
+                );
+            }
+        }
+    }
+    let site_hosts = site
+        .hosts
+        .iter()
+        .filter_map(|h| {
+            let net = crate::site::parse_net(&h.address)?;
+            Some(SiteHost {
+                name: h.name.clone(),
+                fqdn: format!("{}.{}", h.name, site.domain),
+                address: net.addr.to_string(),
+            })
+        })
+        .collect();
     for slot in &layer.slots {
         let ok = !slot.name.is_empty()
             && slot
@@ -218,9 +310,87 @@ pub fn resolve(src: &ProfileSource, req: &Request) -> Result<Plan> {
         slots: layer.slots,
         databases: layer.databases,
         jobs: layer.jobs,
+        apps,
+        firewall,
+        gateway_config,
+        site_hosts,
         qemu,
         inputs,
     })
+}
+
+/// App slots are plain names; a service's app is one of them; `${slot:NAME}` in its
+/// environment names a slot of the role; and a service with ports does not bind loopback.
+fn validate_apps_and_env(
+    apps: &[crate::profile::App],
+    services: &[Service],
+    slots: &[Slot],
+    display: &str,
+) -> Result<()> {
+    for app in apps {
+        if !plain_name(&app.name, '-') {
+            bail!(
+                "{display}: app slot name `{}` must be lower-case letters, digits, '-' or '_'",
+                app.name
+            );
+        }
+    }
+    for svc in services {
+        if let Some(a) = &svc.app {
+            if !apps.iter().any(|x| &x.name == a) {
+                bail!("{display}: service `{}` runs app `{a}`, which is not an app slot of the role ([[app]])", svc.name);
+            }
+        }
+        for (k, v) in &svc.env {
+            if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                bail!(
+                    "{display}: service `{}`: env key `{k}` must be letters, digits and '_'",
+                    svc.name
+                );
+            }
+            if v.contains('\n') {
+                bail!(
+                    "{display}: service `{}`: env `{k}` holds a line break",
+                    svc.name
+                );
+            }
+            for slot in env_slots(v) {
+                if !slots.iter().any(|s| s.name == slot) {
+                    bail!("{display}: service `{}`: env `{k}` names `${{slot:{slot}}}`, which is not a slot of the role", svc.name);
+                }
+            }
+        }
+        if !svc.ports.is_empty() {
+            if let Some(w) = svc
+                .exec
+                .iter()
+                .find(|w| w.contains("127.0.0.1:") || w.contains("localhost:"))
+            {
+                bail!(
+                    "{display}: service `{}` listens on `{w}`, which other hosts cannot reach (the proxy gets a 502): bind 0.0.0.0 and let the firewall say who may connect",
+                    svc.name
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The slot names a value refers to as `${slot:NAME}`.
+pub fn env_slots(v: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = v;
+    while let Some(i) = rest.find("${slot:") {
+        let after = &rest[i + 7..];
+        match after.find('}') {
+            Some(j) => {
+                out.push(&after[..j]);
+                rest = &after[j + 1..];
+            }
+            None => break,
+        }
+    }
+    out
 }
 
 /// A plain PostgreSQL name, or a unit-name-safe job name.
@@ -436,16 +606,11 @@ mod tests {
 
     #[test]
     fn bad_host_address_is_rejected_with_file() {
-        let site = Site {
-            domain: "example.test".into(),
-            hosts: vec![crate::profile::schema::Host {
-                name: "edge".into(),
-                role: "proxy".into(),
-                address: "10.0.0.1".into(),
-                gateway: None,
-                dns: vec![],
-            }],
-        };
+        let site: Site = parse_toml(
+            "sites/x.toml",
+            "domain = \"example.test\"\n[[host]]\nname = \"edge\"\nrole = \"proxy\"\naddress = \"10.0.0.1\"\n",
+        )
+        .unwrap();
         let err = pick_host(&site, "sites/x.toml", &req("proxy", "x86_64-vm"))
             .unwrap_err()
             .to_string();

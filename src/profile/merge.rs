@@ -63,6 +63,7 @@ impl Merge for Layer {
         merge_by_name(&mut self.slots, later.slots, |s| &s.name);
         merge_by_name(&mut self.databases, later.databases, |d| &d.name);
         merge_by_name(&mut self.jobs, later.jobs, |j| &j.name);
+        merge_by_name(&mut self.apps, later.apps, |a| &a.name);
         match (&mut self.qemu, later.qemu) {
             (Some(q), Some(l)) => q.merge(l),
             (q @ None, l) => *q = l,
@@ -85,6 +86,7 @@ mod tests {
             ports: vec![],
             health: None,
             after: vec![],
+            ..Default::default()
         }
     }
 

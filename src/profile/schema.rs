@@ -54,6 +54,10 @@ pub struct Layer {
     /// Jobs run by systemd timers (backups first of all). Replaced by name.
     #[serde(default, rename = "job", skip_serializing_if = "Vec::is_empty")]
     pub jobs: Vec<Job>,
+    /// App slots: the user's Python applications, each installed into /opt/<name> with its
+    /// own venv. The site names the source of each. Replaced by name.
+    #[serde(default, rename = "app", skip_serializing_if = "Vec::is_empty")]
+    pub apps: Vec<App>,
     /// How QEMU runs this target in `imgforge test` and `imgforge boot`.
     pub qemu: Option<Qemu>,
 }
@@ -106,11 +110,27 @@ fn four() -> u32 {
     4
 }
 
+/// An app slot of a role.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct App {
+    /// Installed into /opt/<name>; the venv is /opt/<name>/venv.
+    pub name: String,
+    pub description: String,
+    /// Requirements file inside the app, installed into the venv at build time.
+    #[serde(default = "requirements_txt")]
+    pub requirements: String,
+}
+
+fn requirements_txt() -> String {
+    "requirements.txt".into()
+}
+
 /// A secret slot; its definition lives with the seed area's format, which carries it.
 pub use seed_area::Slot;
 
 /// A service the role runs, rendered into a systemd unit.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Service {
     /// Unit name without `.service`.
@@ -129,6 +149,23 @@ pub struct Service {
     /// Units it starts after (and pulls in), e.g. `postgresql.service`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub after: Vec<String>,
+    /// Name of the service's own (dynamic) user; services naming the same user share it.
+    /// Default: the service's name.
+    pub user: Option<String>,
+    /// The app slot it runs: working directory /opt/<app>, the venv first on PATH.
+    pub app: Option<String>,
+    /// Environment, written to /etc/imgforge/env/<service>.env. A value may name a secret
+    /// slot as `${slot:NAME}`: the worker puts the value in at start, from the service's
+    /// credentials, so no secret is ever written to a file in the image.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub env: std::collections::BTreeMap<String, String>,
+    /// A folder under /var/lib the service may write (systemd StateDirectory=), shared by
+    /// the services of one user.
+    pub state_dir: Option<String>,
+    /// Its ports are open to anyone (the gateway's 80 and 443). Otherwise the site says
+    /// which hosts reach each port, and the firewall drops the rest.
+    #[serde(default)]
+    pub public: bool,
 }
 
 /// QEMU settings of a target. Fields merge one by one (a role may raise memory-mib alone).
@@ -153,8 +190,78 @@ pub struct Qemu {
 pub struct Site {
     /// The site's DNS domain; hostnames are `<host>.<domain>`.
     pub domain: String,
+    /// The local networks (ADDRESS/PREFIX): ssh is open to them, and `from = ["lan"]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lan: Vec<String>,
     #[serde(default, rename = "host")]
     pub hosts: Vec<Host>,
+    /// Who reaches which port of which host, beyond the routes (which open their
+    /// upstream's port to the proxy by themselves).
+    #[serde(default, rename = "access", skip_serializing_if = "Vec::is_empty")]
+    pub access: Vec<Access>,
+    /// The gateway's routes: a public name (and path prefix) to a host's port.
+    #[serde(default, rename = "route", skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<SiteRoute>,
+    /// How the gateway gets certificates for the routes' names.
+    pub tls: Option<SiteTls>,
+}
+
+/// Hosts allowed to reach ports of another host.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Access {
+    /// The host reached.
+    pub to: String,
+    pub ports: Vec<u16>,
+    /// Host names of the site, `lan` (the site's networks) or `any`.
+    pub from: Vec<String>,
+}
+
+/// One route of the gateway, rendered into the proxy host's configuration.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SiteRoute {
+    /// The public name it answers.
+    pub domain: String,
+    #[serde(default = "slash")]
+    pub prefix: String,
+    /// `HOST:PORT` of the site (the port is opened to the proxy) or `URL` of an outside upstream.
+    pub to: String,
+    /// Pass the prefix on to the app instead of stripping it.
+    #[serde(default)]
+    pub keep_prefix: bool,
+    /// `any` (default) or `lan`.
+    #[serde(default = "any")]
+    pub access: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub public_paths: Vec<String>,
+    /// `basic` (htpasswd lines from the proxy role's slot `htpasswd-slot`) or `login`
+    /// (password + TOTP page; users from the proxy role's slot `login-users`).
+    pub auth: Option<String>,
+    pub htpasswd_slot: Option<String>,
+    pub connect_timeout_secs: Option<u64>,
+    pub read_timeout_secs: Option<u64>,
+    pub idle_timeout_secs: Option<u64>,
+    /// A path of the upstream the gateway polls; a failing upstream is answered 502 at once.
+    pub health: Option<String>,
+    /// The proxy host serving it (default: the one host whose role runs the gateway).
+    pub via: Option<String>,
+}
+
+fn slash() -> String {
+    "/".into()
+}
+
+fn any() -> String {
+    "any".into()
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SiteTls {
+    /// ACME directory URL (Let's Encrypt's, or a staging or private CA's).
+    pub acme_directory: String,
+    pub acme_email: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -171,6 +278,10 @@ pub struct Host {
     pub gateway: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dns: Vec<String>,
+    /// The source of each app slot of its role: a folder or a .tar/.tar.gz, relative to
+    /// the site file.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub apps: std::collections::BTreeMap<String, String>,
 }
 
 fn dhcp() -> String {
