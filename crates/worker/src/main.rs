@@ -6,11 +6,13 @@
 //!   `imgforge.poweroff` (the boot test's request). `status [--json]` runs the checks once.
 //! - `backup`: one PostgreSQL dump, checked with pg_restore, then rotated (a timer runs it).
 //! - `pg-init`: the role's database and its owner, the password from a credential.
+//! - `exec`: start a service with its env file, secret slots filled in from credentials.
 
 mod backup;
 mod checks;
 mod config;
 mod console;
+mod exec;
 mod firstboot;
 mod postgres;
 mod secrets;
@@ -70,6 +72,13 @@ enum Cmd {
         owner: String,
         #[arg(long)]
         password_credential: String,
+    },
+    /// Run a command with the env file's environment; `${slot:NAME}` becomes the credential.
+    Exec {
+        #[arg(long)]
+        env_file: PathBuf,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
     },
 }
 
@@ -148,6 +157,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Exec { env_file, command } => match exec::run(&env_file, &command)? {},
         Cmd::PgInit {
             database,
             owner,
