@@ -26,6 +26,8 @@ declare -A RELEASE_PKGS=(
   [pebble]=pebble
   [chromium]=chromium
   [chromedriver]=chromium-driver
+  [nft]=nftables
+  [ip]=iproute2
 )
 OVMF_CODE=/usr/share/OVMF/OVMF_CODE_4M.fd
 

@@ -109,6 +109,10 @@ pub struct DiskArgs {
     /// Boot without seeding: required slots stay empty (the node reports them).
     #[arg(long, conflicts_with = "disk")]
     pub unseeded: bool,
+    /// Attach the VM to this existing tap device (put it on a host bridge to join several
+    /// VMs on one network) instead of QEMU's user network.
+    #[arg(long, value_name = "IFNAME")]
+    pub tap: Option<String>,
     /// Boot this disk file as it is, keeping its writes (e.g. a copy you seeded, enlarged or
     /// booted before), instead of a throwaway copy of the built image.
     #[arg(long, value_name = "FILE")]

@@ -43,6 +43,64 @@ pub struct BootOptions {
     /// Write guest changes to a throw-away overlay, leaving the image as built.
     pub snapshot: bool,
     pub timeout: Duration,
+    pub network: Network,
+}
+
+/// The guest's one network card.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Network {
+    /// QEMU's user-mode network. A host with a static address gets it on a user network
+    /// shaped like its site's LAN (QEMU playing the site's gateway), so the image boots
+    /// with the address the site gave it, and forwards reach that address.
+    User { lan: Option<UserLan> },
+    /// An existing tap device (on a host bridge): several guests on one network.
+    Tap { ifname: String, mac: String },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserLan {
+    /// e.g. 192.168.50.0/24
+    pub net: String,
+    /// QEMU's own address: the site's gateway.
+    pub host: String,
+    /// The guest's static address.
+    pub guest: String,
+}
+
+impl Network {
+    /// The user network for a host of the site: DHCP as QEMU hands out, or the host's
+    /// static address on a network of the same shape.
+    pub fn user_for(host: &crate::plan::HostPlan) -> Network {
+        let Some(n) = crate::site::parse_net(&host.address) else {
+            return Network::User { lan: None };
+        };
+        let std::net::IpAddr::V4(a) = n.addr else {
+            return Network::User { lan: None };
+        };
+        let mask = if n.prefix == 0 {
+            0
+        } else {
+            u32::MAX << (32 - n.prefix)
+        };
+        let base = std::net::Ipv4Addr::from(u32::from(a) & mask);
+        let gw = host
+            .gateway
+            .clone()
+            .unwrap_or_else(|| std::net::Ipv4Addr::from(u32::from(base) + 1).to_string());
+        Network::User {
+            lan: Some(UserLan {
+                net: format!("{base}/{}", n.prefix),
+                host: gw,
+                guest: a.to_string(),
+            }),
+        }
+    }
+
+    /// A stable MAC for a tap guest, from its name (QEMU's 52:54:00 prefix).
+    pub fn mac_for(name: &str) -> String {
+        let h = crate::cache::sha256_bytes(name.as_bytes());
+        format!("52:54:00:{}:{}:{}", &h[0..2], &h[2..4], &h[4..6])
+    }
 }
 
 /// What the serial console showed.
@@ -109,11 +167,30 @@ fn command(o: &BootOptions, vars: &Path, serial: &str) -> Result<Command> {
         drive.push(",snapshot=on");
     }
     cmd.arg("-drive").arg(drive);
-    let mut net = String::from("user,id=n0");
-    for (h, g) in &o.forwards {
-        net.push_str(&format!(",hostfwd=tcp:127.0.0.1:{h}-:{g}"));
+    match &o.network {
+        Network::User { lan } => {
+            let mut net = String::from("user,id=n0");
+            let guest = match lan {
+                Some(l) => {
+                    net.push_str(&format!(",net={},host={},dns={}", l.net, l.host, l.host));
+                    l.guest.as_str()
+                }
+                None => "",
+            };
+            for (h, g) in &o.forwards {
+                net.push_str(&format!(",hostfwd=tcp:127.0.0.1:{h}-{guest}:{g}"));
+            }
+            cmd.args(["-netdev", &net, "-device", "virtio-net-pci,netdev=n0"]);
+        }
+        Network::Tap { ifname, mac } => {
+            cmd.args([
+                "-netdev",
+                &format!("tap,id=n0,ifname={ifname},script=no,downscript=no"),
+                "-device",
+                &format!("virtio-net-pci,netdev=n0,mac={mac}"),
+            ]);
+        }
     }
-    cmd.args(["-netdev", &net, "-device", "virtio-net-pci,netdev=n0"]);
     match &o.firmware {
         Firmware::Uefi => {
             let mut code = OsString::from("if=pflash,format=raw,unit=0,readonly=on,file=");

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
+use super::apps::Apps;
 use super::base::Base;
 use super::binaries::Binaries;
 use super::units::{self, Generated};
@@ -81,6 +82,7 @@ pub fn run(
     opts: &BuildOptions,
     base: &Base,
     bins: &Binaries,
+    apps: &Apps,
     progress: &mut Progress,
 ) -> Result<Composed> {
     const NAME: &str = "compose";
@@ -88,6 +90,7 @@ pub fn run(
     let mut key = KeyBuilder::new(NAME);
     key.add_str("base", &base.key)
         .add_str("binaries", &bins.content_hash)
+        .add_str("apps", &apps.key)
         .add_str("plan", &plan_for_key(plan))
         .add_code(super::code::COMPOSE);
     for (path, f) in &overlays {
@@ -142,6 +145,11 @@ pub fn run(
         );
     }
 
+    if let Some(tar) = &apps.tar {
+        add_tar(tar, &mut additions)
+            .with_context(|| format!("adding the apps from {}", tar.display()))?;
+    }
+
     let pending = opts.cache.begin(NAME, &key)?;
     fs::create_dir_all(pending.path().join("boot"))?;
     let stats = stream(
@@ -171,6 +179,37 @@ pub fn run(
     let dir = pending.commit()?;
     progress.done(NAME);
     load(&dir)
+}
+
+/// Adds the files and links of a tar (the apps stage's /opt/<app> trees); folders are made
+/// as parents of what they hold.
+fn add_tar(path: &Path, out: &mut BTreeMap<String, Addition>) -> Result<()> {
+    let mut ar = tar::Archive::new(BufReader::new(File::open(path)?));
+    for e in ar.entries()? {
+        let mut e = e?;
+        let p = e
+            .path()?
+            .to_string_lossy()
+            .trim_start_matches("./")
+            .to_string();
+        let t = e.header().entry_type();
+        if t.is_file() {
+            let mode = e.header().mode()? & 0o7777;
+            let mut content = Vec::new();
+            e.read_to_end(&mut content)?;
+            out.insert(p, Addition::File { content, mode });
+        } else if t.is_symlink() {
+            let target = e
+                .link_name()?
+                .ok_or_else(|| anyhow!("link {p} without a target"))?
+                .to_string_lossy()
+                .into_owned();
+            out.insert(p, Addition::Symlink { target });
+        } else if !t.is_dir() {
+            bail!("{p}: unexpected entry type {t:?}");
+        }
+    }
+    Ok(())
 }
 
 /// The parts of the plan that change the root's content (not the QEMU settings).

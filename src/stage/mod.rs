@@ -2,6 +2,7 @@
 //! it reads into a key, and either finds its output in the cache under that key or builds it
 //! in a temporary folder that is renamed into place when complete.
 
+pub mod apps;
 pub mod base;
 pub mod binaries;
 pub mod compose;
@@ -67,7 +68,9 @@ fn run_stages(plan: &Plan, opts: &BuildOptions, progress: &mut Progress) -> Resu
     check()?;
     let bins = binaries::finish(bins, opts, progress)?;
     check()?;
-    let composed = compose::run(plan, opts, &base, &bins, progress)?;
+    let apps = apps::run(plan, opts, &base, progress)?;
+    check()?;
+    let composed = compose::run(plan, opts, &base, &bins, &apps, progress)?;
     check()?;
     let image = image::run(plan, opts, &composed, progress)?;
     check()?;
@@ -102,9 +105,16 @@ pub(crate) mod code {
         include_bytes!("base.rs"),
         include_bytes!("../apt_sources.rs"),
     ];
+    pub const APPS: &[&[u8]] = &[
+        include_bytes!("apps.rs"),
+        include_bytes!("../app_source.rs"),
+    ];
     pub const COMPOSE: &[&[u8]] = &[
         include_bytes!("compose.rs"),
         include_bytes!("units.rs"),
+        include_bytes!("../firewall.rs"),
+        include_bytes!("../gateway_config.rs"),
+        include_bytes!("../site.rs"),
         include_bytes!("../overlay.rs"),
         include_bytes!("../ids.rs"),
     ];

@@ -121,6 +121,19 @@ pub fn verify_generated_units(manifest: &Path, scratch: &str) -> Vec<String> {
         o.status.success() && err.trim().is_empty(),
         "systemd-analyze verify {units:?}:\n{err}"
     );
+    // The firewall, checked by the image's own nft in a network namespace of its own.
+    let o = Command::new("unshare")
+        .args(["--net", "chroot"])
+        .arg(&root)
+        .args(["nft", "-c", "-f", "/etc/nftables.conf"])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "nft -c -f /etc/nftables.conf in the image:\n{}{}",
+        text(&o.stdout),
+        text(&o.stderr)
+    );
     let _ = std::fs::remove_dir_all(&root);
     units
 }
