@@ -67,6 +67,17 @@ pub struct UserLan {
     pub guest: String,
 }
 
+/// The highest host address of an IPv4 network (`192.168.50.0/24` gives .254).
+fn last_host_address(net: &str) -> Option<std::net::Ipv4Addr> {
+    let n = crate::site::parse_net(net)?;
+    let std::net::IpAddr::V4(a) = n.addr else {
+        return None;
+    };
+    let host_bits = 32 - u32::from(n.prefix);
+    (host_bits >= 2)
+        .then(|| std::net::Ipv4Addr::from((u32::from(a) | ((1u32 << host_bits) - 1)) - 1))
+}
+
 impl Network {
     /// The user network for a host of the site: DHCP as QEMU hands out, or the host's
     /// static address on a network of the same shape.
@@ -172,7 +183,11 @@ fn command(o: &BootOptions, vars: &Path, serial: &str) -> Result<Command> {
             let mut net = String::from("user,id=n0");
             let guest = match lan {
                 Some(l) => {
-                    net.push_str(&format!(",net={},host={},dns={}", l.net, l.host, l.host));
+                    net.push_str(&format!(",net={},host={}", l.net, l.host));
+                    // QEMU's DNS needs an address of its own in the network: the last.
+                    if let Some(dns) = last_host_address(&l.net) {
+                        net.push_str(&format!(",dns={dns}"));
+                    }
                     l.guest.as_str()
                 }
                 None => "",

@@ -405,7 +405,7 @@ fn generated_units_pass_the_images_own_systemd_analyze_verify() {
 
 #[test]
 #[ignore = "slow: boots the image and fetches the gateway's page through a forwarded port (~30-60 s)"]
-fn boot_forwards_a_port_and_the_gateway_answers_from_the_host() {
+fn boot_forwards_a_port_and_the_gateway_answers_from_the_host_with_the_sites_routes() {
     let _g = serial();
     let out = built();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -429,28 +429,37 @@ fn boot_forwards_a_port_and_the_gateway_answers_from_the_host() {
         .spawn()
         .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(240);
-    let mut page = String::new();
+    // The gateway runs the configuration rendered from the site: portal.example.test goes
+    // to the portal's address, which no VM holds here, so the gateway answers 502 naming it.
+    let (mut code, mut page) = (String::new(), String::new());
     while std::time::Instant::now() < deadline {
         let o = Command::new("curl")
             .args([
                 "-s",
                 "--max-time",
-                "5",
+                "15",
+                "-H",
+                "Host: portal.example.test",
+                "-w",
+                "\n%{http_code}",
                 &format!("http://127.0.0.1:{port}/"),
             ])
             .output()
             .unwrap();
-        page = text(&o.stdout);
-        if o.status.success() && !page.is_empty() {
+        let t = text(&o.stdout);
+        if let Some((body, c)) = t.rsplit_once('\n') {
+            (page, code) = (body.to_string(), c.trim().to_string());
+        }
+        if o.status.success() && code != "000" && !code.is_empty() {
             break;
         }
         std::thread::sleep(std::time::Duration::from_secs(2));
     }
     run(Command::new("kill").args(["-TERM", &child.id().to_string()]));
     let status = child.wait().unwrap();
-    assert_eq!(
-        page, "imgforge gateway on edge\n",
-        "the gateway's page through 127.0.0.1:{port}"
+    assert!(
+        (code == "502" || code == "504") && page.contains("192.168.50.11:8000"),
+        "the gateway's answer through 127.0.0.1:{port}: {code} {page}"
     );
     assert_eq!(
         status.code(),

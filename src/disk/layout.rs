@@ -33,7 +33,9 @@ pub struct Layout {
 /// `entries` tar entries, plus `free_mib` of room: ext4's inode tables (256 bytes per
 /// 16 KiB), a 16-64 MiB journal, and 5% reserved blocks come on top of the data.
 pub fn root_size(data_bytes: u64, entries: u64, free_mib: u64) -> u64 {
-    let metadata = entries * 256 + data_bytes / 16;
+    // One 256-byte inode per entry and a quarter more (fs::ext4::inode_count), and
+    // directory blocks and extent trees.
+    let metadata = entries * 320 + data_bytes / 16;
     let journal = 64 * MIB;
     let want = data_bytes + metadata + journal + free_mib * MIB;
     // Reserved blocks are 5% of the whole filesystem.

@@ -25,6 +25,17 @@ pub struct Ext4Options<'a> {
     pub hash_seed: uuid::Uuid,
     pub label: &'a str,
     pub epoch: u64,
+    /// Entries in the tar: the inode table is sized from them (see `inode_count`).
+    pub entries: u64,
+    /// Free space planned beyond the content.
+    pub free_bytes: u64,
+}
+
+/// Inodes for the tar's entries with a quarter more, plus the default ratio (one per
+/// 16 KiB) over the free space. mke2fs's ratio alone, sized for big files, runs out on
+/// roots full of small ones (JupyterLab's Node modules: ~100k files).
+pub fn inode_count(entries: u64, free_bytes: u64) -> u64 {
+    entries + entries / 4 + free_bytes / 16384 + 1024
 }
 
 /// Fails unless mke2fs is new enough to populate from a tar.
@@ -54,6 +65,8 @@ pub fn make_from_tar(o: &Ext4Options) -> Result<()> {
         .args(["-q", "-F", "-t", "ext4", "-b", "4096", "-L", o.label])
         .arg("-U")
         .arg(o.uuid.to_string())
+        .arg("-N")
+        .arg(inode_count(o.entries, o.free_bytes).to_string())
         .arg("-d")
         .arg(o.tar)
         .arg("-E")

@@ -111,6 +111,8 @@ pub fn run(
         hash_seed: c.ids.root_hash_seed,
         label: "root",
         epoch: plan.source_date_epoch,
+        entries: c.entries,
+        free_bytes: plan.root_free_mib * layout::MIB,
     })?;
     progress.detail(&format!(
         "root ext4 written in {:.1}s",
