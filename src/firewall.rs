@@ -50,9 +50,10 @@ pub fn ruleset(view: &SiteView, host: &str, role: &str, services: &[Service]) ->
          \t\tct state established,related accept\n\
          \t\tct state invalid drop\n\
          \t\tiif \"lo\" accept\n\
-         \t\t# Neighbour discovery, router advertisements and path MTU need ICMPv6.\n\
-         \t\tmeta l4proto ipv6-icmp accept\n\
-         \t\tip protocol icmp icmp type { echo-request, destination-unreachable, time-exceeded, parameter-problem } accept\n\
+         \t\t# Neighbour discovery, router advertisements and path MTU need ICMPv6 (58: by\n\
+         \t\t# number, as the image has no /etc/protocols to resolve names with).\n\
+         \t\tmeta l4proto 58 accept\n\
+         \t\ticmp type { echo-request, destination-unreachable, time-exceeded, parameter-problem } accept\n\
          \t\t# DHCP offers and acks come before any connection exists.\n\
          \t\tudp sport 67 udp dport 68 accept\n\
          \t\tudp sport 547 udp dport 546 accept\n",

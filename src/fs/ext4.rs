@@ -152,6 +152,8 @@ mod tests {
             hash_seed: uuid::Uuid::from_u128(8),
             label: "root",
             epoch: 1_735_689_600,
+            entries: 3,
+            free_bytes: 16 * 1024 * 1024,
         })
         .unwrap();
         let mut f = File::open(&disk).unwrap();

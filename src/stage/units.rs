@@ -476,10 +476,14 @@ WantedBy=sysinit.target
 
 /// The worker's configuration: who this node is and what "ready" means for its role.
 fn node_config(plan: &Plan) -> String {
-    let units: Vec<String> = plan
-        .services
-        .iter()
-        .map(|s| format!("\"{}.service\"", s.name))
+    // The firewall first: a ruleset that fails to load leaves the node open, so it fails
+    // the boot's readiness.
+    let units: Vec<String> = std::iter::once("\"nftables.service\"".to_string())
+        .chain(
+            plan.services
+                .iter()
+                .map(|s| format!("\"{}.service\"", s.name)),
+        )
         .chain(
             plan.databases
                 .iter()
@@ -596,7 +600,10 @@ mod tests {
     #[test]
     fn node_config_lists_checks() {
         let text = node_config(&plan());
-        assert!(text.contains("units = [\"gateway.service\"]"), "{text}");
+        assert!(
+            text.contains("units = [\"nftables.service\", \"gateway.service\"]"),
+            "{text}"
+        );
         assert!(text.contains("tcp-ports = [80, 443]"), "{text}");
         assert!(
             text.contains("http = [\"http://127.0.0.1:80/.well-known/imgforge/health\"]"),
