@@ -257,7 +257,7 @@ fn boot_test_reaches_ready_through_uefi_firmware() {
     assert!(err.contains("(UEFI firmware, systemd-boot)"), "{err}");
     assert_eq!(
         text(&o.stdout).trim(),
-        "IMGFORGE-READY role=proxy target=x86_64-vm checks=6/6"
+        "IMGFORGE-READY role=proxy target=x86_64-vm checks=8/8"
     );
     assert!(
         err.contains("==> seed: the boot copy with throwaway test values for jupyter-htpasswd"),

@@ -320,7 +320,7 @@ fn two_role_images_on_one_network_show_the_firewall_and_the_routes() {
     assert_eq!(s, 200, "chat from the portal's address: {body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(
-        (v["self"].as_str(), v["home"].as_str()),
+        (v["url"].as_str(), v["home"].as_str()),
         (Some("/chat/items/"), Some("/chat/")),
         "{body}"
     );

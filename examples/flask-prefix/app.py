@@ -23,7 +23,7 @@ def index():
 def items():
     return jsonify(
         app=NAME,
-        self=url_for("items"),
+        url=url_for("items"),
         home=url_for("index"),
         prefix=request.script_root,
         client=request.remote_addr,
