@@ -3,9 +3,11 @@
 //! throwaway copy of the base root. The output is a tar of /opt/<app>... that compose adds.
 //!
 //! The venv sees the role's Debian Python packages (`--system-site-packages`) and installs
-//! the app's requirements with `pip --no-index`: a requirement must be met by a Debian
-//! package of the role (kept up to date by the distribution, the same on every build), and
-//! one that is not fails the build naming it, rather than fetching code at build time.
+//! the app's requirements with `pip --no-index --no-deps`: a requirement must be met by a
+//! Debian package of the role (kept up to date by the distribution, the same on every
+//! build), and one that is not fails the build naming it, rather than fetching code at build
+//! time. The packages' own dependencies are apt's business, already resolved: pip would
+//! misread some (Debian's kombu names the `tzdata` distribution; Debian ships the data).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -90,7 +92,7 @@ pub fn run(plan: &Plan, opts: &BuildOptions, base: &Base, progress: &mut Progres
              python3 -m venv --system-site-packages {dir}/venv\n\
              if [ -f {req} ]; then\n\
              \x20 echo \"apps: {name}: requirements\"\n\
-             \x20 {dir}/venv/bin/python -m pip install --no-index --no-cache-dir --disable-pip-version-check --no-build-isolation -r {req}\n\
+             \x20 {dir}/venv/bin/python -m pip install --no-index --no-deps --no-cache-dir --disable-pip-version-check --no-build-isolation -r {req}\n\
              fi\n\
              {dir}/venv/bin/python -m compileall -q --invalidation-mode unchecked-hash -x /venv/ {dir}\n",
             name = app.name,
