@@ -190,9 +190,8 @@ pub fn finish(started: Started, opts: &BuildOptions, progress: &mut Progress) ->
 /// Files whose content decides the binaries, relative to the workspace, sorted.
 fn source_files(src: &Path) -> Result<Vec<String>> {
     let mut out = vec!["Cargo.toml".to_string(), "Cargo.lock".to_string()];
-    for b in BINARIES {
-        walk(src, &format!("crates/{b}"), &mut out)?;
-    }
+    // Every crate of the workspace: the binaries' libraries (seed-area, toml-errors) too.
+    walk(src, "crates", &mut out)?;
     out.sort();
     Ok(out)
 }
@@ -203,7 +202,8 @@ fn walk(root: &Path, rel: &str, out: &mut Vec<String>) -> Result<()> {
     for e in rd {
         let e = e?;
         let name = e.file_name().to_string_lossy().into_owned();
-        if name == "target" || name.starts_with('.') {
+        // Build outputs and the fuzzers' corpora are not sources.
+        if ["target", "corpus", "artifacts"].contains(&name.as_str()) || name.starts_with('.') {
             continue;
         }
         let child = format!("{rel}/{name}");
