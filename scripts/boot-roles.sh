@@ -15,7 +15,7 @@ failed=()
 printf '%-12s %8s %8s  %s\n' role build boot result
 for r in "${roles[@]}"; do
   t0=$(date +%s.%N)
-  if ! target/release/imgforge build --quiet --role "$r" --out "$out" 2>"/tmp/boot-roles-$r.log"; then
+  if ! target/release/imgforge build --quiet --role "$r" --out "$out" >/dev/null 2>"/tmp/boot-roles-$r.log"; then
     printf '%-12s %8s %8s  %s\n' "$r" - - "BUILD FAILED (see /tmp/boot-roles-$r.log)"
     failed+=("$r"); continue
   fi

@@ -261,6 +261,13 @@ pub fn resolve(src: &ProfileSource, req: &Request) -> Result<Plan> {
                 slot.name
             );
         }
+        if slot.generate && slot.kind != seed_area::SlotKind::Secret {
+            bail!(
+                "{}: slot `{}`: only a slot of kind \"secret\" can be generated on the node",
+                rfile.display,
+                slot.name
+            );
+        }
         if !layer.services.iter().any(|s| s.name == slot.service) {
             bail!(
                 "{}: slot `{}` is read by service `{}`, which the role does not run",

@@ -78,6 +78,13 @@ pub fn check_secrets(
                 other.type_str()
             ))),
         };
+        if let Some(slot) = slots.iter().find(|s| &s.name == key) {
+            if let Err(why) = slot.kind.check(&value) {
+                bail!(crate::exit::UserError(format!(
+                    "{display}:{line}:{col}: key `{key}`: {why}"
+                )));
+            }
+        }
         out.insert(key.clone(), value);
     }
     let missing: Vec<&str> = slots
@@ -126,10 +133,16 @@ pub fn test_values(slots: &[Slot]) -> Result<BTreeMap<String, String>> {
     for s in slots.iter().filter(|s| !s.generate) {
         let mut b = [0u8; 32];
         urandom.read_exact(&mut b)?;
-        out.insert(
-            s.name.clone(),
-            b.iter().map(|x| format!("{x:02x}")).collect(),
-        );
+        let random: String = b.iter().map(|x| format!("{x:02x}")).collect();
+        let value = match s.kind {
+            seed_area::SlotKind::Secret => random,
+            // A line the gateway accepts, for a password no one knows (cost 4: a test).
+            seed_area::SlotKind::Htpasswd => format!(
+                "imgforge-test:{}",
+                bcrypt::hash(&random, 4).context("hashing a throwaway htpasswd password")?
+            ),
+        };
+        out.insert(s.name.clone(), value);
     }
     Ok(out)
 }
@@ -145,6 +158,7 @@ mod tests {
             service: "gateway".into(),
             required,
             generate,
+            kind: Default::default(),
         };
         vec![
             s("jupyter-htpasswd", true, false),
@@ -179,5 +193,33 @@ mod tests {
         );
         let ok = check_secrets("s.toml", "jupyter-htpasswd = \"a:b\"\n", &slots()).unwrap();
         assert_eq!(ok.len(), 1, "a generated slot may be left out");
+    }
+
+    #[test]
+    fn htpasswd_slots_are_checked_and_get_a_working_test_line() {
+        let slot = Slot {
+            name: "h".into(),
+            description: "d".into(),
+            service: "gateway".into(),
+            required: true,
+            generate: false,
+            kind: seed_area::SlotKind::Htpasswd,
+        };
+        let err = check_secrets(
+            "s.toml",
+            "h = \"ops:plain-password\"\n",
+            std::slice::from_ref(&slot),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("s.toml:1:1: key `h`: line 1 is not `user:hash`"),
+            "{err}"
+        );
+        assert!(!err.contains("plain-password"), "never the value: {err}");
+        let v = test_values(std::slice::from_ref(&slot)).unwrap();
+        let (user, hash) = v["h"].split_once(':').unwrap();
+        assert_eq!(user, "imgforge-test");
+        assert!(hash.starts_with("$2") && slot.kind.check(&v["h"]).is_ok());
     }
 }

@@ -41,6 +41,54 @@ pub struct Slot {
     /// The node may generate the value on first boot when none is seeded.
     #[serde(default)]
     pub generate: bool,
+    /// What the value is, so a seeded value can be checked before it is written to a card
+    /// and a boot test can make a throwaway one the service accepts.
+    #[serde(default, skip_serializing_if = "SlotKind::is_secret")]
+    pub kind: SlotKind,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SlotKind {
+    /// Any text: a password, a key, a token (generated: 32 random bytes in hex).
+    #[default]
+    Secret,
+    /// htpasswd lines `user:hash` (bcrypt `$2y$`/`$2b$` or `$argon2id$`).
+    Htpasswd,
+}
+
+impl SlotKind {
+    fn is_secret(&self) -> bool {
+        *self == SlotKind::Secret
+    }
+
+    /// Why `value` is not a value of this kind (naming the line, never showing it).
+    pub fn check(&self, value: &str) -> Result<(), String> {
+        match self {
+            SlotKind::Secret => Ok(()),
+            SlotKind::Htpasswd => {
+                for (i, line) in value
+                    .lines()
+                    .enumerate()
+                    .filter(|(_, l)| !l.trim().is_empty())
+                {
+                    let ok = line.split_once(':').is_some_and(|(user, hash)| {
+                        !user.is_empty()
+                            && ["$2y$", "$2b$", "$2a$", "$argon2id$"]
+                                .iter()
+                                .any(|p| hash.starts_with(p))
+                    });
+                    if !ok {
+                        return Err(format!(
+                            "line {} is not `user:hash` with a bcrypt or argon2id hash (htpasswd -nB USER makes one)",
+                            i + 1
+                        ));
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
 }
 
 fn yes() -> bool {
@@ -157,6 +205,7 @@ mod tests {
             service: "gateway".into(),
             required,
             generate,
+            kind: Default::default(),
         };
         vec![
             s("jupyter-htpasswd", true, false),

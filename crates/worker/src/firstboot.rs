@@ -125,6 +125,7 @@ mod tests {
             service: "s".into(),
             required,
             generate,
+            kind: Default::default(),
         }
     }
 
