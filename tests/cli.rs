@@ -37,7 +37,9 @@ fn list_shows_embedded_roles_targets_and_sites() {
     let out = imgforge(dir.path(), &["list"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let s = text(&out.stdout);
-    assert!(s.contains("roles:\n  proxy "), "{s}");
+    for role in ["django-app", "prospectlab", "proxy", "vm-ia"] {
+        assert!(s.contains(&format!("\n  {role} ")), "{role}: {s}");
+    }
     assert!(
         s.contains("targets:\n") && s.contains("  x86_64-vm "),
         "{s}"
@@ -95,7 +97,7 @@ fn unknown_role_lists_the_known_ones() {
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     assert!(
-        err.contains("unknown role `mailserver`; known roles: proxy (embedded profiles)"),
+        err.contains("unknown role `mailserver`; known roles: django-app, prospectlab, proxy, vm-ia (embedded profiles)"),
         "{err}"
     );
     assert!(
