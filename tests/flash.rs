@@ -150,7 +150,7 @@ fn flash_to_a_file_writes_the_image_and_seeds_secrets_outside_the_image() {
         .arg("inspect")
         .arg(&target));
     assert!(
-        inspect.contains("seed area: slots jupyter-htpasswd, session-key; seeded (1 values)"),
+        inspect.contains("seed area: slots jupyter-htpasswd, session-key, login-users; seeded (1 values)"),
         "{inspect}"
     );
     assert!(!inspect.contains(SECRET));
@@ -191,7 +191,7 @@ fn bad_secrets_are_refused_before_anything_is_written() {
     ]);
     let err = text(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
-    assert!(err.contains("secrets.toml:2:1: key `sesion-key`: the image has no slot of this name (slots: jupyter-htpasswd, session-key)"), "{err}");
+    assert!(err.contains("secrets.toml:2:1: key `sesion-key`: the image has no slot of this name (slots: jupyter-htpasswd, session-key, login-users)"), "{err}");
     assert!(!err.contains(SECRET), "{err}");
     assert_eq!(
         std::fs::read(&target).unwrap(),
