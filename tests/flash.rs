@@ -150,7 +150,9 @@ fn flash_to_a_file_writes_the_image_and_seeds_secrets_outside_the_image() {
         .arg("inspect")
         .arg(&target));
     assert!(
-        inspect.contains("seed area: slots jupyter-htpasswd, session-key, login-users; seeded (1 values)"),
+        inspect.contains(
+            "seed area: slots jupyter-htpasswd, session-key, login-users; seeded (1 values)"
+        ),
         "{inspect}"
     );
     assert!(!inspect.contains(SECRET));

@@ -112,8 +112,20 @@ fn image_passes_sfdisk_fsck_fat_and_e2fsck() {
     );
     let node = debugfs(&img, root_off, "cat /etc/imgforge/node.toml");
     assert!(
-        node.contains("role = \"proxy\"") && node.contains("units = [\"gateway.service\"]"),
+        node.contains("role = \"proxy\"")
+            && node.contains("units = [\"nftables.service\", \"gateway.service\"]"),
         "{node}"
+    );
+    // The firewall and the gateway's routes, rendered from the site.
+    let rules = debugfs(&img, root_off, "cat /etc/nftables.conf");
+    assert!(
+        rules.contains("policy drop;") && rules.contains("tcp dport 443 accept"),
+        "{rules}"
+    );
+    let gw = debugfs(&img, root_off, "cat /etc/imgforge/gateway.toml");
+    assert!(
+        gw.contains("upstream = \"http://192.168.50.12:8888\""),
+        "{gw}"
     );
     let wants = debugfs(
         &img,

@@ -146,8 +146,14 @@ fn django_app_boots_to_ready_with_gunicorn_answering() {
     let _g = serial();
     let out = out_dir();
     boots_to_ready("django-app", &out);
-    let units = verify_generated_units(&out.join("django-app-x86_64-vm.manifest.json"), "verify-django-app");
-    assert!(units.iter().any(|u| u.ends_with("/portal.service")), "{units:?}");
+    let units = verify_generated_units(
+        &out.join("django-app-x86_64-vm.manifest.json"),
+        "verify-django-app",
+    );
+    assert!(
+        units.iter().any(|u| u.ends_with("/portal.service")),
+        "{units:?}"
+    );
 }
 
 /// A bridge with a tap per VM and a network namespace playing the site's other hosts.
