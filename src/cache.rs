@@ -159,14 +159,15 @@ impl Cache {
     }
 }
 
-/// How many entries of each stage a commit keeps: a few base roots (one per suite, arch and
-/// package set in use), more of the small binaries, and enough root tars and disk images
-/// for the roles and targets built in turn on one machine.
+/// How many entries of each stage a commit keeps: enough root tars and disk images for the
+/// roles and targets built in turn on one machine, few of the disk images (up to 2 GiB each,
+/// and quick to remake from the root tar), more of the small binaries and venvs.
 fn keep_for(stage: &str) -> usize {
     match stage {
-        "base" => 8,
         "binaries" => 16,
-        _ => 12,
+        "apps" => 8,
+        "image" => 4,
+        _ => 6,
     }
 }
 
