@@ -221,6 +221,24 @@ mod tests {
     }
 
     #[test]
+    fn the_embedded_examples_read_like_the_folder() {
+        let embedded = read(&resolve(None, "../../examples/flask-prefix")).unwrap();
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/flask-prefix");
+        let on_disk = read(dir).unwrap();
+        let names = |v: &[AppFile]| {
+            v.iter()
+                .map(|f| (f.path.clone(), f.content.clone()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(&embedded), names(&on_disk));
+        assert!(embedded.iter().any(|f| f.path == "templates/index.html"));
+        let err = read(&resolve(None, "../../elsewhere/app"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("only examples/ is available"), "{err}");
+    }
+
+    #[test]
     fn a_folder_and_its_tarball_read_the_same_files() {
         let d = tempfile::tempdir().unwrap();
         let app = d.path().join("app");
