@@ -92,18 +92,24 @@ fn walk_embedded(dir: &Dir, base: &str, out: &mut BTreeMap<String, AppFile>) {
             .to_string();
         // include_dir keeps no modes: scripts of the examples are run through their
         // interpreter, so 0644 is right for all.
-        out.insert(
-            path.clone(),
-            AppFile {
-                path,
-                content: f.contents().to_vec(),
-                mode: 0o644,
-            },
-        );
+        add(out, path, f.contents().to_vec(), false);
     }
     for d in dir.dirs() {
         walk_embedded(d, base, out);
     }
+}
+
+/// Records one file; an executable one keeps its x bits, every other is 0644.
+fn add(out: &mut BTreeMap<String, AppFile>, path: String, content: Vec<u8>, executable: bool) {
+    let mode = if executable { 0o755 } else { 0o644 };
+    out.insert(
+        path.clone(),
+        AppFile {
+            path,
+            content,
+            mode,
+        },
+    );
 }
 
 /// Python's caches and version control are never part of an app.
@@ -133,19 +139,7 @@ fn walk_dir(root: &Path, dir: &Path, out: &mut BTreeMap<String, AppFile>) -> Res
                 .display()
                 .to_string();
             let content = fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
-            let mode = if meta.permissions().mode() & 0o111 != 0 {
-                0o755
-            } else {
-                0o644
-            };
-            out.insert(
-                rel.clone(),
-                AppFile {
-                    path: rel,
-                    content,
-                    mode,
-                },
-            );
+            add(out, rel, content, meta.permissions().mode() & 0o111 != 0);
         } else {
             bail!(
                 "app source {}: {} is neither a file nor a folder (links are not copied)",
@@ -186,22 +180,10 @@ fn read_tar(p: &Path, plain: bool, out: &mut BTreeMap<String, AppFile>) -> Resul
             continue;
         }
         if e.header().entry_type().is_file() {
-            let mode = if e.header().mode()? & 0o111 != 0 {
-                0o755
-            } else {
-                0o644
-            };
+            let executable = e.header().mode()? & 0o111 != 0;
             let mut content = Vec::new();
             e.read_to_end(&mut content)?;
-            let rel = rel.display().to_string();
-            out.insert(
-                rel.clone(),
-                AppFile {
-                    path: rel,
-                    content,
-                    mode,
-                },
-            );
+            add(out, rel.display().to_string(), content, executable);
         }
     }
     Ok(())

@@ -107,8 +107,19 @@ impl Network {
         }
     }
 
+    /// The tap device if one is given (`--tap`), else the user network for the host.
+    pub fn choose(tap: Option<&str>, host: &crate::plan::HostPlan) -> Network {
+        match tap {
+            Some(ifname) => Network::Tap {
+                ifname: ifname.to_string(),
+                mac: Network::mac_for(&host.name),
+            },
+            None => Network::user_for(host),
+        }
+    }
+
     /// A stable MAC for a tap guest, from its name (QEMU's 52:54:00 prefix).
-    pub fn mac_for(name: &str) -> String {
+    fn mac_for(name: &str) -> String {
         let h = crate::cache::sha256_bytes(name.as_bytes());
         format!("52:54:00:{}:{}:{}", &h[0..2], &h[2..4], &h[4..6])
     }

@@ -16,13 +16,7 @@ pub fn run(a: BootArgs) -> Result<()> {
         cmdline_extra: vec![],
         forwards: a.forwards,
         snapshot: disk.snapshot(),
-        network: match &a.disk.tap {
-            Some(ifname) => qemu::Network::Tap {
-                ifname: ifname.clone(),
-                mac: qemu::Network::mac_for(&plan.host.name),
-            },
-            None => qemu::Network::user_for(&plan.host),
-        },
+        network: qemu::Network::choose(a.disk.tap.as_deref(), &plan.host),
         timeout: Duration::MAX,
     };
     for (h, g) in &boot.forwards {

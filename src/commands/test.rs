@@ -16,13 +16,7 @@ pub fn run(a: TestArgs) -> Result<()> {
         cmdline_extra: vec!["imgforge.poweroff".into()],
         forwards: vec![],
         snapshot: disk.snapshot(),
-        network: match &a.disk.tap {
-            Some(ifname) => qemu::Network::Tap {
-                ifname: ifname.clone(),
-                mac: qemu::Network::mac_for(&plan.host.name),
-            },
-            None => qemu::Network::user_for(&plan.host),
-        },
+        network: qemu::Network::choose(a.disk.tap.as_deref(), &plan.host),
         timeout: Duration::from_secs(a.timeout.unwrap_or(plan.boot_timeout_secs)),
     };
     let log = a.serial_log.clone().unwrap_or_else(|| {
