@@ -138,7 +138,7 @@ impl Cache {
     }
 
     /// Removes the least recently used committed entries of `stage` beyond the newest
-    /// `keep`, sparing any used in the last hour (another build may be reading it).
+    /// `keep`, sparing any used in the last ten minutes (another build may be copying it out).
     /// Without this every overlay edit would leave a root tar and a disk image behind.
     pub fn prune(&self, stage: &str, keep: usize) -> Result<Vec<PathBuf>> {
         prune_dir(&self.root.join("stages").join(stage), keep)
@@ -186,7 +186,7 @@ fn prune_dir(dir: &Path, keep: usize) -> Result<Vec<PathBuf>> {
         }
     }
     entries.sort_by(|a, b| b.0.cmp(&a.0));
-    let recent = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    let recent = std::time::SystemTime::now() - std::time::Duration::from_secs(600);
     let mut removed = Vec::new();
     for (used, path) in entries.into_iter().skip(keep) {
         if used > recent {
@@ -269,7 +269,7 @@ mod tests {
     }
 
     #[test]
-    fn prune_keeps_the_most_recently_used_and_the_recent_hour() {
+    fn prune_keeps_the_most_recently_used_and_the_recently_touched() {
         let dir = tempfile::tempdir().unwrap();
         let cache = Cache::open(dir.path().to_path_buf()).unwrap();
         let long_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(10 * 86400);

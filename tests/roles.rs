@@ -97,17 +97,37 @@ fn boots_to_ready(role: &str, out: &Path) -> String {
     line
 }
 
-fn out_dir() -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join("roles-out");
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A test's own output folder, removed when the test passes: each role's .img and .qcow2
+/// together take 1-4 GB, and a CI run builds six of them. A failed test keeps its folder to
+/// look at.
+struct OutDir(PathBuf);
+
+impl OutDir {
+    fn new(test: &str) -> OutDir {
+        OutDir(tmp(&format!("roles-out-{test}")))
+    }
+}
+
+impl std::ops::Deref for OutDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for OutDir {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
 }
 
 #[test]
 #[ignore = "slow: builds vm-ia (JupyterLab, three Flask venvs) and boots it (~3 min warm)"]
 fn vm_ia_boots_to_ready_with_its_apps_and_jupyterlab_answering() {
     let _g = serial();
-    let out = out_dir();
+    let out = OutDir::new("vm-ia");
     let line = boots_to_ready("vm-ia", &out);
     // Units, ports and health URLs of the three apps and JupyterLab, and the slot.
     let counts = line.rsplit_once("checks=").unwrap().1;
@@ -124,7 +144,7 @@ fn vm_ia_boots_to_ready_with_its_apps_and_jupyterlab_answering() {
 #[ignore = "slow: builds prospectlab (PostgreSQL, Redis, Celery) and boots it (~3 min warm)"]
 fn prospectlab_boots_to_ready_with_gunicorn_celery_postgresql_and_redis() {
     let _g = serial();
-    let out = out_dir();
+    let out = OutDir::new("prospectlab");
     boots_to_ready("prospectlab", &out);
     let units = verify_generated_units(
         &out.join("prospectlab-x86_64-vm.manifest.json"),
@@ -144,7 +164,7 @@ fn prospectlab_boots_to_ready_with_gunicorn_celery_postgresql_and_redis() {
 #[ignore = "slow: builds django-app (Django, Gunicorn) and boots it (~2 min warm)"]
 fn django_app_boots_to_ready_with_gunicorn_answering() {
     let _g = serial();
-    let out = out_dir();
+    let out = OutDir::new("django-app");
     boots_to_ready("django-app", &out);
     let units = verify_generated_units(
         &out.join("django-app-x86_64-vm.manifest.json"),
@@ -289,7 +309,7 @@ fn wait_for(
 #[ignore = "slow: boots the proxy and vm-ia images together on one bridge (~4-5 min warm); needs root"]
 fn two_role_images_on_one_network_show_the_firewall_and_the_routes() {
     let _g = serial();
-    let out = out_dir();
+    let out = OutDir::new("two-roles");
     // Both images first (cached when the tests above ran), so the boots start together.
     for role in ["proxy", "vm-ia"] {
         let o = imgforge(&[
