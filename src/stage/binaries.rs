@@ -65,11 +65,13 @@ pub fn start(plan: &Plan, opts: &BuildOptions) -> Result<Started> {
         ))
         .into());
     }
-    let rustc = tool::run(Command::new("rustc").arg("-vV"))
-        .context("asking rustc for its version (is a Rust toolchain installed?)")?;
+    let tc = super::toolchain::for_target(&plan.rust_target)?;
+    let rustc = tool::run(Command::new(&tc.rustc).arg("-vV"))
+        .with_context(|| format!("asking {} for its version (is a Rust toolchain installed?)", tc.rustc.display()))?;
     let mut key = KeyBuilder::new(NAME);
     key.add_str("target", &plan.rust_target)
-        .add("rustc", &rustc);
+        .add("rustc", &rustc)
+        .add_str("toolchain", tc.label);
     for rel in source_files(src)? {
         let h = sha256_file(&src.join(&rel))?;
         key.add_str(&rel, &h);
@@ -80,7 +82,7 @@ pub fn start(plan: &Plan, opts: &BuildOptions) -> Result<Started> {
             return Ok(Started::Cached(dir));
         }
     }
-    let target_dir = opts.cache.aux_dir("cargo-target")?;
+    let target_dir = opts.cache.aux_dir(tc.target_dir)?;
     let cargo_home = std::env::var("CARGO_HOME").unwrap_or_else(|_| {
         format!(
             "{}/.cargo",
@@ -93,8 +95,9 @@ pub fn start(plan: &Plan, opts: &BuildOptions) -> Result<Started> {
     ]
     .join("\x1f");
     let log = tempfile::NamedTempFile::new().context("creating cargo's log file")?;
-    let mut cmd = Command::new("cargo");
+    let mut cmd = Command::new(&tc.cargo);
     cmd.current_dir(src)
+        .envs(tc.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .env("CARGO_ENCODED_RUSTFLAGS", flags)
         .env("CARGO_PROFILE_RELEASE_STRIP", "symbols")
         .args([

@@ -8,6 +8,7 @@ pub mod binaries;
 pub mod compose;
 pub mod image;
 pub mod outputs;
+pub mod toolchain;
 pub mod units;
 
 use std::path::PathBuf;
