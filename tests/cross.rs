@@ -103,3 +103,10 @@ fn aarch64_binaries_run_under_qemu_user() {
 // and one rt_sigaction), with either qemu. Next: an unstripped build under gdb-multiarch
 // (qemu-aarch64 -g) to see where; suspects are ring's CPU feature detection (spin::Once)
 // and the runtime's start.
+//
+// arm64 base, tried by hand with mmdebstrap --arch=arm64 (binfmt: `mount binfmt_misc`,
+// `update-binfmts --enable qemu-aarch64`, flags PF): writing update_initramfs=no into
+// /etc/initramfs-tools/update-initramfs.conf in an essential hook makes dpkg prompt for the
+// conffile and initramfs-tools fails to configure. Next: divert update-initramfs to
+// /bin/true during the install (dpkg-divert in an essential hook), undo it in a customize
+// hook and run mkinitramfs once, or pass --dpkgopt=force-confold.
