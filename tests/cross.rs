@@ -98,11 +98,16 @@ fn aarch64_binaries_run_under_qemu_user() {
 }
 
 // Status (2026-11-21): the worker runs under qemu-user (both 7.2 and 10.0) and `worker
-// exec` works; the gateway built by Debian's rustc 1.96 for aarch64 spins at 100 % CPU in
-// its main thread before binding (no system call after the tokio runtime's epoll set-up
-// and one rt_sigaction), with either qemu. Next: an unstripped build under gdb-multiarch
-// (qemu-aarch64 -g) to see where; suspects are ring's CPU feature detection (spin::Once)
-// and the runtime's start.
+// exec` works; the gateway spins at 100 % CPU in its main thread before binding. Not the
+// gateway: on this machine (a Firecracker VM, kernel 6.18) ANY aarch64 program that starts a
+// thread hangs under qemu-user, 7.2 and 10.0 alike. Four lines reproduce it:
+//     fn main() { eprintln!("spawning"); std::thread::spawn(|| 1).join().unwrap(); }
+// built with /usr/bin/rustc --target aarch64-unknown-linux-gnu -C linker=aarch64-linux-gnu-gcc:
+// `qemu-aarch64-static -strace -L /usr/aarch64-linux-gnu ./t` ends at glibc's first
+// pthread_create set-up (rt_sigaction(33), rt_sigprocmask(SIG_UNBLOCK,[32 33])) and spins.
+// So the gateway's run on aarch64 must be shown inside qemu-system-aarch64 (the aarch64-vm
+// boot), where the guest kernel schedules its threads; single-threaded tools (the worker,
+// maintainer scripts) do run under qemu-user.
 //
 // arm64 base, tried by hand with mmdebstrap --arch=arm64 (binfmt: `mount binfmt_misc`,
 // `update-binfmts --enable qemu-aarch64`, flags PF): writing update_initramfs=no into
