@@ -14,15 +14,23 @@ pub struct Mirrors {
 }
 
 impl Mirrors {
-    /// apt source lines for `suite`, as mmdebstrap takes them.
-    pub fn source_lines(&self, suite: &str) -> Vec<String> {
+    /// apt source lines for `suite`, as mmdebstrap takes them: main and the `extra`
+    /// components (non-free-firmware, ...), and `<suite>-backports` when `backports`.
+    pub fn source_lines(&self, suite: &str, extra: &[String], backports: bool) -> Vec<String> {
+        let components = std::iter::once("main")
+            .chain(extra.iter().map(String::as_str))
+            .collect::<Vec<_>>()
+            .join(" ");
         let mut v = Vec::new();
         if let Some(m) = &self.main {
-            v.push(format!("deb {m} {suite} main"));
-            v.push(format!("deb {m} {suite}-updates main"));
+            v.push(format!("deb {m} {suite} {components}"));
+            v.push(format!("deb {m} {suite}-updates {components}"));
+            if backports {
+                v.push(format!("deb {m} {suite}-backports {components}"));
+            }
         }
         if let Some(s) = &self.security {
-            v.push(format!("deb {s} {suite}-security main"));
+            v.push(format!("deb {s} {suite}-security {components}"));
         }
         v
     }
@@ -155,12 +163,16 @@ mod tests {
             Some("http://mirror.invalid/debian-security")
         );
         assert_eq!(
-            m.source_lines("trixie"),
+            m.source_lines("trixie", &[], false),
             [
                 "deb http://mirror.invalid/debian trixie main",
                 "deb http://mirror.invalid/debian trixie-updates main",
                 "deb http://mirror.invalid/debian-security trixie-security main",
             ]
+        );
+        assert_eq!(
+            m.source_lines("trixie", &["non-free-firmware".into()], true)[2],
+            "deb http://mirror.invalid/debian trixie-backports main non-free-firmware"
         );
     }
 }

@@ -167,6 +167,9 @@ fn keep_for(stage: &str) -> usize {
         "binaries" => 16,
         "apps" => 8,
         "image" => 4,
+        // The test suite builds nine bases (four roles and a fixture on x86_64, the proxy
+        // on three arm64 targets); each is minutes to remake, under emulation many.
+        "base" => 10,
         _ => 6,
     }
 }

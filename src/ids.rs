@@ -17,12 +17,24 @@ pub struct Ids {
     pub root_fs_uuid: Uuid,
     pub root_hash_seed: Uuid,
     pub fat_volume_id: u32,
+    /// The disk signature of an MBR (Raspberry Pi cards); never zero.
+    #[serde(default)]
+    pub mbr_signature: u32,
+}
+
+/// The three partitions every imgforge disk has, in this order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    Boot = 1,
+    Seed = 2,
+    Root = 3,
 }
 
 impl Ids {
     pub fn derive(seed: &str) -> Self {
         let id = |what: &str| Uuid::new_v5(&NAMESPACE, format!("{seed}/{what}").as_bytes());
         let vol = id("fat-volume-id");
+        let sig = id("mbr-signature");
         Ids {
             disk_guid: id("disk"),
             esp_partuuid: id("esp-partition"),
@@ -31,6 +43,31 @@ impl Ids {
             root_fs_uuid: id("root-filesystem"),
             root_hash_seed: id("root-hash-seed"),
             fat_volume_id: u32::from_le_bytes(vol.as_bytes()[..4].try_into().expect("4 bytes")),
+            mbr_signature: u32::from_le_bytes(sig.as_bytes()[..4].try_into().expect("4 bytes"))
+                .max(1),
+        }
+    }
+
+    /// The PARTUUID Linux shows for `part` under the given partition table (`gpt` or `mbr`).
+    pub fn partuuid(&self, table: &str, part: Part) -> String {
+        if table == "mbr" {
+            return crate::disk::mbr::partuuid(self.mbr_signature, part as u32);
+        }
+        match part {
+            Part::Boot => self.esp_partuuid,
+            Part::Seed => self.seed_partuuid,
+            Part::Root => self.root_partuuid,
+        }
+        .to_string()
+    }
+
+    /// The device node udev makes for the seed area: by its GPT name, or on an MBR (which has
+    /// no names) by its PARTUUID.
+    pub fn seed_device(&self, table: &str) -> String {
+        if table == "mbr" {
+            format!("/dev/disk/by-partuuid/{}", self.partuuid(table, Part::Seed))
+        } else {
+            format!("/dev/disk/by-partlabel/{}", crate::seed::PART_NAME)
         }
     }
 
@@ -59,6 +96,25 @@ mod tests {
             }
             .fat_uuid(),
             "1234-ABCD"
+        );
+    }
+
+    #[test]
+    fn partuuids_follow_the_partition_table() {
+        let ids = Ids::derive("a");
+        assert_eq!(
+            ids.partuuid("gpt", Part::Root),
+            ids.root_partuuid.to_string()
+        );
+        let mbr = ids.partuuid("mbr", Part::Root);
+        assert_eq!(mbr, format!("{:08x}-03", ids.mbr_signature));
+        assert_eq!(
+            ids.seed_device("mbr"),
+            format!("/dev/disk/by-partuuid/{:08x}-02", ids.mbr_signature)
+        );
+        assert_eq!(
+            ids.seed_device("gpt"),
+            "/dev/disk/by-partlabel/imgforge-seed"
         );
     }
 }

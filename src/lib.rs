@@ -29,3 +29,4 @@ pub mod site;
 pub mod sparse;
 pub mod stage;
 pub mod tool;
+pub mod xz;

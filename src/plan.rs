@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::cache::sha256_bytes;
 use crate::profile::load::parse_toml;
 use crate::profile::merge::Merge;
-use crate::profile::{Database, Job, Layer, ProfileSource, Qemu, Service, Site, Slot};
+use crate::profile::{Database, Job, Layer, ProfileSource, Qemu, Raspi, Service, Site, Slot};
 use crate::site::SiteView;
 
 pub const DEFAULT_ROLE: &str = "proxy";
@@ -42,6 +42,12 @@ pub struct Plan {
     pub partition_table: String,
     pub boot: String,
     pub packages: Vec<String>,
+    /// Archive components beyond main.
+    pub apt_components: Vec<String>,
+    /// Extra outputs: qcow2, img.xz.
+    pub outputs: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub raspi: Option<Raspi>,
     pub enable_units: Vec<String>,
     pub initramfs_modules: Vec<String>,
     pub kernel_cmdline: Vec<String>,
@@ -109,8 +115,9 @@ pub struct QemuPlan {
     pub cpu: String,
     pub memory_mib: u64,
     pub smp: u32,
-    pub firmware_code: String,
-    pub firmware_vars: String,
+    /// UEFI firmware code and variables; none for a card QEMU boots by `-kernel` only.
+    pub firmware_code: Option<String>,
+    pub firmware_vars: Option<String>,
     pub serial: String,
 }
 
@@ -173,13 +180,47 @@ pub fn resolve(src: &ProfileSource, req: &Request) -> Result<Plan> {
         );
     }
     let partition_table = need(layer.partition_table, "partition-table")?;
-    if partition_table != "gpt" {
-        bail!("`partition-table = \"{partition_table}\"` is not supported yet; use gpt");
-    }
     let boot = need(layer.boot, "boot")?;
-    if boot != "systemd-boot" {
-        bail!("`boot = \"{boot}\"` is not supported yet; use systemd-boot");
+    match (boot.as_str(), partition_table.as_str()) {
+        ("systemd-boot", "gpt") => {}
+        ("raspi-firmware", "mbr") => {
+            if layer.raspi.is_none() {
+                bail!(
+                    "{}: `boot = \"raspi-firmware\"` needs a [raspi] table (model, firmware, \
+                     device-trees)",
+                    tfile.display
+                );
+            }
+        }
+        ("systemd-boot" | "raspi-firmware", _) => bail!(
+            "{}: `boot = \"{boot}\"` goes with `partition-table = \"{}\"`, not \"{partition_table}\"",
+            tfile.display,
+            if boot == "systemd-boot" { "gpt" } else { "mbr" }
+        ),
+        _ => bail!(
+            "{}: `boot = \"{boot}\"` is not supported; use systemd-boot or raspi-firmware",
+            tfile.display
+        ),
     }
+    for o in &layer.outputs {
+        if !["qcow2", "img.xz"].contains(&o.as_str()) {
+            bail!(
+                "{}: `outputs` names `{o}`; imgforge writes qcow2 and img.xz (the .img, \
+                 .bmap, manifest and SHA256SUMS are always written)",
+                tfile.display
+            );
+        }
+    }
+    let suite = layer.suite.clone().unwrap_or_else(|| "trixie".into());
+    // `name/backports` is the name from this suite's backports.
+    let packages: Vec<String> = layer
+        .packages
+        .iter()
+        .map(|p| match p.strip_suffix("/backports") {
+            Some(name) => format!("{name}/{suite}-backports"),
+            None => p.clone(),
+        })
+        .collect();
 
     let host = pick_host(&site, &sfile.display, req)?;
     for svc in &layer.services {
@@ -300,12 +341,15 @@ pub fn resolve(src: &ProfileSource, req: &Request) -> Result<Plan> {
         target: req.target.clone(),
         site: req.site.clone(),
         host,
-        suite: layer.suite.unwrap_or_else(|| "trixie".into()),
+        suite,
         arch,
         rust_target: need(layer.rust_target, "rust-target")?,
         partition_table,
         boot,
-        packages: sorted_unique(layer.packages),
+        packages: sorted_unique(packages),
+        apt_components: sorted_unique(layer.apt_components),
+        outputs: sorted_unique(layer.outputs),
+        raspi: layer.raspi,
         enable_units: sorted_unique(layer.enable_units),
         initramfs_modules: sorted_unique(layer.initramfs_modules),
         kernel_cmdline: unique_in_order(layer.kernel_cmdline),
@@ -546,8 +590,8 @@ fn resolve_qemu(q: Qemu, display: &str) -> Result<QemuPlan> {
         cpu: q.cpu.unwrap_or_else(|| "max".into()),
         memory_mib: q.memory_mib.unwrap_or(1024),
         smp: q.smp.unwrap_or(1),
-        firmware_code: need(q.firmware_code, "firmware-code")?,
-        firmware_vars: need(q.firmware_vars, "firmware-vars")?,
+        firmware_code: q.firmware_code,
+        firmware_vars: q.firmware_vars,
         serial: q.serial.unwrap_or_else(|| "ttyS0".into()),
     })
 }

@@ -169,7 +169,7 @@ impl Drop for Guard {
     }
 }
 
-fn command(o: &BootOptions, vars: &Path, serial: &str) -> Result<Command> {
+fn command(o: &BootOptions, vars: Option<&Path>, serial: &str) -> Result<Command> {
     let q = &o.qemu;
     tool::require_named(
         &q.binary,
@@ -219,8 +219,11 @@ fn command(o: &BootOptions, vars: &Path, serial: &str) -> Result<Command> {
     }
     match &o.firmware {
         Firmware::Uefi => {
+            let (Some(fw), Some(vars)) = (&q.firmware_code, vars) else {
+                bail!("this target's [qemu] names no UEFI firmware (firmware-code, firmware-vars): boot it with --direct-kernel");
+            };
             let mut code = OsString::from("if=pflash,format=raw,unit=0,readonly=on,file=");
-            code.push(&q.firmware_code);
+            code.push(fw);
             let mut v = OsString::from("if=pflash,format=raw,unit=1,file=");
             v.push(vars);
             cmd.arg("-drive").arg(code).arg("-drive").arg(v);
@@ -257,16 +260,17 @@ fn command(o: &BootOptions, vars: &Path, serial: &str) -> Result<Command> {
     Ok(cmd)
 }
 
-/// A writable copy of the firmware's variable store (the template stays untouched).
-fn vars_copy(q: &QemuPlan, dir: &Path) -> Result<PathBuf> {
+/// A writable copy of the firmware's variable store (the template stays untouched), for a
+/// UEFI boot.
+fn vars_copy(o: &BootOptions, dir: &Path) -> Result<Option<PathBuf>> {
+    let (Firmware::Uefi, Some(template)) = (&o.firmware, &o.qemu.firmware_vars) else {
+        return Ok(None);
+    };
     let dst = dir.join("efivars.fd");
-    fs::copy(&q.firmware_vars, &dst).with_context(|| {
-        format!(
-            "copying UEFI variables {} (package ovmf, or qemu-efi-aarch64 for arm64)",
-            q.firmware_vars
-        )
+    fs::copy(template, &dst).with_context(|| {
+        format!("copying UEFI variables {template} (package ovmf, or qemu-efi-aarch64 for arm64)")
     })?;
-    Ok(dst)
+    Ok(Some(dst))
 }
 
 /// Boots headless and waits for the verdict; the serial console goes to `serial_log`.
@@ -276,8 +280,8 @@ pub fn boot_and_wait(
     mut on_line: impl FnMut(&str),
 ) -> Result<BootReport> {
     let tmp = tempfile::tempdir()?;
-    let vars = vars_copy(&o.qemu, tmp.path())?;
-    let mut cmd = command(o, &vars, "stdio")?;
+    let vars = vars_copy(o, tmp.path())?;
+    let mut cmd = command(o, vars.as_deref(), "stdio")?;
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -430,8 +434,8 @@ fn tail_of(path: &Path, n: usize) -> String {
 /// Boots with the serial console (and QEMU's monitor, Ctrl-A C) on this terminal.
 pub fn interactive(o: &BootOptions) -> Result<ExitStatus> {
     let tmp = tempfile::tempdir()?;
-    let vars = vars_copy(&o.qemu, tmp.path())?;
-    let mut cmd = command(o, &vars, "mon:stdio")?;
+    let vars = vars_copy(o, tmp.path())?;
+    let mut cmd = command(o, vars.as_deref(), "mon:stdio")?;
     let line = tool::display(&cmd);
     eprintln!("imgforge: {line}\nimgforge: Ctrl-A X quits QEMU");
     let mut child = Guard(cmd.spawn().with_context(|| format!("starting `{line}`"))?);

@@ -9,13 +9,13 @@ use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use crate::disk::gpt;
+use crate::disk;
 use crate::profile::Slot;
 pub use seed_area::{initial_area, SeedState, PART_NAME, SIZE};
 
 /// The seed partition of the disk or image open as `dev`: (offset, length).
 pub fn locate(dev: &mut File) -> Result<(u64, u64)> {
-    let (_, parts) = gpt::read(dev)?;
+    let (_, parts) = disk::read(dev)?;
     let p = parts.iter().find(|p| p.name == PART_NAME).ok_or_else(|| {
         anyhow!("no `{PART_NAME}` partition: this image was not built with a seed area")
     })?;

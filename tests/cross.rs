@@ -17,7 +17,12 @@ fn aarch64_binaries() -> Vec<(String, PathBuf)> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let plan = resolve(
         &ProfileSource::Dir(root.join("profiles")),
-        &Request { role: "proxy".into(), target: "aarch64-vm".into(), site: "example".into(), host: None },
+        &Request {
+            role: "proxy".into(),
+            target: "aarch64-vm".into(),
+            site: "example".into(),
+            host: None,
+        },
     )
     .unwrap();
     assert_eq!(plan.rust_target, "aarch64-unknown-linux-gnu");
@@ -30,7 +35,9 @@ fn aarch64_binaries() -> Vec<(String, PathBuf)> {
     };
     let mut progress = imgforge::progress::Progress::new(true);
     let started = binaries::start(&plan, &opts).unwrap_or_else(|e| panic!("{e:#}"));
-    binaries::finish(started, &opts, &mut progress).unwrap_or_else(|e| panic!("{e:#}")).files
+    binaries::finish(started, &opts, &mut progress)
+        .unwrap_or_else(|e| panic!("{e:#}"))
+        .files
 }
 
 /// Runs an aarch64 binary with Debian's qemu-user and the arm64 C library of the cross
@@ -56,12 +63,19 @@ fn aarch64_binaries_run_under_qemu_user() {
     let files = aarch64_binaries();
     for (name, path) in &files {
         let o = Command::new("file").arg(path).output().unwrap();
-        assert!(text(&o.stdout).contains("ARM aarch64"), "{name}: {}", text(&o.stdout));
+        assert!(
+            text(&o.stdout).contains("ARM aarch64"),
+            "{name}: {}",
+            text(&o.stdout)
+        );
     }
     let bin = |n: &str| files.iter().find(|(x, _)| x == n).unwrap().1.clone();
 
     let o = qemu(&bin("worker")).arg("--version").output().unwrap();
-    assert!(o.status.success() && text(&o.stdout).starts_with("worker "), "{o:?}");
+    assert!(
+        o.status.success() && text(&o.stdout).starts_with("worker "),
+        "{o:?}"
+    );
     // worker exec: the env file's slot filled from a credential, then exec.
     let d = tmp("cross-exec");
     std::fs::create_dir_all(d.join("creds")).unwrap();
@@ -77,7 +91,11 @@ fn aarch64_binaries_run_under_qemu_user() {
     assert_eq!(text(&o.stdout), "a-v4lue\n", "{}", text(&o.stderr));
 
     // The gateway serves its node page on a port of this machine.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let _gw = Kill(
         qemu(&bin("gateway"))
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
@@ -88,7 +106,15 @@ fn aarch64_binaries_run_under_qemu_user() {
     );
     let deadline = Instant::now() + Duration::from_secs(30);
     let page = loop {
-        let o = Command::new("curl").args(["-s", "--max-time", "5", &format!("http://127.0.0.1:{port}/")]).output().unwrap();
+        let o = Command::new("curl")
+            .args([
+                "-s",
+                "--max-time",
+                "5",
+                &format!("http://127.0.0.1:{port}/"),
+            ])
+            .output()
+            .unwrap();
         if o.status.success() || Instant::now() > deadline {
             break text(&o.stdout);
         }

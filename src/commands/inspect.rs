@@ -3,7 +3,7 @@ use std::fs::File;
 use anyhow::{Context, Result};
 
 use crate::cli::InspectArgs;
-use crate::disk::gpt;
+use crate::disk;
 use crate::exit::user;
 use crate::fs::{ext4, fat};
 use crate::progress::fmt_bytes;
@@ -20,10 +20,10 @@ pub fn run(a: InspectArgs) -> Result<()> {
         fmt_bytes(size),
         fmt_bytes(crate::sparse::allocated(path)?)
     );
-    let (guid, parts) = gpt::read(&mut f)
-        .with_context(|| format!("{} has no readable GPT", path.display()))
+    let (table, parts) = disk::read(&mut f)
+        .with_context(|| format!("{} has no readable partition table", path.display()))
         .map_err(user)?;
-    println!("partition table: gpt, disk guid {guid}");
+    println!("partition table: {table}");
     for p in &parts {
         println!(
             "  {} {:<6} offset {:>10} size {:>10}  type {}  partuuid {}",
@@ -32,7 +32,7 @@ pub fn run(a: InspectArgs) -> Result<()> {
             p.offset,
             fmt_bytes(p.len),
             p.type_name,
-            p.guid
+            p.partuuid
         );
         if p.name == crate::seed::PART_NAME {
             let state = crate::seed::read(&mut f)?;

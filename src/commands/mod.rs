@@ -57,11 +57,19 @@ fn build_for_boot(
     let opts = build_options(a)?;
     let mut progress = crate::progress::Progress::new(a.quiet);
     let built = crate::stage::build(&plan, &opts, &mut progress)?;
-    let firmware = if direct_kernel {
+    // A card's target names no UEFI firmware: QEMU starts its kernel itself.
+    let firmware = if direct_kernel || plan.qemu.firmware_code.is_none() {
+        let mut cmdline = built.compose.cmdline(&plan);
+        // The console QEMU reads must be the last console= (a card's names the Pi's UART).
+        let serial = format!("console={}", plan.qemu.serial);
+        if !cmdline.ends_with(&serial) && !cmdline.contains(&format!("{serial} ")) {
+            cmdline.push(' ');
+            cmdline.push_str(&serial);
+        }
         Firmware::DirectKernel {
             kernel: built.compose.kernel(),
             initrd: built.compose.initrd(),
-            cmdline: built.compose.cmdline(&plan),
+            cmdline,
         }
     } else {
         Firmware::Uefi

@@ -23,10 +23,9 @@ pub fn run(a: TestArgs) -> Result<()> {
         opts.out_dir
             .join(format!("{}.serial.log", plan.image_name()))
     });
-    let how = if a.direct_kernel {
-        "direct kernel"
-    } else {
-        "UEFI firmware, systemd-boot"
+    let how = match &boot.firmware {
+        qemu::Firmware::DirectKernel { .. } => "direct kernel",
+        qemu::Firmware::Uefi => "UEFI firmware, systemd-boot",
     };
     eprintln!(
         "==> boot: {} in QEMU {} ({how}), serial console in {}",

@@ -11,6 +11,7 @@ use gpt::partition::Partition;
 use gpt::partition_types::{self, Type};
 
 use super::layout::{Extent, Layout, SECTOR};
+use super::ReadPartition;
 use crate::ids::Ids;
 
 /// The root partition type for an architecture (the Discoverable Partitions Specification):
@@ -86,17 +87,6 @@ fn type_name(t: &Type) -> String {
     }
 }
 
-/// A partition as read back from an image.
-#[derive(Debug, Clone)]
-pub struct ReadPartition {
-    pub number: u32,
-    pub name: String,
-    pub type_name: String,
-    pub guid: uuid::Uuid,
-    pub offset: u64,
-    pub len: u64,
-}
-
 pub fn read(file: &mut File) -> Result<(uuid::Uuid, Vec<ReadPartition>)> {
     let disk = gpt::GptConfig::new()
         .writable(false)
@@ -112,7 +102,7 @@ pub fn read(file: &mut File) -> Result<(uuid::Uuid, Vec<ReadPartition>)> {
             number: *n,
             name: p.name.clone(),
             type_name: type_name(&p.part_type_guid),
-            guid: p.part_guid,
+            partuuid: p.part_guid.to_string(),
             offset: p.first_lba * SECTOR,
             len: (p.last_lba - p.first_lba + 1) * SECTOR,
         });

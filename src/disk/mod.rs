@@ -1,4 +1,61 @@
-//! The disk: where partitions lie (`layout`) and the GPT that describes them (`gpt`).
+//! The disk: where partitions lie (`layout`) and the table that describes them: a GPT for
+//! UEFI machines (`gpt`), an MBR for Raspberry Pi cards (`mbr`).
 
 pub mod gpt;
 pub mod layout;
+pub mod mbr;
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+
+use anyhow::{bail, Context, Result};
+
+/// A partition as read back from an image or card.
+#[derive(Debug, Clone)]
+pub struct ReadPartition {
+    pub number: u32,
+    /// The GPT name, or for an MBR the role imgforge gives that slot (boot, imgforge-seed,
+    /// root); empty for a partition imgforge did not write.
+    pub name: String,
+    pub type_name: String,
+    /// As Linux shows it in /dev/disk/by-partuuid.
+    pub partuuid: String,
+    pub offset: u64,
+    pub len: u64,
+}
+
+/// Which partition table a disk carries, with its identifier.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Table {
+    Gpt { guid: uuid::Uuid },
+    Mbr { signature: u32 },
+}
+
+impl std::fmt::Display for Table {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Table::Gpt { guid } => write!(f, "gpt, disk guid {guid}"),
+            Table::Mbr { signature } => write!(f, "mbr, disk signature 0x{signature:08x}"),
+        }
+    }
+}
+
+/// Reads whichever table the disk has: a GPT behind its protective MBR, else a plain MBR.
+pub fn read(file: &mut File) -> Result<(Table, Vec<ReadPartition>)> {
+    let mut sector = [0u8; 512];
+    file.seek(SeekFrom::Start(0))?;
+    file.read_exact(&mut sector)
+        .context("reading the first sector")?;
+    if sector[510..] != [0x55, 0xaa] {
+        bail!("no partition table (the first sector lacks the 55 AA boot signature)");
+    }
+    // The four MBR entries start at byte 446; each one's type byte is its fifth.
+    let protective = (0..4).any(|i| sector[446 + 16 * i + 4] == mbr::TYPE_GPT_PROTECTIVE);
+    if protective {
+        let (guid, parts) = gpt::read(file)?;
+        Ok((Table::Gpt { guid }, parts))
+    } else {
+        let (signature, parts) = mbr::read(file)?;
+        Ok((Table::Mbr { signature }, parts))
+    }
+}

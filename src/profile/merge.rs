@@ -53,6 +53,9 @@ impl Merge for Layer {
         self.partition_table.merge(later.partition_table);
         self.boot.merge(later.boot);
         self.packages.extend(later.packages);
+        self.apt_components.extend(later.apt_components);
+        self.outputs.extend(later.outputs);
+        self.raspi.merge(later.raspi);
         self.enable_units.extend(later.enable_units);
         self.initramfs_modules.extend(later.initramfs_modules);
         self.kernel_cmdline.extend(later.kernel_cmdline);

@@ -10,4 +10,4 @@ pub mod merge;
 pub mod schema;
 
 pub use load::ProfileSource;
-pub use schema::{App, Database, Job, Layer, PgDump, Qemu, Service, Site, Slot};
+pub use schema::{App, Database, Job, Layer, PgDump, Qemu, Raspi, Service, Site, Slot};

@@ -18,13 +18,25 @@ pub struct Layer {
     pub arch: Option<String>,
     /// Rust target triple the gateway and worker are built for.
     pub rust_target: Option<String>,
-    /// Partition table of the disk: gpt.
+    /// Partition table of the disk: gpt (UEFI machines) or mbr (Raspberry Pi cards).
     pub partition_table: Option<String>,
-    /// How the image boots: systemd-boot.
+    /// How the image boots: systemd-boot (from the ESP, by UEFI firmware) or raspi-firmware
+    /// (the Pi's own firmware reads config.txt from the first FAT partition).
     pub boot: Option<String>,
     /// Debian packages installed in the base root. Lists append across layers.
+    /// `name/backports` takes the package from `<suite>-backports`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub packages: Vec<String>,
+    /// Archive components beyond main, e.g. non-free-firmware for raspi-firmware.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub apt_components: Vec<String>,
+    /// Files written beside the image: qcow2 (virtual machines) and img.xz (cards, for
+    /// bmaptool and card writers). The raw .img, its .bmap, the manifest and SHA256SUMS are
+    /// always written.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<String>,
+    /// What the Raspberry Pi boot partition holds (targets with boot = "raspi-firmware").
+    pub raspi: Option<Raspi>,
     /// Units of Debian packages to enable in the base root (`systemctl enable` in the chroot).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub enable_units: Vec<String>,
@@ -166,6 +178,21 @@ pub struct Service {
     /// which hosts reach each port, and the firewall drops the rest.
     #[serde(default)]
     pub public: bool,
+}
+
+/// The Raspberry Pi model a card is for and the boot files it needs.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Raspi {
+    /// The model, as firmware/config.txt.tera tests it: "4" or "5".
+    pub model: String,
+    /// Files of Debian's raspi-firmware (/usr/lib/raspi-firmware) the model's boot ROM or
+    /// EEPROM loads: start4.elf and fixup4.dat on a Pi 4; none on a Pi 5, whose firmware is
+    /// in its EEPROM.
+    #[serde(default)]
+    pub firmware: Vec<String>,
+    /// Device tree file names from the kernel's broadcom/ folder (bcm2711-rpi-4-b.dtb, ...).
+    pub device_trees: Vec<String>,
 }
 
 /// QEMU settings of a target. Fields merge one by one (a role may raise memory-mib alone).

@@ -28,6 +28,18 @@ const DPKG_EXCLUDES: &[&str] = &[
     "path-include=/usr/share/doc/*/copyright",
 ];
 
+const UPDATE_INITRAMFS: &str = "/usr/sbin/update-initramfs";
+const DIVERTED: &str = "/usr/sbin/update-initramfs.imgforge-diverted";
+
+/// The Debian architecture of the building machine.
+fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "aarch64" => "arm64",
+        "x86_64" => "amd64",
+        other => other,
+    }
+}
+
 pub struct Base {
     pub key: String,
     pub root_tar: PathBuf,
@@ -38,7 +50,8 @@ pub struct Base {
 pub fn run(plan: &Plan, opts: &BuildOptions, progress: &mut Progress) -> Result<Base> {
     const NAME: &str = "base";
     let mirrors = apt_sources::host_mirrors();
-    let sources = mirrors.source_lines(&plan.suite);
+    let backports = plan.packages.iter().any(|p| p.ends_with("-backports"));
+    let sources = mirrors.source_lines(&plan.suite, &plan.apt_components, backports);
     let mut key = KeyBuilder::new(NAME);
     key.add_str("suite", &plan.suite)
         .add_str("arch", &plan.arch)
@@ -108,11 +121,24 @@ fn mmdebstrap_command(plan: &Plan, sources: &[String], out: &Path, apt_cache: &P
         .collect();
     // Before any package is installed: a small initramfs with only the listed modules
     // (MODULES=most makes 36 MB and costs ~40 s of build and ~8 s of boot), written to a file
-    // in modules.d that is no package's conffile.
+    // in modules.d that is no package's conffile. zstd's -T0 (initramfs-tools' default)
+    // starts threads, which hang under qemu-user on the building machines: a foreign
+    // root's initramfs is gzip.
+    let compress = if plan.arch == host_arch() {
+        "zstd"
+    } else {
+        "gzip"
+    };
     cmd.arg(r#"--setup-hook=mkdir -p "$1/etc/initramfs-tools/conf.d" "$1/usr/share/initramfs-tools/modules.d" "$1/var/cache/apt/archives""#)
-        .arg(r#"--setup-hook=echo MODULES=list > "$1/etc/initramfs-tools/conf.d/imgforge""#)
+        .arg(format!(r#"--setup-hook=printf 'MODULES=list\nCOMPRESS={compress}\n' > "$1/etc/initramfs-tools/conf.d/imgforge""#))
         .arg(format!(r#"--setup-hook=printf '{modules}' > "$1/usr/share/initramfs-tools/modules.d/imgforge""#))
         .arg(format!("--setup-hook=sync-in {} /var/cache/apt/archives/", q(apt_cache)))
+        // The kernel's and initramfs-tools' own scripts would each build the initramfs
+        // (twice in all; under qemu-user for an arm64 root, ~25 min): update-initramfs is a
+        // no-op while packages install, and the customize hook below builds it once.
+        .arg(format!(r#"--essential-hook=chroot "$1" dpkg-divert --quiet --local --rename --divert {DIVERTED} --add {UPDATE_INITRAMFS} && printf '#!/bin/sh\nexit 0\n' > "$1{UPDATE_INITRAMFS}" && chmod 755 "$1{UPDATE_INITRAMFS}""#))
+        .arg(format!(r#"--customize-hook=rm -f "$1{UPDATE_INITRAMFS}" && chroot "$1" dpkg-divert --quiet --local --rename --remove {UPDATE_INITRAMFS}"#))
+        .arg(r#"--customize-hook=if ls "$1"/boot/vmlinuz-* >/dev/null 2>&1; then chroot "$1" update-initramfs -c -k all; fi"#)
         .arg(format!("--customize-hook=sync-out /var/cache/apt/archives {}", q(apt_cache)))
         .arg(r#"--customize-hook=rm -f "$1"/var/cache/apt/archives/*.deb "$1"/var/cache/apt/archives/partial/*.deb"#);
     for unit in &plan.enable_units {

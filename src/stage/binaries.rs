@@ -66,8 +66,12 @@ pub fn start(plan: &Plan, opts: &BuildOptions) -> Result<Started> {
         .into());
     }
     let tc = super::toolchain::for_target(&plan.rust_target)?;
-    let rustc = tool::run(Command::new(&tc.rustc).arg("-vV"))
-        .with_context(|| format!("asking {} for its version (is a Rust toolchain installed?)", tc.rustc.display()))?;
+    let rustc = tool::run(Command::new(&tc.rustc).arg("-vV")).with_context(|| {
+        format!(
+            "asking {} for its version (is a Rust toolchain installed?)",
+            tc.rustc.display()
+        )
+    })?;
     let mut key = KeyBuilder::new(NAME);
     key.add_str("target", &plan.rust_target)
         .add("rustc", &rustc)

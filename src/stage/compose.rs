@@ -22,7 +22,7 @@ use super::binaries::Binaries;
 use super::units::{self, Generated};
 use super::{BuildOptions, Stage};
 use crate::cache::{sha256_bytes, KeyBuilder};
-use crate::ids::Ids;
+use crate::ids::{Ids, Part};
 use crate::overlay::OverlayFile;
 use crate::plan::Plan;
 use crate::progress::Progress;
@@ -62,9 +62,14 @@ impl Composed {
     pub fn bootloader(&self) -> PathBuf {
         self.dir.join("boot/systemd-boot.efi")
     }
+    /// The Raspberry Pi firmware, device trees and overlays copied from the base root.
+    pub fn raspi_firmware_dir(&self) -> PathBuf {
+        self.dir.join("boot/firmware")
+    }
     /// The kernel command line the loader entry carries.
     pub fn cmdline(&self, plan: &Plan) -> String {
-        let mut words = vec![format!("root=PARTUUID={}", self.ids.root_partuuid)];
+        let root = self.ids.partuuid(&plan.partition_table, Part::Root);
+        let mut words = vec![format!("root=PARTUUID={root}")];
         words.extend(plan.kernel_cmdline.iter().cloned());
         words.join(" ")
     }
@@ -117,12 +122,17 @@ pub fn run(
     let ids = Ids::derive(&key);
     let mut additions = BTreeMap::new();
     render_overlays(plan, &ids, &overlays, &mut additions)?;
+    if plan.partition_table == "mbr" {
+        // systemd-repart grows the root on GPT disks only; on an MBR card the worker's
+        // grow-root unit does it (units.rs), and a repart definition would fail there.
+        additions.retain(|path, _| !path.starts_with("usr/lib/repart.d/"));
+    }
     let installed: BTreeSet<String> = fs::read_to_string(&base.packages_tsv)
         .with_context(|| format!("reading {}", base.packages_tsv.display()))?
         .lines()
         .filter_map(|l| l.split('\t').next().map(str::to_string))
         .collect();
-    for g in units::generate(plan, &installed) {
+    for g in units::generate(plan, &installed, &ids) {
         match g {
             Generated::File {
                 path,
@@ -234,9 +244,9 @@ fn render_overlays(
     ctx.insert(
         "ids",
         &serde_json::json!({
-            "root_partuuid": ids.root_partuuid.to_string(),
+            "root_partuuid": ids.partuuid(&plan.partition_table, Part::Root),
             "root_fs_uuid": ids.root_fs_uuid.to_string(),
-            "esp_partuuid": ids.esp_partuuid.to_string(),
+            "esp_partuuid": ids.partuuid(&plan.partition_table, Part::Boot),
             "esp_fat_uuid": ids.fat_uuid(),
         }),
     );
@@ -308,12 +318,7 @@ fn stream(
         File::create(out_tar).with_context(|| format!("creating {}", out_tar.display()))?;
     let mut builder = tar::Builder::new(BufWriter::with_capacity(1 << 20, output));
     builder.follow_symlinks(false);
-    let efi_arch = match plan.arch.as_str() {
-        "amd64" => "x64",
-        "arm64" => "aa64",
-        other => bail!("no systemd-boot for arch {other}"),
-    };
-    let bootloader_path = format!("usr/lib/systemd/boot/efi/systemd-boot{efi_arch}.efi");
+    let captures = Captures::for_plan(plan)?;
     let mut kernels = Vec::new();
     let mut dirs: BTreeSet<String> = BTreeSet::new();
     let mut stats = Stats {
@@ -332,6 +337,12 @@ fn stream(
             continue;
         }
         if DROPPED_PREFIXES.iter().any(|p| path.starts_with(p)) {
+            continue;
+        }
+        // raspi-firmware's scripts copy the firmware, kernel and device trees to
+        // /boot/firmware in the root; on the card the boot partition is mounted there and
+        // imgforge writes it itself, so the copies would only be hidden weight.
+        if captures.raspi.is_some() && path.starts_with("boot/firmware/") {
             continue;
         }
         if let Some(add) = additions.remove(&path) {
@@ -361,11 +372,14 @@ fn stream(
             tar::EntryType::Regular | tar::EntryType::Continuous => {
                 let size = entry.header().size()?;
                 stats.data_bytes += size.div_ceil(4096) * 4096;
-                let capture = boot_capture(&path, &bootloader_path);
-                if let Some(name) = capture {
+                if let Some(name) = captures.capture(&path) {
                     let mut data = Vec::with_capacity(size as usize);
                     entry.read_to_end(&mut data)?;
-                    fs::write(boot_dir.join(name), &data)?;
+                    let dst = boot_dir.join(&name);
+                    if let Some(parent) = dst.parent() {
+                        fs::create_dir_all(parent)?;
+                    }
+                    fs::write(&dst, &data)?;
                     if name == "vmlinuz" {
                         kernels.push(path.trim_start_matches("boot/vmlinuz-").to_string());
                     }
@@ -436,26 +450,93 @@ fn stream(
             many.join(", ")
         ),
     }
-    for f in ["initrd.img", "systemd-boot.efi"] {
-        if !boot_dir.join(f).is_file() {
-            bail!(
-                "the base root lacks {f} (initramfs-tools and systemd-boot-efi must be installed)"
-            );
-        }
-    }
+    captures.check(boot_dir)?;
     Ok(stats)
 }
 
-/// Which boot file, if any, a base path is.
-fn boot_capture(path: &str, bootloader: &str) -> Option<&'static str> {
-    if path.starts_with("boot/vmlinuz-") {
-        Some("vmlinuz")
-    } else if path.starts_with("boot/initrd.img-") {
-        Some("initrd.img")
-    } else if path == bootloader {
-        Some("systemd-boot.efi")
-    } else {
-        None
+/// The boot files compose copies out of the base root for the image stage: the kernel and
+/// initramfs, and systemd-boot or the Raspberry Pi firmware and device trees.
+struct Captures {
+    bootloader: Option<String>,
+    raspi: Option<crate::profile::Raspi>,
+}
+
+impl Captures {
+    fn for_plan(plan: &Plan) -> Result<Captures> {
+        let bootloader = if plan.boot == "systemd-boot" {
+            let efi_arch = match plan.arch.as_str() {
+                "amd64" => "x64",
+                "arm64" => "aa64",
+                other => bail!("no systemd-boot for arch {other}"),
+            };
+            Some(format!(
+                "usr/lib/systemd/boot/efi/systemd-boot{efi_arch}.efi"
+            ))
+        } else {
+            None
+        };
+        Ok(Captures {
+            bootloader,
+            raspi: plan.raspi.clone(),
+        })
+    }
+
+    /// Where under the boot folder a base path is kept, if it is a boot file: vmlinuz,
+    /// initrd.img, systemd-boot.efi, or firmware/<name> (firmware/overlays/<name>).
+    fn capture(&self, path: &str) -> Option<String> {
+        if path.starts_with("boot/vmlinuz-") {
+            return Some("vmlinuz".into());
+        }
+        if path.starts_with("boot/initrd.img-") {
+            return Some("initrd.img".into());
+        }
+        if self.bootloader.as_deref() == Some(path) {
+            return Some("systemd-boot.efi".into());
+        }
+        let raspi = self.raspi.as_ref()?;
+        if let Some(name) = path.strip_prefix("usr/lib/raspi-firmware/") {
+            if raspi.firmware.iter().any(|f| f == name) {
+                return Some(format!("firmware/{name}"));
+            }
+            if name.starts_with("overlays/") && name.ends_with(".dtbo") {
+                return Some(format!("firmware/{name}"));
+            }
+        }
+        // usr/lib/linux-image-<version>/broadcom/<dtb>
+        let rest = path.strip_prefix("usr/lib/linux-image-")?;
+        let (_, dtb) = rest.split_once("/broadcom/")?;
+        raspi
+            .device_trees
+            .iter()
+            .any(|d| d == dtb)
+            .then(|| format!("firmware/{dtb}"))
+    }
+
+    /// Every boot file the target needs was found in the base root.
+    fn check(&self, boot_dir: &Path) -> Result<()> {
+        if !boot_dir.join("initrd.img").is_file() {
+            bail!("the base root has no /boot/initrd.img-* (is initramfs-tools installed?)");
+        }
+        if self.bootloader.is_some() && !boot_dir.join("systemd-boot.efi").is_file() {
+            bail!("the base root lacks systemd-boot (systemd-boot-efi must be installed)");
+        }
+        if let Some(r) = &self.raspi {
+            let missing: Vec<&str> = r
+                .firmware
+                .iter()
+                .chain(&r.device_trees)
+                .filter(|f| !boot_dir.join("firmware").join(f).is_file())
+                .map(String::as_str)
+                .collect();
+            if !missing.is_empty() {
+                bail!(
+                    "the base root lacks {} (raspi-firmware has the firmware, \
+                     linux-image-arm64 the device trees under /usr/lib/linux-image-*/broadcom)",
+                    missing.join(", ")
+                );
+            }
+        }
+        Ok(())
     }
 }
 

@@ -14,7 +14,7 @@ use anyhow::{Context, Result};
 use super::compose::Composed;
 use super::{BuildOptions, Stage};
 use crate::cache::KeyBuilder;
-use crate::disk::{gpt, layout};
+use crate::disk::{gpt, layout, mbr};
 use crate::fs::{ext4, fat};
 use crate::plan::Plan;
 use crate::progress::Progress;
@@ -55,6 +55,7 @@ pub fn run(
     let mut key = KeyBuilder::new(NAME);
     key.add_str("compose", &c.key)
         .add_str("layout", &format!("{lay:?}"))
+        .add_str("table", &plan.partition_table)
         .add_str("loader", &loader_entry(plan, c))
         .add_str("slots", &format!("{:?}", plan.slots))
         .add_str("epoch", &plan.source_date_epoch.to_string())
@@ -75,7 +76,14 @@ pub fn run(
     let pending = opts.cache.begin(NAME, &key)?;
     let disk_path = pending.path().join("disk.img");
 
-    progress.start("disk", &format!("GPT, {} MiB", lay.total / layout::MIB));
+    progress.start(
+        "disk",
+        &format!(
+            "{}, {} MiB",
+            plan.partition_table.to_uppercase(),
+            lay.total / layout::MIB
+        ),
+    );
     let mut file = File::options()
         .read(true)
         .write(true)
@@ -84,8 +92,11 @@ pub fn run(
         .with_context(|| format!("creating {}", disk_path.display()))?;
     file.set_len(lay.total)
         .with_context(|| format!("sizing {}", disk_path.display()))?;
-    gpt::write(&mut file, &lay, &c.ids, gpt::root_type(&plan.arch)?)
-        .with_context(|| format!("writing the partition table of {}", disk_path.display()))?;
+    match plan.partition_table.as_str() {
+        "mbr" => mbr::write(&mut file, &lay, c.ids.mbr_signature),
+        _ => gpt::write(&mut file, &lay, &c.ids, gpt::root_type(&plan.arch)?),
+    }
+    .with_context(|| format!("writing the partition table of {}", disk_path.display()))?;
     // The seed area carries the slot names from the start: seeding checks against them.
     let area = seed::initial_area(&plan.slots)?;
     file.seek(SeekFrom::Start(lay.seed.offset))?;
@@ -93,12 +104,21 @@ pub fn run(
         .context("writing the seed area's slot list")?;
     progress.done("disk");
 
+    let raspi = plan.boot == "raspi-firmware";
     progress.start(
         "filesystems",
-        "ESP (FAT32) and root (ext4 from the root tar)",
+        if raspi {
+            "boot (FAT32, Pi firmware) and root (ext4 from the root tar)"
+        } else {
+            "ESP (FAT32) and root (ext4 from the root tar)"
+        },
     );
-    write_esp(&mut file, plan, c, &lay)
-        .with_context(|| format!("writing the ESP of {}", disk_path.display()))?;
+    if raspi {
+        write_raspi_boot(&mut file, plan, c, &lay)
+    } else {
+        write_esp(&mut file, plan, c, &lay)
+    }
+    .with_context(|| format!("writing the boot partition of {}", disk_path.display()))?;
     file.sync_all()?;
     drop(file);
     let t = Instant::now();
@@ -168,6 +188,86 @@ fn write_esp(file: &mut File, plan: &Plan, c: &Composed, lay: &layout::Layout) -
         lay.esp.len,
         c.ids.fat_volume_id,
         "ESP",
+        plan.source_date_epoch,
+        &files,
+    )
+}
+
+/// The Pi firmware's files, as firmware/ renders them: config.txt and cmdline.txt.
+pub fn raspi_config(plan: &Plan, c: &Composed) -> Result<(String, String)> {
+    let raspi = plan
+        .raspi
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("target {} has no [raspi] table", plan.target))?;
+    let mut ctx = tera::Context::new();
+    ctx.insert("role", &plan.role);
+    ctx.insert("target", &plan.target);
+    ctx.insert("model", &raspi.model);
+    ctx.insert("kernel", RASPI_KERNEL);
+    ctx.insert("initramfs", RASPI_INITRAMFS);
+    ctx.insert("cmdline", &c.cmdline(plan));
+    let render = |name: &str, text: &str| {
+        tera::Tera::one_off(text, &ctx, false).with_context(|| format!("rendering firmware/{name}"))
+    };
+    Ok((
+        render("config.txt.tera", CONFIG_TXT)?,
+        // The firmware reads one line.
+        render("cmdline.txt.tera", CMDLINE_TXT)?.trim().to_string() + "\n",
+    ))
+}
+
+const CONFIG_TXT: &str = include_str!("../../firmware/config.txt.tera");
+const CMDLINE_TXT: &str = include_str!("../../firmware/cmdline.txt.tera");
+/// The names config.txt gives the kernel and initramfs on the boot partition.
+pub const RASPI_KERNEL: &str = "vmlinuz";
+pub const RASPI_INITRAMFS: &str = "initrd.img";
+
+/// The Pi's boot partition: firmware, device trees and overlays from the base root,
+/// config.txt and cmdline.txt, the kernel and the initramfs, all at the top level where the
+/// firmware looks (overlays in overlays/).
+fn write_raspi_boot(
+    file: &mut File,
+    plan: &Plan,
+    c: &Composed,
+    lay: &layout::Layout,
+) -> Result<()> {
+    let read = |p: &Path| fs::read(p).with_context(|| format!("reading {}", p.display()));
+    let (config, cmdline) = raspi_config(plan, c)?;
+    let mut owned: Vec<(String, Vec<u8>)> = vec![
+        ("config.txt".into(), config.into_bytes()),
+        ("cmdline.txt".into(), cmdline.into_bytes()),
+        (RASPI_KERNEL.into(), read(&c.kernel())?),
+        (RASPI_INITRAMFS.into(), read(&c.initrd())?),
+    ];
+    let fw = c.raspi_firmware_dir();
+    let mut found = Vec::new();
+    for dir in [fw.clone(), fw.join("overlays")] {
+        let Ok(rd) = fs::read_dir(&dir) else { continue };
+        for e in rd {
+            let p = e?.path();
+            if p.is_file() {
+                let rel = p.strip_prefix(&fw)?.to_string_lossy().into_owned();
+                found.push((rel, p));
+            }
+        }
+    }
+    found.sort();
+    for (rel, p) in found {
+        owned.push((rel, read(&p)?));
+    }
+    let files: Vec<fat::FatFile> = owned
+        .iter()
+        .map(|(path, content)| fat::FatFile {
+            path: path.clone().into(),
+            content,
+        })
+        .collect();
+    fat::write_volume(
+        file,
+        lay.esp.offset,
+        lay.esp.len,
+        c.ids.fat_volume_id,
+        "BOOT",
         plan.source_date_epoch,
         &files,
     )

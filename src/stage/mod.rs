@@ -87,6 +87,9 @@ fn run_stages(plan: &Plan, opts: &BuildOptions, progress: &mut Progress) -> Resu
             crate::progress::fmt_bytes(outputs.image_allocated),
         ),
     ];
+    if let Some(x) = &outputs.xz {
+        lines.push(("img.xz".to_string(), x.display().to_string()));
+    }
     if let Some(q) = &outputs.qcow2 {
         lines.push(("qcow2".to_string(), q.display().to_string()));
     }
@@ -124,6 +127,9 @@ pub(crate) mod code {
         include_bytes!("../fs/fat.rs"),
         include_bytes!("../fs/ext4.rs"),
         include_bytes!("../disk/gpt.rs"),
+        include_bytes!("../disk/mbr.rs"),
+        include_bytes!("../../firmware/config.txt.tera"),
+        include_bytes!("../../firmware/cmdline.txt.tera"),
         include_bytes!("../disk/layout.rs"),
         include_bytes!("../seed.rs"),
         include_bytes!("../../crates/seed-area/src/lib.rs"),
@@ -132,5 +138,6 @@ pub(crate) mod code {
         include_bytes!("outputs.rs"),
         include_bytes!("../bmap.rs"),
         include_bytes!("../sparse.rs"),
+        include_bytes!("../xz.rs"),
     ];
 }

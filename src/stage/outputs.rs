@@ -1,5 +1,5 @@
-//! The outputs stage: `<role>-<target>.img` (sparse raw), `.img.bmap`, `.qcow2`, `.manifest.json` and
-//! `SHA256SUMS` in the output folder. Each is written under a temporary name and renamed
+//! The outputs stage: `<role>-<target>.img` (sparse raw), `.img.bmap`, what the target asks
+//! for (`.qcow2`, `.img.xz`), `.manifest.json` and `SHA256SUMS` in the output folder. Each is written under a temporary name and renamed
 //! into place once complete, so an interrupted build leaves no half-written image.
 
 use std::fs;
@@ -15,7 +15,6 @@ use super::compose::Composed;
 use super::image::Image;
 use super::{BuildOptions, Stage};
 use crate::cache::{sha256_file, KeyBuilder};
-use crate::disk::gpt;
 use crate::plan::Plan;
 use crate::progress::Progress;
 use crate::sparse;
@@ -30,6 +29,8 @@ pub struct Outputs {
     /// `<name>.img`; beside it `<name>.img.bmap`, which bmaptool finds by that name.
     pub image: PathBuf,
     pub qcow2: Option<PathBuf>,
+    /// `<name>.img.xz`, for targets that ship cards.
+    pub xz: Option<PathBuf>,
     pub manifest: PathBuf,
     pub image_sha256: String,
     pub image_size: u64,
@@ -56,32 +57,48 @@ pub fn run(
     let out = &opts.out_dir;
     fs::create_dir_all(out).with_context(|| format!("creating output folder {}", out.display()))?;
     let img_path = out.join(format!("{name}.img"));
-    let qcow_path = out.join(format!("{name}.qcow2"));
     let manifest_path = out.join(format!("{name}.manifest.json"));
+    // Beside the raw image and its bmap: what the target asks for.
+    let extras: Vec<(&str, PathBuf)> = plan
+        .outputs
+        .iter()
+        .map(|o| (o.as_str(), out.join(format!("{name}.{o}"))))
+        .collect();
+    let path_of = |kind: &str| {
+        extras
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map(|(_, p)| p.clone())
+    };
     let mut key = KeyBuilder::new(NAME);
     key.add_str("image", &img.key)
+        .add_str("outputs", &plan.outputs.join(","))
         .add_str("version", env!("CARGO_PKG_VERSION"))
         .add_code(super::code::OUTPUTS);
     let key = key.finish();
 
     if !opts.forced(Stage::Outputs) {
-        if let Some(sha) = up_to_date(&manifest_path, &key, &img_path, &qcow_path) {
+        if let Some(sha) = up_to_date(&manifest_path, &key, out) {
             progress.cached(NAME);
             return Ok(Outputs {
                 image_size: fs::metadata(&img_path)?.len(),
                 image_allocated: sparse::allocated(&img_path)?,
                 image: img_path,
-                qcow2: Some(qcow_path),
+                qcow2: path_of("qcow2"),
+                xz: path_of("img.xz"),
                 manifest: manifest_path,
                 image_sha256: sha,
             });
         }
     }
-    tool::require(&QEMU_IMG)?;
-    progress.start(
-        NAME,
-        &format!("{} (.img, .qcow2, manifest, SHA256SUMS)", out.display()),
-    );
+    if path_of("qcow2").is_some() {
+        tool::require(&QEMU_IMG)?;
+    }
+    let listed: Vec<String> = std::iter::once(".img, .bmap".to_string())
+        .chain(extras.iter().map(|(k, _)| format!(".{k}")))
+        .chain(["manifest, SHA256SUMS".to_string()])
+        .collect();
+    progress.start(NAME, &format!("{} ({})", out.display(), listed.join(", ")));
     let tmp = tempfile::Builder::new()
         .prefix(".imgforge-tmp-")
         .tempdir_in(out)
@@ -92,49 +109,73 @@ pub fn run(
     let (img_sha, map) = sparse::copy_and_hash(&img.disk, &tmp_img, &[seed])?;
     let tmp_bmap = tmp.path().join("image.bmap");
     fs::write(&tmp_bmap, crate::bmap::to_xml(&map))?;
-    let tmp_qcow = tmp.path().join("image.qcow2");
-    tool::run(
-        Command::new("qemu-img")
-            .args(["convert", "-f", "raw", "-O", "qcow2"])
-            .arg(&tmp_img)
-            .arg(&tmp_qcow),
-    )
-    .context("converting the image to qcow2")?;
-    let qcow_sha = sha256_file(&tmp_qcow)?;
     let img_size = fs::metadata(&tmp_img)?.len();
-    let files = vec![
+    let record = |name: String, p: &Path| -> Result<FileRecord> {
+        Ok(FileRecord {
+            name,
+            size: fs::metadata(p)?.len(),
+            sha256: sha256_file(p)?,
+        })
+    };
+    let mut files = vec![
         FileRecord {
             name: format!("{name}.img"),
             size: img_size,
             sha256: img_sha.clone(),
         },
-        FileRecord {
-            name: format!("{name}.qcow2"),
-            size: fs::metadata(&tmp_qcow)?.len(),
-            sha256: qcow_sha,
-        },
-        FileRecord {
-            name: format!("{name}.img.bmap"),
-            size: fs::metadata(&tmp_bmap)?.len(),
-            sha256: sha256_file(&tmp_bmap)?,
-        },
+        record(format!("{name}.img.bmap"), &tmp_bmap)?,
     ];
+    // (temporary, final) pairs, renamed into place together at the end.
+    let mut moves = vec![
+        (tmp_img.clone(), img_path.clone()),
+        (tmp_bmap.clone(), out.join(format!("{name}.img.bmap"))),
+    ];
+    for (kind, dst) in &extras {
+        let tmp_out = tmp.path().join(format!("image.{kind}"));
+        match *kind {
+            "qcow2" => tool::run(
+                Command::new("qemu-img")
+                    .args(["convert", "-f", "raw", "-O", "qcow2"])
+                    .arg(&tmp_img)
+                    .arg(&tmp_out),
+            )
+            .map(drop)
+            .context("converting the image to qcow2")?,
+            "img.xz" => {
+                let t = std::time::Instant::now();
+                progress.detail(&format!(
+                    "compressing to .img.xz (xz preset {}, all cores)",
+                    crate::xz::PRESET
+                ));
+                let size = crate::xz::compress(&tmp_img, &tmp_out)?;
+                progress.detail(&format!(
+                    ".img.xz: {} in {:.0}s",
+                    crate::progress::fmt_bytes(size),
+                    t.elapsed().as_secs_f64()
+                ));
+            }
+            other => anyhow::bail!("unknown output {other}"),
+        }
+        files.push(record(format!("{name}.{kind}"), &tmp_out)?);
+        moves.push((tmp_out, dst.clone()));
+    }
     let manifest = manifest(plan, base, c, img, &key, &files)?;
     let tmp_manifest = tmp.path().join("manifest.json");
     fs::write(&tmp_manifest, serde_json::to_vec_pretty(&manifest)?)?;
 
     crate::interrupt::check()?;
     // The manifest last: its presence with this key means the files beside it are complete.
-    rename(&tmp_img, &img_path)?;
-    rename(&tmp_qcow, &qcow_path)?;
-    rename(&tmp_bmap, &out.join(format!("{name}.img.bmap")))?;
+    for (from, to) in &moves {
+        rename(from, to)?;
+    }
     rename(&tmp_manifest, &manifest_path)?;
     update_sha256sums(out, &files)?;
     progress.done(NAME);
     Ok(Outputs {
         image_allocated: sparse::allocated(&img_path)?,
         image: img_path,
-        qcow2: Some(qcow_path),
+        qcow2: path_of("qcow2"),
+        xz: path_of("img.xz"),
         manifest: manifest_path,
         image_sha256: img_sha,
         image_size: img_size,
@@ -145,19 +186,16 @@ fn rename(from: &Path, to: &Path) -> Result<()> {
     fs::rename(from, to).with_context(|| format!("renaming {} to {}", from.display(), to.display()))
 }
 
-/// The image's sha256 if the outputs in place were made from this key and are intact.
-fn up_to_date(manifest: &Path, key: &str, img: &Path, qcow: &Path) -> Option<String> {
+/// The image's sha256 if the outputs in place were made from this key and are intact (each
+/// file the manifest lists is there with its size).
+fn up_to_date(manifest: &Path, key: &str, out: &Path) -> Option<String> {
     let v: serde_json::Value = serde_json::from_slice(&fs::read(manifest).ok()?).ok()?;
     if v["build-key"].as_str()? != key {
         return None;
     }
     let files: Vec<FileRecord> = serde_json::from_value(v["files"].clone()).ok()?;
-    let bmap = img.with_extension("img.bmap");
-    if files.len() != 3 {
-        return None;
-    }
-    for (f, p) in files.iter().zip([img, qcow, bmap.as_path()]) {
-        if fs::metadata(p).ok()?.len() != f.size {
+    for f in &files {
+        if fs::metadata(out.join(&f.name)).ok()?.len() != f.size {
             return None;
         }
     }
@@ -179,7 +217,7 @@ fn manifest(
         .map(|(n, v)| json!({"name": n, "version": v}))
         .collect();
     let mut f = fs::File::open(&img.disk)?;
-    let (_, parts) = gpt::read(&mut f)?;
+    let (_, parts) = crate::disk::read(&mut f)?;
     let mut inputs: Vec<serde_json::Value> = plan
         .inputs
         .iter()
@@ -204,7 +242,7 @@ fn manifest(
         "inputs": inputs,
         "partitions": parts.iter().map(|p| json!({
             "number": p.number, "name": p.name, "type": p.type_name,
-            "partuuid": p.guid.to_string(), "offset": p.offset, "size": p.len,
+            "partuuid": p.partuuid, "offset": p.offset, "size": p.len,
         })).collect::<Vec<_>>(),
         "root-fs-uuid": c.ids.root_fs_uuid.to_string(),
         "esp-volume-id": c.ids.fat_uuid(),

@@ -27,7 +27,10 @@ pub struct Toolchain {
 const AARCH64_NEEDS: &[(&str, &str)] = &[
     ("/usr/bin/cargo", "cargo-web"),
     ("/usr/bin/rustc", "rustc-web"),
-    ("/usr/lib/rustlib/aarch64-unknown-linux-gnu/lib", "libstd-rust-web-dev:arm64"),
+    (
+        "/usr/lib/rustlib/aarch64-unknown-linux-gnu/lib",
+        "libstd-rust-web-dev:arm64",
+    ),
     ("/usr/bin/aarch64-linux-gnu-gcc", "gcc-aarch64-linux-gnu"),
 ];
 
@@ -55,7 +58,10 @@ pub fn for_target(triple: &str) -> Result<Toolchain> {
                     ("RUSTC".into(), "/usr/bin/rustc".into()),
                     // rustup's proxies must not pick the toolchain for Debian's cargo.
                     ("RUSTUP_TOOLCHAIN".into(), String::new()),
-                    (format!("CARGO_TARGET_{t}_LINKER"), "aarch64-linux-gnu-gcc".into()),
+                    (
+                        format!("CARGO_TARGET_{t}_LINKER"),
+                        "aarch64-linux-gnu-gcc".into(),
+                    ),
                     (format!("CC_{c}"), "aarch64-linux-gnu-gcc".into()),
                     (format!("AR_{c}"), "aarch64-linux-gnu-ar".into()),
                 ],

@@ -7,6 +7,7 @@
 //! - `backup`: one PostgreSQL dump, checked with pg_restore, then rotated (a timer runs it).
 //! - `pg-init`: the role's database and its owner, the password from a credential.
 //! - `exec`: start a service with its env file, secret slots filled in from credentials.
+//! - `grow-root`: on an MBR card, grow the root partition to the card's end (first boot).
 
 mod backup;
 mod checks;
@@ -14,6 +15,7 @@ mod config;
 mod console;
 mod exec;
 mod firstboot;
+mod growroot;
 mod postgres;
 mod secrets;
 
@@ -73,6 +75,11 @@ enum Cmd {
         #[arg(long)]
         password_credential: String,
     },
+    /// Grow the root partition (the last of an MBR disk) to the end of the disk.
+    GrowRoot {
+        #[arg(long)]
+        partition: PathBuf,
+    },
     /// Run a command with the env file's environment; `${slot:NAME}` becomes the credential.
     Exec {
         #[arg(long)]
@@ -119,6 +126,22 @@ fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 ExitCode::from(1)
             })
+        }
+        Cmd::GrowRoot { partition } => {
+            match growroot::run(&partition)? {
+                growroot::Outcome::Grown {
+                    from_sectors,
+                    to_sectors,
+                } => println!(
+                    "worker: root partition grown from {} MiB to {} MiB",
+                    from_sectors / 2048,
+                    to_sectors / 2048
+                ),
+                growroot::Outcome::AlreadyFull => {
+                    println!("worker: root partition already ends at the end of the disk")
+                }
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Cmd::Firstboot {
             device,

@@ -1,0 +1,325 @@
+//! Slow tests of the arm64 targets: the Raspberry Pi 4 and 5 cards (MBR, the boot partition
+//! the Pi firmware reads, .img.xz with its .bmap) and the aarch64 VM booted under AAVMF.
+//! Each builds an arm64 root with maintainer scripts under qemu-user (minutes cold, cached
+//! after) and boots under full emulation. `#[ignore]`d; tests/README.md gives the times.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+mod common;
+use common::{imgforge, partition, run, serial, text, tmp};
+
+/// Builds the proxy for `target` into its own folder; returns the folder.
+fn build(target: &str) -> PathBuf {
+    let out = tmp(&format!("cards-{target}"));
+    let o = imgforge(&[
+        "build",
+        "--quiet",
+        "--target",
+        target,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "build {target}:\n{}", text(&o.stderr));
+    out
+}
+
+/// Every file of a FAT volume as mtools lists it, lower case, without the leading ::/.
+fn mtools_listing(volume: &Path) -> BTreeSet<String> {
+    let listing =
+        run(Command::new("mdir").args(["-i", volume.to_str().unwrap(), "-/", "-b", "::"]));
+    listing
+        .lines()
+        .map(|l| l.trim().trim_start_matches("::/").to_lowercase())
+        .filter(|p| !p.is_empty() && !p.ends_with('/'))
+        .collect()
+}
+
+/// One file's bytes through mtools.
+fn mtools_read(volume: &Path, path: &str) -> Vec<u8> {
+    let o = Command::new("mtype")
+        .args(["-i", volume.to_str().unwrap()])
+        .arg(format!("::/{path}"))
+        .output()
+        .expect("mtype (package mtools)");
+    assert!(o.status.success(), "mtype ::/{path}: {}", text(&o.stderr));
+    o.stdout
+}
+
+/// What config.txt names: the `kernel=` file and the `initramfs` file.
+fn named_by_config(config: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    for line in config.lines().map(str::trim) {
+        if let Some(k) = line.strip_prefix("kernel=") {
+            names.push(k.to_string());
+        }
+        if let Some(rest) = line.strip_prefix("initramfs ") {
+            names.push(rest.split_whitespace().next().unwrap().to_string());
+        }
+        if let Some(d) = line.strip_prefix("device_tree=") {
+            names.push(d.to_string());
+        }
+    }
+    names
+}
+
+/// Checks a card's boot partition: the files config.txt names and the files the model needs
+/// are there, read by our FAT reader and by mtools alike, and cmdline.txt finds the root.
+fn check_boot_partition(target: &str, model_files: &[&str], console: &str) {
+    let out = build(target);
+    let img = out.join(format!("proxy-{target}.img"));
+    run(Command::new("sfdisk").arg("-V").arg(&img));
+    let o = Command::new("sfdisk")
+        .arg("--json")
+        .arg(&img)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let table = &v["partitiontable"];
+    assert_eq!(
+        table["label"], "dos",
+        "{target}: the Pi boot ROM reads an MBR"
+    );
+    assert_eq!(
+        table["partitions"][0]["type"], "c",
+        "{target}: FAT32 (LBA) first"
+    );
+    let signature = table["id"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("0x")
+        .to_string();
+
+    // The boot partition on its own, as the firmware and fsck.fat see it.
+    let (off, len) = partition(&img, 1);
+    let volume = out.join("boot.vfat");
+    let data = std::fs::read(&img).unwrap();
+    std::fs::write(&volume, &data[off as usize..(off + len) as usize]).unwrap();
+    drop(data);
+    let fsck = run(Command::new("fsck.fat").arg("-n").arg(&volume));
+    assert_eq!(fsck.lines().count(), 2, "{target}: fsck.fat:\n{fsck}");
+
+    // Our reader and mtools list the same files.
+    let mut f = std::fs::File::open(&img).unwrap();
+    let (_, _, ours) = imgforge::fs::fat::list(&mut f, off, len).unwrap();
+    let ours: BTreeSet<String> = ours
+        .iter()
+        .map(|(p, _)| p.trim_start_matches('/').to_lowercase())
+        .collect();
+    let theirs = mtools_listing(&volume);
+    assert_eq!(ours, theirs, "{target}: our FAT reader and mtools disagree");
+
+    let config = String::from_utf8(mtools_read(&volume, "config.txt")).unwrap();
+    let ours_config = imgforge::fs::fat::read_file(&mut f, off, len, "config.txt").unwrap();
+    assert_eq!(config.as_bytes(), ours_config.as_slice());
+    assert!(
+        config.contains("arm_64bit=1") && config.contains("upstream_kernel=1"),
+        "{config}"
+    );
+    let named = named_by_config(&config);
+    assert!(
+        named.len() >= 2,
+        "{target}: config.txt names a kernel and an initramfs:\n{config}"
+    );
+    for name in named
+        .iter()
+        .map(String::as_str)
+        .chain(model_files.iter().copied())
+    {
+        assert!(
+            theirs.contains(&name.to_lowercase()),
+            "{target}: {name} is not on the boot partition: {theirs:?}"
+        );
+    }
+    // The kernel is the arm64 Image the root's modules belong to (its magic at 0x38).
+    let kernel = mtools_read(&volume, &named[0]);
+    assert_eq!(
+        &kernel[0x38..0x3c],
+        b"ARM\x64",
+        "{target}: not an arm64 Image"
+    );
+
+    let cmdline = String::from_utf8(mtools_read(&volume, "cmdline.txt")).unwrap();
+    assert_eq!(
+        cmdline.lines().count(),
+        1,
+        "{target}: cmdline.txt is one line"
+    );
+    assert!(
+        cmdline.contains(&format!("root=PARTUUID={signature}-03")),
+        "{target}: the root by the card's PARTUUID ({signature}-03): {cmdline}"
+    );
+    assert!(
+        cmdline.contains(console) && cmdline.contains("rootwait"),
+        "{target}: {cmdline}"
+    );
+
+    // The card ships compressed, with a map bmaptool accepts.
+    assert!(out.join(format!("proxy-{target}.img.xz")).is_file());
+    assert!(out.join(format!("proxy-{target}.img.bmap")).is_file());
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
+#[ignore = "slow: builds the rpi4 card (an arm64 root under qemu-user: ~10-15 min cold, ~1 min warm)"]
+fn rpi4_boot_partition_holds_every_file_config_txt_names_and_the_pi4_firmware() {
+    let _g = serial();
+    check_boot_partition(
+        "rpi4",
+        &["start4.elf", "fixup4.dat", "bcm2711-rpi-4-b.dtb"],
+        "console=ttyS1,115200",
+    );
+}
+
+/// Not in CI (a third arm64 root, with the backports kernel): scripts/boot-arm64.sh runs it.
+#[test]
+#[ignore = "heavy: builds the rpi5 card (another arm64 root: ~10-15 min cold); scripts/boot-arm64.sh"]
+fn heavy_rpi5_boot_partition_holds_every_file_config_txt_names_and_the_pi5_device_tree() {
+    let _g = serial();
+    check_boot_partition("rpi5", &["bcm2712-rpi-5-b.dtb"], "console=ttyAMA10,115200");
+}
+
+#[test]
+#[ignore = "slow: builds the rpi4 card (~1 min warm) and writes it with bmaptool (~1 min)"]
+fn bmaptool_copy_of_the_xz_card_gives_the_raw_images_bytes() {
+    let _g = serial();
+    let out = build("rpi4");
+    let img = out.join("proxy-rpi4.img");
+    let xz = out.join("proxy-rpi4.img.xz");
+    let bmap = out.join("proxy-rpi4.img.bmap");
+    let dst = out.join("card.bin");
+    run(Command::new("bmaptool")
+        .arg("copy")
+        .arg("--bmap")
+        .arg(&bmap)
+        .arg(&xz)
+        .arg(&dst));
+    let sha = |p: &Path| {
+        run(Command::new("sha256sum").arg(p))
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(
+        sha(&dst),
+        sha(&img),
+        "bmaptool's copy differs from the raw image"
+    );
+    // SHA256SUMS lists the .img.xz as it is on disk.
+    let sums = std::fs::read_to_string(out.join("SHA256SUMS")).unwrap();
+    assert!(
+        sums.contains(&format!("{}  proxy-rpi4.img.xz", sha(&xz))),
+        "{sums}"
+    );
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
+#[ignore = "slow: boots the rpi4 card's kernel, initramfs and root on QEMU's virt machine (~3-5 min)"]
+fn rpi4_card_root_boots_on_virt_and_grows_to_fill_the_card() {
+    let _g = serial();
+    let out = build("rpi4");
+    let img = out.join("proxy-rpi4.img");
+    let disk = out.join("card.img");
+    run(Command::new("cp")
+        .arg("--sparse=always")
+        .arg(&img)
+        .arg(&disk));
+    // A card 1 GiB larger than the image, as real cards are.
+    run(Command::new("truncate").arg("-s").arg("+1G").arg(&disk));
+    // The proxy's one required slot, as the operator would seed it.
+    let htpasswd = run(Command::new("htpasswd").args(["-nbB", "ops", "correct horse"]));
+    let secrets = out.join("secrets.toml");
+    std::fs::write(
+        &secrets,
+        format!("jupyter-htpasswd = '''\n{}'''\n", htpasswd.trim_end()),
+    )
+    .unwrap();
+    let o = imgforge(&[
+        "seed",
+        disk.to_str().unwrap(),
+        "--secrets",
+        secrets.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "seed: {}", text(&o.stderr));
+    let log = out.join("card.serial.log");
+    let o = imgforge(&[
+        "test",
+        "--target",
+        "rpi4",
+        "--out",
+        out.to_str().unwrap(),
+        "--disk",
+        disk.to_str().unwrap(),
+        "--serial-log",
+        log.to_str().unwrap(),
+    ]);
+    let console = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        o.status.success(),
+        "boot failed:\n{}\n{console}",
+        text(&o.stderr)
+    );
+    let line = text(&o.stdout);
+    assert!(
+        line.starts_with("IMGFORGE-READY role=proxy target=rpi4"),
+        "{line}"
+    );
+    assert!(console.contains("root partition grown"), "{console}");
+    // The root partition now ends at the card's end (sfdisk), and its ext4 fills it.
+    let (root_off, root_len) = partition(&disk, 3);
+    let card = std::fs::metadata(&disk).unwrap().len();
+    assert_eq!(
+        root_off + root_len,
+        card,
+        "the root partition does not reach the card's end"
+    );
+    let stats = common::debugfs(&disk, root_off, "stats");
+    let block_count: u64 = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("Block count:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        block_count * 4096 + 8 * 1024 * 1024 > root_len,
+        "ext4 has {block_count} blocks in a {root_len}-byte partition"
+    );
+    run(Command::new("e2fsck")
+        .arg("-fn")
+        .arg(format!("{}?offset={root_off}", disk.display())));
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+/// Not in CI (its own arm64 root): scripts/boot-arm64.sh runs it.
+#[test]
+#[ignore = "heavy: builds the aarch64-vm image (~10-15 min cold) and boots it under AAVMF (~3-5 min)"]
+fn heavy_aarch64_vm_boots_under_aavmf_to_ready() {
+    let _g = serial();
+    let out = build("aarch64-vm");
+    let o = imgforge(&[
+        "test",
+        "--target",
+        "aarch64-vm",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let line = text(&o.stdout);
+    assert!(
+        line.starts_with("IMGFORGE-READY role=proxy target=aarch64-vm"),
+        "{line}"
+    );
+    let (head, counts) = line.trim().rsplit_once("checks=").unwrap();
+    let (n, m) = counts.split_once('/').unwrap();
+    assert_eq!(n, m, "{head}");
+    assert!(
+        text(&o.stderr).contains("UEFI firmware, systemd-boot"),
+        "{}",
+        text(&o.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&out);
+}
