@@ -645,6 +645,60 @@ mod tests {
     }
 
     #[test]
+    fn card_targets_resolve_to_mbr_with_their_boot_files_and_backports_kernel() {
+        let rpi4 = resolve(&ProfileSource::Embedded, &req("proxy", "rpi4")).unwrap();
+        assert_eq!(
+            (rpi4.partition_table.as_str(), rpi4.boot.as_str()),
+            ("mbr", "raspi-firmware")
+        );
+        assert_eq!(
+            rpi4.raspi.as_ref().unwrap().firmware,
+            ["start4.elf", "fixup4.dat"]
+        );
+        assert_eq!(rpi4.apt_components, ["non-free-firmware"]);
+        assert_eq!(rpi4.outputs, ["img.xz"]);
+        let rpi5 = resolve(&ProfileSource::Embedded, &req("proxy", "rpi5")).unwrap();
+        assert!(
+            rpi5.packages
+                .contains(&"linux-image-arm64/trixie-backports".to_string()),
+            "{:?}",
+            rpi5.packages
+        );
+        assert!(
+            rpi5.raspi.unwrap().firmware.is_empty(),
+            "a Pi 5 boots from its EEPROM"
+        );
+    }
+
+    #[test]
+    fn a_boot_method_on_the_wrong_partition_table_is_refused_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let profiles = dir.path().join("profiles");
+        for sub in ["targets", "roles", "sites"] {
+            std::fs::create_dir_all(profiles.join(sub)).unwrap();
+        }
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles");
+        for f in ["common.toml", "roles/proxy.toml", "sites/example.toml"] {
+            std::fs::copy(root.join(f), profiles.join(f)).unwrap();
+        }
+        let rpi4 = std::fs::read_to_string(root.join("targets/rpi4.toml")).unwrap();
+        std::fs::write(
+            profiles.join("targets/rpi4.toml"),
+            rpi4.replace("partition-table = \"mbr\"", "partition-table = \"gpt\""),
+        )
+        .unwrap();
+        let err = resolve(&ProfileSource::Dir(profiles), &req("proxy", "rpi4"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("targets/rpi4.toml")
+                && err
+                    .contains("`boot = \"raspi-firmware\"` goes with `partition-table = \"mbr\"`"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn unknown_target_lists_known() {
         let err = resolve(&ProfileSource::Embedded, &req("proxy", "pdp11"))
             .unwrap_err()
