@@ -34,7 +34,9 @@ done
 dtb="$work/bcm2711-rpi-4-b.dtb"
 for node in $(fdtget -l "$dtb" /soc); do
   case "$node" in
-    hdmi@7ef0*|i2c@7ef0*) fdtput -t s "$dtb" "/soc/$node" status disabled ;;
+    # The HDMI block: its clock, its interrupt controller (brcmstb_l2 aborts on probe), the
+    # HDMI controllers and their DDC buses.
+    *@7ef0*) fdtput -t s "$dtb" "/soc/$node" status disabled ;;
   esac
 done
 emmc2=$(fdtget -l "$dtb" /emmc2bus 2>/dev/null | grep '^mmc@' | head -n1 || true)
@@ -44,8 +46,9 @@ fdtput -t s "$dtb" /soc/mmc@7e300000 status okay
 fdtput -r "$dtb" /soc/serial@7e201000/bluetooth 2>/dev/null || true
 
 # The command line the card's cmdline.txt gives, with QEMU's console and the test's
-# power-off request.
-cmdline="$(sed -e 's/console=[^ ]*//g' "$work/cmdline.txt" | tr -s ' ') console=ttyAMA0,115200 imgforge.poweroff"
+# power-off request. earlycon: a panic before the PL011 driver is up (as an unpatched device
+# tree gives) would otherwise print nothing at all.
+cmdline="$(sed -e 's/console=[^ ]*//g' "$work/cmdline.txt" | tr -s ' ') earlycon=pl011,mmio32,0xfe201000 console=ttyAMA0,115200 imgforge.poweroff"
 
 # A seeded copy, sized to a power of two as QEMU's SD card model requires.
 card="$work/card.img"

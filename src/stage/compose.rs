@@ -502,9 +502,16 @@ impl Captures {
                 return Some(format!("firmware/{name}"));
             }
         }
-        // usr/lib/linux-image-<version>/broadcom/<dtb>
-        let rest = path.strip_prefix("usr/lib/linux-image-")?;
-        let (_, dtb) = rest.split_once("/broadcom/")?;
+        // usr/lib/linux-image-<version>/broadcom/<dtb> (trixie's 6.12), or
+        // usr/lib/modules/<version>/dtb/broadcom/<dtb> (the backports kernels).
+        let dtb = match path.strip_prefix("usr/lib/linux-image-") {
+            Some(rest) => rest.split_once("/broadcom/")?.1,
+            None => {
+                path.strip_prefix("usr/lib/modules/")?
+                    .split_once("/dtb/broadcom/")?
+                    .1
+            }
+        };
         raspi
             .device_trees
             .iter()
@@ -531,7 +538,8 @@ impl Captures {
             if !missing.is_empty() {
                 bail!(
                     "the base root lacks {} (raspi-firmware has the firmware, \
-                     linux-image-arm64 the device trees under /usr/lib/linux-image-*/broadcom)",
+                     linux-image-arm64 the device trees under /usr/lib/linux-image-*/broadcom \
+                     or /usr/lib/modules/*/dtb/broadcom)",
                     missing.join(", ")
                 );
             }
@@ -582,6 +590,44 @@ fn append_addition<W: Write>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn raspi_boot_files_are_found_in_both_kernel_layouts() {
+        let c = Captures {
+            bootloader: None,
+            raspi: Some(crate::profile::Raspi {
+                model: "5".into(),
+                firmware: vec!["start4.elf".into()],
+                device_trees: vec!["bcm2712-rpi-5-b.dtb".into()],
+            }),
+        };
+        let cap = |p: &str| c.capture(p);
+        assert_eq!(
+            cap("usr/lib/linux-image-6.12.117+deb13-arm64/broadcom/bcm2712-rpi-5-b.dtb").as_deref(),
+            Some("firmware/bcm2712-rpi-5-b.dtb")
+        );
+        assert_eq!(
+            cap("usr/lib/modules/7.3.4+deb13-arm64/dtb/broadcom/bcm2712-rpi-5-b.dtb").as_deref(),
+            Some("firmware/bcm2712-rpi-5-b.dtb")
+        );
+        assert_eq!(
+            cap("usr/lib/modules/7.3.4+deb13-arm64/dtb/broadcom/bcm2711-rpi-4-b.dtb"),
+            None
+        );
+        assert_eq!(
+            cap("usr/lib/raspi-firmware/start4.elf").as_deref(),
+            Some("firmware/start4.elf")
+        );
+        assert_eq!(cap("usr/lib/raspi-firmware/start.elf"), None);
+        assert_eq!(
+            cap("usr/lib/raspi-firmware/overlays/pi4-spidev.dtbo").as_deref(),
+            Some("firmware/overlays/pi4-spidev.dtbo")
+        );
+        assert_eq!(
+            cap("boot/vmlinuz-7.3.4+deb13-arm64").as_deref(),
+            Some("vmlinuz")
+        );
+    }
     use crate::plan::{resolve, Request};
     use crate::profile::ProfileSource;
 
