@@ -114,42 +114,19 @@ pub fn read(file: &mut File) -> Result<(uuid::Uuid, Vec<ReadPartition>)> {
 mod tests {
     use super::*;
     use crate::disk::layout::{plan, MIB};
-    use std::process::Command;
+    use crate::disk::test_support::{blank_disk, sfdisk_table};
 
     #[test]
     fn sfdisk_reads_what_we_write() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("disk.img");
         let layout = plan(64, MIB, 100 * MIB);
-        let mut f = File::options()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .unwrap();
-        f.set_len(layout.total).unwrap();
+        let mut f = blank_disk(&path, layout.total);
         let ids = Ids::derive("test");
         write(&mut f, &layout, &ids, root_type("amd64").unwrap()).unwrap();
         drop(f);
 
-        let out = Command::new("sfdisk")
-            .arg("-V")
-            .arg(&path)
-            .output()
-            .expect("sfdisk (package fdisk)");
-        assert!(
-            out.status.success(),
-            "sfdisk -V: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let json = Command::new("sfdisk")
-            .arg("--json")
-            .arg(&path)
-            .output()
-            .unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
-        let t = &v["partitiontable"];
+        let t = &sfdisk_table(&path);
         assert_eq!(t["label"], "gpt");
         assert_eq!(
             t["id"].as_str().unwrap().to_lowercase(),

@@ -79,41 +79,18 @@ pub fn read(file: &mut File) -> Result<(u32, Vec<ReadPartition>)> {
 mod tests {
     use super::*;
     use crate::disk::layout::{plan, MIB};
-    use std::process::Command;
+    use crate::disk::test_support::{blank_disk, sfdisk_table};
 
     #[test]
     fn sfdisk_reads_what_we_write() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("card.img");
         let layout = plan(256, MIB, 100 * MIB);
-        let mut f = File::options()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .unwrap();
-        f.set_len(layout.total).unwrap();
+        let mut f = blank_disk(&path, layout.total);
         write(&mut f, &layout, 0x1234_abcd).unwrap();
         drop(f);
 
-        let out = Command::new("sfdisk")
-            .arg("-V")
-            .arg(&path)
-            .output()
-            .expect("sfdisk (package fdisk)");
-        assert!(
-            out.status.success(),
-            "sfdisk -V: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let json = Command::new("sfdisk")
-            .arg("--json")
-            .arg(&path)
-            .output()
-            .unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
-        let t = &v["partitiontable"];
+        let t = &sfdisk_table(&path);
         assert_eq!(t["label"], "dos");
         assert_eq!(t["id"], "0x1234abcd");
         let parts = t["partitions"].as_array().unwrap();

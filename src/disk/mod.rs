@@ -59,3 +59,46 @@ pub fn read(file: &mut File) -> Result<(Table, Vec<ReadPartition>)> {
         Ok((Table::Mbr { signature }, parts))
     }
 }
+
+/// For the partition table tests: a blank sparse disk, and sfdisk's verdict and reading.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use std::fs::File;
+    use std::path::Path;
+    use std::process::Command;
+
+    /// A new sparse file of `len` bytes at `path`, open for reading and writing.
+    pub fn blank_disk(path: &Path, len: u64) -> File {
+        let f = File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .unwrap();
+        f.set_len(len).unwrap();
+        f
+    }
+
+    /// Fails the test unless `sfdisk -V` accepts the table; returns `sfdisk --json`'s
+    /// `partitiontable`.
+    pub fn sfdisk_table(path: &Path) -> serde_json::Value {
+        let out = Command::new("sfdisk")
+            .arg("-V")
+            .arg(path)
+            .output()
+            .expect("sfdisk (package fdisk)");
+        assert!(
+            out.status.success(),
+            "sfdisk -V: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let json = Command::new("sfdisk")
+            .arg("--json")
+            .arg(path)
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+        v["partitiontable"].clone()
+    }
+}
