@@ -216,12 +216,11 @@ fn bmaptool_copy_of_the_xz_card_gives_the_raw_images_bytes() {
     let _ = std::fs::remove_dir_all(&out);
 }
 
-#[test]
-#[ignore = "slow: boots the rpi4 card's kernel, initramfs and root on QEMU's virt machine (~3-5 min)"]
-fn rpi4_card_root_boots_on_virt_and_grows_to_fill_the_card() {
-    let _g = serial();
-    let out = build("rpi4");
-    let img = out.join("proxy-rpi4.img");
+/// A seeded copy of `target`'s card, 1 GiB larger, boots its own kernel, initramfs and root
+/// on QEMU's virt machine, and grow-root makes the root fill the card.
+fn card_root_boots_on_virt_and_grows_to_fill_the_card(target: &str) {
+    let out = build(target);
+    let img = out.join(format!("proxy-{target}.img"));
     let disk = out.join("card.img");
     run(Command::new("cp")
         .arg("--sparse=always")
@@ -248,7 +247,7 @@ fn rpi4_card_root_boots_on_virt_and_grows_to_fill_the_card() {
     let o = imgforge(&[
         "test",
         "--target",
-        "rpi4",
+        target,
         "--out",
         out.to_str().unwrap(),
         "--disk",
@@ -264,11 +263,13 @@ fn rpi4_card_root_boots_on_virt_and_grows_to_fill_the_card() {
     );
     let line = text(&o.stdout);
     assert!(
-        line.starts_with("IMGFORGE-READY role=proxy target=rpi4"),
+        line.starts_with(&format!("IMGFORGE-READY role=proxy target={target}")),
         "{line}"
     );
-    assert!(console.contains("root partition grown"), "{console}");
-    // The root partition now ends at the card's end (sfdisk), and its ext4 fills it.
+    // The root partition now ends at the card's end (sfdisk), and its ext4 fills it: only the
+    // worker's grow-root unit moves it on an MBR card (systemd-repart handles only GPT).
+    // (Its journal line reaches the serial console on the rpi4 card, not on the rpi5's
+    // kernel, so the console is not the evidence.)
     let (root_off, root_len) = partition(&disk, 3);
     let card = std::fs::metadata(&disk).unwrap().len();
     assert_eq!(
@@ -292,6 +293,21 @@ fn rpi4_card_root_boots_on_virt_and_grows_to_fill_the_card() {
         .arg("-fn")
         .arg(format!("{}?offset={root_off}", disk.display())));
     let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
+#[ignore = "slow: boots the rpi4 card's kernel, initramfs and root on QEMU's virt machine (~3-5 min)"]
+fn rpi4_card_root_boots_on_virt_and_grows_to_fill_the_card() {
+    let _g = serial();
+    card_root_boots_on_virt_and_grows_to_fill_the_card("rpi4");
+}
+
+/// Not in CI (its own arm64 root): scripts/boot-arm64.sh runs it.
+#[test]
+#[ignore = "heavy: boots the rpi5 card's root (the backports kernel) on QEMU's virt machine (~3-5 min)"]
+fn heavy_rpi5_card_root_boots_on_virt_and_grows_to_fill_the_card() {
+    let _g = serial();
+    card_root_boots_on_virt_and_grows_to_fill_the_card("rpi5");
 }
 
 /// Not in CI (its own arm64 root): scripts/boot-arm64.sh runs it.
