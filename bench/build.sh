@@ -102,10 +102,10 @@ if $arm64; then
   raw=$work/rpi4/proxy-rpi4.img
   ours_xz=$(stat -c %s "$raw.xz")
   ours_t=$(sed -n 's/.*\.img\.xz: .* in \([0-9]*\)s.*/\1/p' "$work/rpi4-overlay.log")
-  t0=$(now); xz -T0 -1 -c "$raw" > "$work/plain1.img.xz"; t1=$(now); x1_t=$(secs "$t0" "$t1")
+  t0=$(now); xz -T0 -0 -c "$raw" > "$work/plain1.img.xz"; t1=$(now); x1_t=$(secs "$t0" "$t1")
   t0=$(now); xz -T0 -6 -c "$raw" > "$work/plain6.img.xz"; t1=$(now); x6_t=$(secs "$t0" "$t1")
   echo
-  echo "card image (same raw image)   imgforge (liblzma MT, -1)   xz -T0 -1   xz -T0 -6 (xz's default)"
+  echo "card image (same raw image)   imgforge (liblzma MT, -0)   xz -T0 -0   xz -T0 -6 (xz's default)"
   awk -v r="$(stat -c %s "$raw")" -v a="$ours_xz" -v b="$(stat -c %s "$work/plain1.img.xz")" -v c="$(stat -c %s "$work/plain6.img.xz")" \
       -v ta="$ours_t" -v tb="$x1_t" -v tc="$x6_t" 'BEGIN {
     printf "  raw image                   %8.0f MiB\n", r / 1048576
