@@ -22,8 +22,10 @@
 # the host packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup-host.sh >/dev/null
-cargo build --release --locked --quiet
+bash scripts/setup-host.sh --arch all --test >/dev/null
+# As scripts/build: imgforge, gateway and worker in one build that the binaries stage reuses.
+. scripts/cargo-env.sh
+cargo build --release --locked --workspace --bins --quiet
 bin=$PWD/target/release/imgforge
 work=$(mktemp -d /tmp/imgforge-bench.XXXXXX)
 trap 'rm -rf "$work"' EXIT

@@ -12,7 +12,7 @@
 # Takes ~2 min (warm cache); needs the host packages (scripts/setup-host.sh) and root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup-host.sh >/dev/null
+bash scripts/setup-host.sh --arch all --test >/dev/null
 cargo build --release --locked --quiet
 bin=$PWD/target/release/imgforge
 work=$(mktemp -d /var/tmp/imgforge-flash-bench.XXXXXX)

@@ -7,6 +7,6 @@
 # usage: scripts/boot-arm64.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup-host.sh
+bash scripts/setup-host.sh --arch all --test
 cargo test --release --locked --test cards -- --ignored heavy_ --test-threads 1
 bash scripts/boot-raspi4b.sh

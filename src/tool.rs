@@ -29,7 +29,7 @@ pub fn require(tool: &HostTool) -> Result<()> {
 pub fn require_named(program: &str, package: &str) -> Result<()> {
     if find_in_path(program).is_none() {
         return Err(crate::exit::UserError(format!(
-            "`{program}` is not installed: install the Debian package `{package}` (scripts/setup-host.sh installs every host package)"
+            "`{program}` is not installed: install the Debian package `{package}` (scripts/setup-host.sh installs the host packages; `--arch all --test` all of them)"
         ))
         .into());
     }

@@ -39,7 +39,8 @@ pub struct Build {
     key: String,
     child: KillOnDrop,
     log: tempfile::NamedTempFile,
-    target_dir: PathBuf,
+    /// Where cargo leaves the built binaries.
+    out_dir: PathBuf,
     rust_target: String,
     started: SystemTime,
 }
@@ -86,38 +87,42 @@ pub fn start(plan: &Plan, opts: &BuildOptions) -> Result<Started> {
             return Ok(Started::Cached(dir));
         }
     }
-    let target_dir = opts.cache.aux_dir(tc.target_dir)?;
-    let cargo_home = std::env::var("CARGO_HOME").unwrap_or_else(|_| {
-        format!(
-            "{}/.cargo",
-            std::env::var("HOME").unwrap_or_else(|_| "/root".into())
-        )
-    });
-    let flags = [
-        format!("--remap-path-prefix={}=/build/imgforge", src.display()),
-        format!("--remap-path-prefix={cargo_home}=/build/cargo"),
-    ]
-    .join("\x1f");
+    // For the machine's own triple the binaries come from the checkout's own target folder,
+    // built with the same flags and package set as `scripts/build` (scripts/cargo-env.sh), so
+    // a first build does not compile the gateway and worker twice: cargo finds them fresh.
+    // A cross build keeps a target folder of its own under the cache.
+    let rustc_vv = String::from_utf8_lossy(&rustc);
+    let host = host_triple(&rustc_vv);
+    let native = host == Some(plan.rust_target.as_str());
+    let (target_dir, out_dir) = if native {
+        let dir = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| src.join("target"));
+        (dir.clone(), dir.join("release"))
+    } else {
+        let dir = opts.cache.aux_dir(tc.target_dir)?;
+        (dir.clone(), dir.join(&plan.rust_target).join("release"))
+    };
+    let flags = reproducible_rustflags(src)?;
     let log = tempfile::NamedTempFile::new().context("creating cargo's log file")?;
     let mut cmd = Command::new(&tc.cargo);
     cmd.current_dir(src)
         .envs(tc.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .env("CARGO_ENCODED_RUSTFLAGS", flags)
-        .env("CARGO_PROFILE_RELEASE_STRIP", "symbols")
-        .args([
-            "build",
-            "--release",
-            "--locked",
-            "--target",
-            &plan.rust_target,
-        ])
+        .args(["build", "--release", "--locked"])
         .arg("--target-dir")
         .arg(&target_dir)
         .stdin(Stdio::null())
         .stdout(log.reopen()?)
         .stderr(log.reopen()?);
-    for b in BINARIES {
-        cmd.args(["-p", b]);
+    if native {
+        // The same package set as scripts/build, so cargo unifies the same features.
+        cmd.args(["--workspace", "--bins"]);
+    } else {
+        cmd.args(["--target", &plan.rust_target]);
+        for b in BINARIES {
+            cmd.args(["-p", b]);
+        }
     }
     let child = cmd
         .spawn()
@@ -126,7 +131,7 @@ pub fn start(plan: &Plan, opts: &BuildOptions) -> Result<Started> {
         key,
         child: KillOnDrop(child),
         log,
-        target_dir,
+        out_dir,
         rust_target: plan.rust_target.clone(),
         started: SystemTime::now(),
     }))
@@ -166,7 +171,7 @@ pub fn finish(started: Started, opts: &BuildOptions, progress: &mut Progress) ->
             }
             let pending = opts.cache.begin(NAME, &b.key)?;
             for name in BINARIES {
-                let built = b.target_dir.join(&b.rust_target).join("release").join(name);
+                let built = b.out_dir.join(name);
                 fs::copy(&built, pending.path().join(name))
                     .with_context(|| format!("copying {}", built.display()))?;
             }
@@ -192,6 +197,32 @@ pub fn finish(started: Started, opts: &BuildOptions, progress: &mut Progress) ->
         files,
         content_hash: all.finish(),
     })
+}
+
+/// The `host:` line of `rustc -vV`: the triple this toolchain builds for by default.
+fn host_triple(rustc_vv: &str) -> Option<&str> {
+    rustc_vv.lines().find_map(|l| l.strip_prefix("host: "))
+}
+
+/// Flags that remap the checkout's and cargo's home paths out of the binaries, so an image
+/// does not depend on where it was built. scripts/cargo-env.sh exports the same for every
+/// cargo run of the checkout (a test checks they agree): a difference would make cargo
+/// rebuild everything here, and again in the next `cargo test`.
+pub fn reproducible_rustflags(src: &Path) -> Result<String> {
+    let src = src
+        .canonicalize()
+        .with_context(|| format!("resolving {}", src.display()))?;
+    let cargo_home = std::env::var("CARGO_HOME").unwrap_or_else(|_| {
+        format!(
+            "{}/.cargo",
+            std::env::var("HOME").unwrap_or_else(|_| "/root".into())
+        )
+    });
+    Ok([
+        format!("--remap-path-prefix={}=/build/imgforge", src.display()),
+        format!("--remap-path-prefix={cargo_home}=/build/cargo"),
+    ]
+    .join("\x1f"))
 }
 
 /// Files whose content decides the binaries, relative to the workspace, sorted.
@@ -221,4 +252,32 @@ fn walk(root: &Path, rel: &str, out: &mut Vec<String>) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stage_and_scripts_cargo_env_pass_the_same_flags() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg(". scripts/cargo-env.sh && printf %s \"$CARGO_ENCODED_RUSTFLAGS\"")
+            .current_dir(root)
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .output()
+            .expect("bash");
+        assert!(out.status.success());
+        let script = String::from_utf8(out.stdout).unwrap();
+        assert_eq!(script, reproducible_rustflags(root).unwrap());
+        assert!(script.contains("=/build/imgforge\x1f--remap-path-prefix="), "{script:?}");
+    }
+
+    #[test]
+    fn host_triple_is_read_from_rustc_vv() {
+        let vv = "rustc 1.95.0\nbinary: rustc\nhost: x86_64-unknown-linux-gnu\nrelease: 1.95.0\n";
+        assert_eq!(host_triple(vv), Some("x86_64-unknown-linux-gnu"));
+        assert_eq!(host_triple("rustc 1.0\n"), None);
+    }
 }

@@ -44,7 +44,7 @@ pub fn for_target(triple: &str) -> Result<Toolchain> {
                 .collect();
             if !missing.is_empty() {
                 return Err(UserError(format!(
-                    "building for {triple} needs Debian's Rust cross toolchain; missing: {} (scripts/setup-host.sh installs them, with `dpkg --add-architecture arm64`)",
+                    "building for {triple} needs Debian's Rust cross toolchain; missing: {} (`scripts/setup-host.sh --arch arm64` installs them, with `dpkg --add-architecture arm64`)",
                     missing.join(", ")
                 ))
                 .into());
