@@ -271,7 +271,10 @@ mod tests {
         assert!(out.status.success());
         let script = String::from_utf8(out.stdout).unwrap();
         assert_eq!(script, reproducible_rustflags(root).unwrap());
-        assert!(script.contains("=/build/imgforge\x1f--remap-path-prefix="), "{script:?}");
+        assert!(
+            script.contains("=/build/imgforge\x1f--remap-path-prefix="),
+            "{script:?}"
+        );
     }
 
     #[test]
