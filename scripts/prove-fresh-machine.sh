@@ -92,7 +92,7 @@ else
   record FAIL "scripts/build without cargo: exit $rc" "$(secs "$t")"
 fi
 extra=$(for p in qemu-system-x86 qemu-user gcc-aarch64-linux-gnu rustc-web chromium pebble; do
-  chroot "$root" dpkg-query -W -f '${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' && echo "$p"
+  if chroot "$root" dpkg-query -W -f '${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then echo "$p"; fi
 done | tr '\n' ' ')
 if [ -n "$extra" ]; then record FAIL "the amd64 build set-up installed $extra" 0
 else record ok "the amd64 build set-up installed no QEMU, arm64 toolchain or test peer" 0; fi

@@ -181,7 +181,7 @@ binfmt_runs() {
 }
 
 # --- Install what is missing ---------------------------------------------------------------
-t=$(now); mapfile -t miss < <(missing_lines); mark "checking $(wc -l <<<"$NEEDS") packages" "$t"
+t=$(now); mapfile -t miss < <(missing_lines); mark "checking what each package provides" "$t"
 if [ ${#miss[@]} -gt 0 ]; then
   names=$(printf '%s\n' "${miss[@]}" | awk '{print $2}' | tr '\n' ' ')
   if [ $check_only = 1 ]; then
