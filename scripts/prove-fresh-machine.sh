@@ -118,7 +118,7 @@ fi
 say "4. the test command's set-up: setup-host.sh --arch all --test"
 t=$(now)
 if in_root "bash scripts/setup-host.sh --arch all --test" 2>&1 | tee "$work/test-setup.log"; then
-  record ok "test set-up: $(grep -o 'installed: .*' "$work/test-setup.log" | wc -w) packages installed" "$(secs "$t")"
+  record ok "test set-up: $(grep -o 'installed: .*' "$work/test-setup.log" | sed 's/^installed: //' | wc -w) packages installed" "$(secs "$t")"
 else
   record FAIL "test set-up" "$(secs "$t")"
 fi

@@ -91,6 +91,8 @@ test       release    python3                file:/usr/bin/python3
 test       release    python3-websockets     py:websockets
 test       release    python3-selenium       py:selenium
 test       release    device-tree-compiler   cmd:fdtget
+test       release    man-db                 cmd:man
+test       release    groff-base             cmd:groff
 '
 
 # A C file that includes stdint.h, compiled and linked: the libc headers and start files are

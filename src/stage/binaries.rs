@@ -87,23 +87,20 @@ pub fn start(plan: &Plan, opts: &BuildOptions) -> Result<Started> {
             return Ok(Started::Cached(dir));
         }
     }
-    // For the machine's own triple the binaries come from the checkout's own target folder,
-    // built with the same flags and package set as `scripts/build` (scripts/cargo-env.sh), so
-    // a first build does not compile the gateway and worker twice: cargo finds them fresh.
-    // A cross build keeps a target folder of its own under the cache.
+    // For the machine's own triple the binaries come from the target folder that
+    // scripts/build and scripts/test build in (scripts/cargo-env.sh: the same folder, flags
+    // and packages), so a first build does not compile the gateway and worker twice: cargo
+    // finds them fresh. A cross build keeps a target folder of its own.
     let rustc_vv = String::from_utf8_lossy(&rustc);
-    let host = host_triple(&rustc_vv);
-    let native = host == Some(plan.rust_target.as_str());
+    let native = host_triple(&rustc_vv) == Some(plan.rust_target.as_str());
     let (target_dir, out_dir) = if native {
-        let dir = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| src.join("target"));
+        let dir = host_target_dir(opts.cache.root());
         (dir.clone(), dir.join("release"))
     } else {
         let dir = opts.cache.aux_dir(tc.target_dir)?;
         (dir.clone(), dir.join(&plan.rust_target).join("release"))
     };
-    let flags = reproducible_rustflags(src)?;
+    let flags = reproducible_rustflags();
     let log = tempfile::NamedTempFile::new().context("creating cargo's log file")?;
     let mut cmd = Command::new(&tc.cargo);
     cmd.current_dir(src)
@@ -115,14 +112,11 @@ pub fn start(plan: &Plan, opts: &BuildOptions) -> Result<Started> {
         .stdin(Stdio::null())
         .stdout(log.reopen()?)
         .stderr(log.reopen()?);
-    if native {
-        // The same package set as scripts/build, so cargo unifies the same features.
-        cmd.args(["--workspace", "--bins"]);
-    } else {
+    if !native {
         cmd.args(["--target", &plan.rust_target]);
-        for b in BINARIES {
-            cmd.args(["-p", b]);
-        }
+    }
+    for b in BINARIES {
+        cmd.args(["-p", b]);
     }
     let child = cmd
         .spawn()
@@ -148,7 +142,7 @@ pub fn finish(started: Started, opts: &BuildOptions, progress: &mut Progress) ->
             progress.start(
                 NAME,
                 &format!(
-                    "waiting for cargo build --release --target {}",
+                    "waiting for cargo build --release of gateway and worker ({})",
                     b.rust_target
                 ),
             );
@@ -204,25 +198,24 @@ fn host_triple(rustc_vv: &str) -> Option<&str> {
     rustc_vv.lines().find_map(|l| l.strip_prefix("host: "))
 }
 
-/// Flags that remap the checkout's and cargo's home paths out of the binaries, so an image
-/// does not depend on where it was built. scripts/cargo-env.sh exports the same for every
-/// cargo run of the checkout (a test checks they agree): a difference would make cargo
-/// rebuild everything here, and again in the next `cargo test`.
-pub fn reproducible_rustflags(src: &Path) -> Result<String> {
-    let src = src
-        .canonicalize()
-        .with_context(|| format!("resolving {}", src.display()))?;
+/// Where cargo builds for this machine's own triple: scripts/cargo-env.sh's
+/// CARGO_TARGET_DIR, under the cache, shared with scripts/build and scripts/test.
+pub fn host_target_dir(cache_root: &Path) -> PathBuf {
+    cache_root.join("cargo-target")
+}
+
+/// The flag that remaps cargo's home out of the binaries (panic messages name dependencies'
+/// files by absolute path; the workspace's own are relative already), so an image does not
+/// depend on where it was built. scripts/cargo-env.sh exports the same (a test checks they
+/// agree): a difference would make cargo rebuild everything in the shared target folder.
+pub fn reproducible_rustflags() -> String {
     let cargo_home = std::env::var("CARGO_HOME").unwrap_or_else(|_| {
         format!(
             "{}/.cargo",
             std::env::var("HOME").unwrap_or_else(|_| "/root".into())
         )
     });
-    Ok([
-        format!("--remap-path-prefix={}=/build/imgforge", src.display()),
-        format!("--remap-path-prefix={cargo_home}=/build/cargo"),
-    ]
-    .join("\x1f"))
+    format!("--remap-path-prefix={cargo_home}=/build/cargo")
 }
 
 /// Files whose content decides the binaries, relative to the workspace, sorted.
@@ -259,22 +252,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_stage_and_scripts_cargo_env_pass_the_same_flags() {
+    fn the_stage_and_scripts_cargo_env_agree_on_folder_and_flags() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let cache = tempfile::tempdir().unwrap();
         let out = Command::new("bash")
             .arg("-c")
-            .arg(". scripts/cargo-env.sh && printf %s \"$CARGO_ENCODED_RUSTFLAGS\"")
+            .arg(". scripts/cargo-env.sh && printf '%s\\n%s' \"$CARGO_TARGET_DIR\" \"$CARGO_ENCODED_RUSTFLAGS\"")
             .current_dir(root)
-            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .env("IMGFORGE_CACHE", cache.path())
             .output()
             .expect("bash");
         assert!(out.status.success());
-        let script = String::from_utf8(out.stdout).unwrap();
-        assert_eq!(script, reproducible_rustflags(root).unwrap());
-        assert!(
-            script.contains("=/build/imgforge\x1f--remap-path-prefix="),
-            "{script:?}"
-        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        let (dir, flags) = text.split_once('\n').expect("two lines");
+        assert_eq!(Path::new(dir), host_target_dir(cache.path()));
+        assert_eq!(flags, reproducible_rustflags());
+        assert!(flags.ends_with("=/build/cargo"), "{flags:?}");
     }
 
     #[test]
