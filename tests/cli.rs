@@ -353,9 +353,9 @@ fn plan_summary_shows_disk_outputs_services_who_may_reach_them_and_slots() {
         "proxy on x86_64-vm: host edge.example.test of site example",
         "DISK (gpt, boots by systemd-boot)",
         // number, name, filesystem, start, size
-        "  1  esp            vfat  1 MiB   64 MiB             systemd-boot",
-        "  2  imgforge-seed  -     65 MiB  1 MiB              secrets",
-        "  3  root           ext4  66 MiB  content + 256 MiB  the system",
+        "  1  esp            vfat  1 MiB    64 MiB             systemd-boot",
+        "  2  imgforge-seed  -     65 MiB   1 MiB              secrets",
+        "  3  root           ext4  66 MiB   content + 256 MiB  the system",
         "  proxy-x86_64-vm.img\n",
         "  proxy-x86_64-vm.qcow2\n",
         "  SHA256SUMS\n",
@@ -391,7 +391,8 @@ fn plan_summary_shows_disk_outputs_services_who_may_reach_them_and_slots() {
     let s = text(&out.stdout);
     for want in [
         "DISK (mbr, boots by raspi-firmware)",
-        "  1  boot           vfat  1 MiB   256 MiB            Pi firmware",
+        "  1  boot           vfat  1 MiB    256 MiB            Pi firmware",
+        "  2  imgforge-seed  -     257 MiB  1 MiB              secrets",
         "  proxy-rpi4.img.xz\n",
     ] {
         assert!(s.contains(want), "`{want}` missing from:\n{s}");

@@ -305,8 +305,9 @@ fn reach(port: u16, sources: Option<Sources>) -> Port {
 fn disk(plan: &Plan) -> Disk {
     // The root's size depends on the composed root tar: 0 here places the others.
     let lay = layout::plan(plan.esp_size_mib, crate::seed::SIZE, 0);
-    let mbr = plan.partition_table.to_string() == "mbr";
-    let (boot_name, boot_holds) = if mbr {
+    // A Pi card (boot by raspi-firmware, which the plan only allows with a [raspi] table and
+    // an MBR) names its first partition `boot`; a UEFI disk's is the ESP.
+    let (boot_name, boot_holds) = if plan.raspi.is_some() {
         (
             "boot",
             "Pi firmware, config.txt, device trees, kernel, initramfs",
@@ -377,7 +378,7 @@ pub fn render(s: &Summary) -> String {
     );
     let _ = writeln!(
         o,
-        "  #  {:<14} {:<5} {:<7} {:<18} holds",
+        "  #  {:<14} {:<5} {:<8} {:<18} holds",
         "name", "fs", "start", "size"
     );
     for p in &s.disk.partitions {
@@ -389,7 +390,7 @@ pub fn render(s: &Summary) -> String {
         let start = format!("{} MiB", p.start_mib);
         let _ = writeln!(
             o,
-            "  {}  {:<14} {:<5} {start:<7} {size:<18} {}",
+            "  {}  {:<14} {:<5} {start:<8} {size:<18} {}",
             p.number, p.name, p.filesystem, p.holds
         );
     }
