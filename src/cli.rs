@@ -12,6 +12,11 @@ use crate::stage::Stage;
     name = "imgforge",
     version,
     about = "Turns a server's role into a bootable disk image",
+    long_about = "Turns a server's role into a bootable disk image.\n\n\
+        A role (profiles/roles/), a target (profiles/targets/) and a site (profiles/sites/) \
+        resolve into a plan, which `imgforge plan` shows. `build` turns it into an image, \
+        `test` and `boot` run the image in QEMU, `seed` puts secrets into an image and \
+        `flash` writes it to a card with its secrets.",
     help_expected = true
 )]
 pub struct Cli {
