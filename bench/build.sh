@@ -130,7 +130,7 @@ mkdir -p "$mk/pkgmgr/etc/apt/sources.list.d" "$mk/mkosi.extra/etc/ssh/sshd_confi
 mirror=$(sed -n 's#^URIs:[[:space:]]*##p' /etc/apt/sources.list.d/*.sources 2>/dev/null | grep -v -- -security | head -n1)
 printf 'Types: deb\nURIs: %s\nSuites: trixie trixie-updates\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' "$mirror" \
   > "$mk/pkgmgr/etc/apt/sources.list.d/mkosi.sources"
-pkgs=$("$bin" plan | awk '/^packages = \[/{p=1; next} p && /^\]/{exit} p {gsub(/[",[:space:]]/, ""); if ($0 != "") print}' | paste -sd, -)
+pkgs=$("$bin" plan --toml | awk '/^packages = \[/{p=1; next} p && /^\]/{exit} p {gsub(/[",[:space:]]/, ""); if ($0 != "") print}' | paste -sd, -)
 cp overlays/common/etc/ssh/sshd_config.d/imgforge.conf "$mk/mkosi.extra/etc/ssh/sshd_config.d/"
 cat > "$mk/mkosi.conf" <<CONF
 [Distribution]

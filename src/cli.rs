@@ -12,6 +12,11 @@ use crate::stage::Stage;
     name = "imgforge",
     version,
     about = "Turns a server's role into a bootable disk image",
+    long_about = "Turns a server's role into a bootable disk image.\n\n\
+        A role (profiles/roles/), a target (profiles/targets/) and a site (profiles/sites/) \
+        resolve into a plan, which `imgforge plan` shows. `build` turns it into an image, \
+        `test` and `boot` run the image in QEMU, `seed` puts secrets into an image and \
+        `flash` writes it to a card with its secrets.",
     help_expected = true
 )]
 pub struct Cli {
@@ -27,8 +32,12 @@ pub enum Command {
     Test(TestArgs),
     /// Build and boot in QEMU with the serial console on this terminal.
     Boot(BootArgs),
-    /// Print the effective merged profile of a role on a target.
-    Plan(ProfileArgs),
+    /// Show what the image of a role on a target will be.
+    ///
+    /// The disk layout with sizes, the files written, the packages, the services with their
+    /// ports and who may reach each, the gateway's routes, the secret slots and the apps.
+    /// `--toml` prints the effective merged profile instead, `--json` the summary for scripts.
+    Plan(PlanArgs),
     /// List the roles, targets and sites.
     List(ListArgs),
     /// Show an image's partitions, filesystems and manifest.
@@ -37,6 +46,9 @@ pub enum Command {
     Seed(SeedArgs),
     /// Write an image to a card (or a file), verified, then seed its secrets.
     Flash(FlashArgs),
+    /// Write the man pages or a shell's completion script (what `scripts/build` installs).
+    #[command(hide = true)]
+    Generate(GenerateArgs),
 }
 
 #[derive(Debug, Args)]
@@ -56,6 +68,65 @@ pub struct ProfileArgs {
     /// Profiles folder replacing the embedded profiles (default: ./profiles if present).
     #[arg(long, value_name = "DIR", help_heading = "Inputs")]
     pub profiles: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub profile: ProfileArgs,
+    /// Print the effective merged profile as TOML instead of the summary.
+    #[arg(long, conflicts_with = "json")]
+    pub toml: bool,
+    /// Print the summary as JSON, for scripts (its shape is in the README).
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl PlanArgs {
+    pub fn format(&self) -> PlanFormat {
+        match (self.toml, self.json) {
+            (true, _) => PlanFormat::Toml,
+            (_, true) => PlanFormat::Json,
+            _ => PlanFormat::Summary,
+        }
+    }
+}
+
+/// How `plan` prints the plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlanFormat {
+    /// For a person: what the image will be, section by section.
+    Summary,
+    /// The effective merged profile, every key.
+    Toml,
+    /// The summary's content as one JSON object.
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    #[command(subcommand)]
+    pub what: Generate,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Generate {
+    /// Man pages: imgforge.1 and one per subcommand (imgforge-build.1, ...), written to DIR.
+    Man {
+        /// Folder the pages are written to (created if missing), e.g. /usr/local/share/man/man1.
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// The completion script of a shell, written to DIR (or to stdout without DIR).
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+        /// Folder the script is written to (created if missing), under the name the shell
+        /// looks for: imgforge.bash, _imgforge (zsh), imgforge.fish.
+        #[arg(value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -1,6 +1,6 @@
-//! Exit codes: 0 ok, 1 a user or configuration error, 2 an internal error, 3 a boot test
-//! that failed (the node reported IMGFORGE-FAILED, panicked, or never became ready), 130
-//! interrupted by Ctrl-C or SIGTERM.
+//! Exit codes: 0 ok, 1 a user or configuration error (a bad flag or argument included), 2 an
+//! internal error, 3 a boot test that failed (the node reported IMGFORGE-FAILED, panicked, or
+//! never became ready), 130 interrupted by Ctrl-C or SIGTERM.
 
 use std::process::ExitCode;
 
@@ -37,4 +37,10 @@ pub fn code_for(e: &anyhow::Error) -> ExitCode {
         INTERNAL
     };
     ExitCode::from(code)
+}
+
+/// A command line clap refused is the user's to fix: exit 1, not clap's own 2 (which means
+/// an internal error here). `--help` and `--version` are no error: exit 0.
+pub fn code_for_usage(e: &clap::Error) -> ExitCode {
+    ExitCode::from(if e.use_stderr() { USER } else { OK })
 }

@@ -28,5 +28,6 @@ pub mod seed;
 pub mod site;
 pub mod sparse;
 pub mod stage;
+pub mod stdout;
 pub mod tool;
 pub mod xz;

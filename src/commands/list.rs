@@ -1,3 +1,5 @@
+use std::fmt::Write as _;
+
 use anyhow::Result;
 
 use crate::cli::ListArgs;
@@ -7,14 +9,16 @@ use crate::profile::{Layer, Site};
 
 pub fn run(a: ListArgs) -> Result<()> {
     let src = ProfileSource::choose(a.profiles.as_deref()).map_err(user)?;
+    // Gathered first, printed at once: a closed stdout then ends the command quietly.
+    let mut o = String::new();
     for (sub, kind) in [("roles", "role"), ("targets", "target")] {
-        println!("{sub}:");
+        let _ = writeln!(o, "{sub}:");
         for name in src.list(sub)? {
             let (layer, _) = src.load_named::<Layer>(sub, kind, &name).map_err(user)?;
-            println!("  {name:<14} {}", layer.description.unwrap_or_default());
+            let _ = writeln!(o, "  {name:<14} {}", layer.description.unwrap_or_default());
         }
     }
-    println!("sites:");
+    let _ = writeln!(o, "sites:");
     for name in src.list("sites")? {
         let (site, _) = src
             .load_named::<Site>("sites", "site", &name)
@@ -24,7 +28,7 @@ pub fn run(a: ListArgs) -> Result<()> {
             .iter()
             .map(|h| format!("{} ({})", h.name, h.role))
             .collect();
-        println!("  {name:<14} {}: {}", site.domain, hosts.join(", "));
+        let _ = writeln!(o, "  {name:<14} {}: {}", site.domain, hosts.join(", "));
     }
-    Ok(())
+    crate::stdout::print(&o)
 }

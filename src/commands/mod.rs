@@ -4,6 +4,7 @@ mod boot;
 mod boot_disk;
 mod build;
 mod flash;
+mod generate;
 mod inspect;
 mod list;
 mod plan;
@@ -33,6 +34,7 @@ pub fn run(command: Command) -> Result<()> {
         Command::Inspect(a) => inspect::run(a),
         Command::Seed(a) => seed::run(a),
         Command::Flash(a) => flash::run(a),
+        Command::Generate(a) => generate::run(a),
     }
 }
 

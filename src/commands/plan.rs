@@ -1,9 +1,39 @@
-use anyhow::Result;
+//! `imgforge plan`: what the image will be (the summary), the merged profile (`--toml`), or
+//! the summary as JSON (`--json`).
 
-use crate::cli::ProfileArgs;
+mod summary;
 
-pub fn run(a: ProfileArgs) -> Result<()> {
-    let plan = super::resolve_plan(&a)?;
-    print!("{}", plan.to_toml());
-    Ok(())
+use anyhow::{Context, Result};
+
+use crate::cli::{PlanArgs, PlanFormat};
+use crate::exit::user;
+use crate::profile::{ProfileSource, Site};
+use crate::site::SiteView;
+
+pub fn run(a: PlanArgs) -> Result<()> {
+    let plan = super::resolve_plan(&a.profile)?;
+    let text = match a.format() {
+        PlanFormat::Toml => plan.to_toml(),
+        format => {
+            // The plan keeps what the site rendered, not the site: read it again for who
+            // may reach each port (resolve_plan has already checked it).
+            let src = ProfileSource::choose(a.profile.profiles.as_deref()).map_err(user)?;
+            let (site, file) = src
+                .load_named::<Site>("sites", "site", &a.profile.site)
+                .map_err(user)?;
+            let view = SiteView {
+                site: &site,
+                display: &file.display,
+            };
+            let s = summary::summarize(&plan, &view).map_err(user)?;
+            if format == PlanFormat::Json {
+                let mut j = serde_json::to_string_pretty(&s).context("the plan as JSON")?;
+                j.push('\n');
+                j
+            } else {
+                summary::render(&s)
+            }
+        }
+    };
+    crate::stdout::print(&text)
 }
