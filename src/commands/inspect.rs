@@ -18,7 +18,7 @@ pub fn run(a: InspectArgs) -> Result<()> {
         "{}: {}, {} allocated",
         path.display(),
         fmt_bytes(size),
-        fmt_bytes(crate::sparse::allocated(path)?)
+        fmt_bytes(crate::artifact::sparse::allocated(path)?)
     );
     let (table, parts) = disk::read(&mut f)
         .with_context(|| format!("{} has no readable partition table", path.display()))

@@ -12,7 +12,7 @@ use gpt::partition_types::{self, Type};
 
 use super::layout::{Extent, Layout, SECTOR};
 use super::ReadPartition;
-use crate::ids::Ids;
+use super::ids::Ids;
 
 /// The root partition type for an architecture (the Discoverable Partitions Specification):
 /// tools such as systemd-gpt-auto-generator find the root by it.
@@ -62,7 +62,7 @@ pub fn write(file: &mut File, layout: &Layout, ids: &Ids, root: Type) -> Result<
             &layout.seed,
             seed_type(),
             ids.seed_partuuid,
-            crate::seed::PART_NAME,
+            seed_area::PART_NAME,
         ),
     );
     parts.insert(3, part(&layout.root, root, ids.root_partuuid, "root"));

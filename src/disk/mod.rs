@@ -1,7 +1,9 @@
-//! The disk: where partitions lie (`layout`) and the table that describes them: a GPT for
-//! UEFI machines (`gpt`), an MBR for Raspberry Pi cards (`mbr`).
+//! The disk: where partitions lie (`layout`), the identifiers written into it (`ids`), and
+//! the table that describes them: a GPT for UEFI machines (`gpt`), an MBR for Raspberry Pi
+//! cards (`mbr`).
 
 pub mod gpt;
+pub mod ids;
 pub mod layout;
 pub mod mbr;
 

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
-use crate::bmap::{self, Bmap};
+use crate::artifact::bmap::{self, Bmap};
 use crate::tool::{self, HostTool};
 
 pub const XZ: HostTool = HostTool {
