@@ -7,9 +7,9 @@ use std::fs::File;
 
 use anyhow::{anyhow, Context, Result};
 
-use super::layout::{Extent, Layout, SECTOR};
 use super::ids::mbr_partuuid;
-use super::ReadPartition;
+use super::layout::{Extent, Layout, SECTOR};
+use super::{Device, ReadPartition};
 
 /// FAT32 with LBA addressing: the type the Pi firmware looks for.
 pub const TYPE_FAT32_LBA: u8 = 0x0c;
@@ -44,7 +44,7 @@ pub fn write(file: &mut File, layout: &Layout, signature: u32) -> Result<()> {
 }
 
 /// The disk signature and used primary partitions of an MBR disk.
-pub fn read(file: &mut File) -> Result<(u32, Vec<ReadPartition>)> {
+pub fn read(file: &mut impl Device) -> Result<(u32, Vec<ReadPartition>)> {
     let mbr = mbrman::MBR::read_from(&mut *file, SECTOR as u32).context("reading the MBR")?;
     let signature = u32::from_le_bytes(mbr.header.disk_signature);
     let mut out = Vec::new();

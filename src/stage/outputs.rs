@@ -14,10 +14,10 @@ use super::base::Base;
 use super::compose::Composed;
 use super::image::Image;
 use super::{BuildOptions, Stage};
+use crate::artifact::sparse;
 use crate::cache::{sha256_file, KeyBuilder};
 use crate::plan::Plan;
 use crate::progress::Progress;
-use crate::artifact::sparse;
 use crate::tool::{self, HostTool};
 
 pub const QEMU_IMG: HostTool = HostTool {
