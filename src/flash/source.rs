@@ -80,12 +80,14 @@ pub fn load_bmap(path: &Path, image: &Image) -> Result<Bmap> {
     Ok(map)
 }
 
-/// For a raw image: the bmap ranges that cover the seed area hash as the bmap says. An image
-/// seeded after its bmap was written (by an imgforge before `seed` rewrote the bmap, or with
-/// another bmap given by --bmap) fails here, before anything is written, with what to do;
-/// any other mismatch is found while writing, where every range is hashed anyway.
+/// For a seeded raw image: the bmap ranges that cover the seed area hash as the bmap says.
+/// An image seeded after its bmap was written (by an imgforge before `seed` rewrote the bmap,
+/// or with another bmap given by --bmap) fails here, before anything is written, with what
+/// to do. Any other mismatch is found while writing, where every range is hashed anyway (the
+/// range over the seed area may run on through the root's data: it is read twice only for a
+/// seeded image).
 pub fn check_seed_ranges(image: &Image, map: &Bmap, map_path: &Path) -> Result<()> {
-    if image.format != Format::Raw {
+    if image.format != Format::Raw || image.seed_state.secrets.is_none() {
         return Ok(());
     }
     let f = File::open(&image.path).with_context(|| format!("opening {}", image.path.display()))?;
@@ -106,23 +108,16 @@ pub fn check_seed_ranges(image: &Image, map: &Bmap, map_path: &Path) -> Result<(
         }
         if crate::cache::hex(&h.finalize()) != r.sha256 {
             let img = image.path.display();
-            let why = if image.seed_state.secrets.is_some() {
-                format!(
-                    "{img} was seeded after {} was written, so the bmap's checksum of its seed \
-                     area no longer holds. Run `imgforge seed {img} --secrets FILE` again (it \
-                     rewrites the bmap beside the image), or flash with --no-bmap",
-                    map_path.display()
-                )
-            } else {
-                format!(
-                    "{img} does not match {} in blocks {}-{} (its seed area): the image or the \
-                     bmap was changed after the build; nothing was written",
-                    map_path.display(),
-                    r.first,
-                    r.last
-                )
-            };
-            return Err(UserError(why).into());
+            return Err(UserError(format!(
+                "{img} was seeded after {} was written, so the bmap's checksum of its seed area \
+                 (blocks {}-{}) no longer holds. Run `imgforge seed {img} --secrets FILE` again \
+                 (it rewrites the bmap beside the image), or flash with --no-bmap; nothing was \
+                 written",
+                map_path.display(),
+                r.first,
+                r.last
+            ))
+            .into());
         }
     }
     Ok(())
