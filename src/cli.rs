@@ -213,8 +213,11 @@ pub struct ListArgs {
 
 #[derive(Debug, Args)]
 pub struct InspectArgs {
-    /// The raw image (.img) to inspect.
+    /// The image (.img or .img.xz) to inspect.
     pub image: PathBuf,
+    /// Print the report as JSON, for scripts.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

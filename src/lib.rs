@@ -1,13 +1,14 @@
 //! imgforge: turns a server's role into a bootable disk image.
 //!
 //! The tree follows the subjects: `profile` (schema, loading, merging) and `plan` (resolve),
-//! `stage` (the pipeline: base, binaries, compose, image, outputs), `disk` (layout, GPT),
+//! `stage` (the pipeline: base, binaries, compose, image, outputs), `disk` (layout, GPT, MBR,
+//! the identifiers written into them), `artifact` (the files written: bmap, sparse, xz),
 //! `fs` (the FAT writer, ext4 by mke2fs), `qemu` (the boot-test harness), `cache`, `tool`
 //! (running external programs), `commands` (one function per subcommand).
 
 pub mod app_source;
 pub mod apt_sources;
-pub mod bmap;
+pub mod artifact;
 pub mod cache;
 pub mod cli;
 pub mod commands;
@@ -17,7 +18,6 @@ pub mod firewall;
 pub mod flash;
 pub mod fs;
 pub mod gateway_config;
-pub mod ids;
 pub mod interrupt;
 pub mod overlay;
 pub mod plan;
@@ -26,8 +26,6 @@ pub mod progress;
 pub mod qemu;
 pub mod seed;
 pub mod site;
-pub mod sparse;
 pub mod stage;
 pub mod stdout;
 pub mod tool;
-pub mod xz;

@@ -34,18 +34,6 @@ pub fn read(dev: &mut File) -> Result<SeedState> {
     seed_area::parse(&read_area(dev, offset)?)
 }
 
-/// The slots recorded in the manifest beside an image (`<name>.manifest.json` next to
-/// `<name>.img` or `<name>.img.xz`), for checking secrets without reading the image.
-pub fn slots_from_manifest(image: &Path) -> Option<Vec<Slot>> {
-    let name = image.file_name()?.to_str()?;
-    let stem = name
-        .strip_suffix(".img.xz")
-        .or_else(|| name.strip_suffix(".img"))?;
-    let text = std::fs::read(image.with_file_name(format!("{stem}.manifest.json"))).ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&text).ok()?;
-    serde_json::from_value(v["slots"].clone()).ok()
-}
-
 /// Checks a secrets file (TOML, one `slot-name = "value"` per slot) against the slots.
 /// Errors name the file, line and key, never a value.
 pub fn check_secrets(
@@ -104,14 +92,22 @@ pub fn check_secrets(
 /// Seeds the image or disk open as `dev` with the secrets in `secrets_file`; returns the
 /// names seeded. The area's secrets record is replaced whole, then synced.
 pub fn seed(dev: &mut File, secrets_file: &Path) -> Result<Vec<String>> {
+    let state = read(dev)?;
+    let values = check_file(secrets_file, &state.slots)?;
+    write_values(dev, &values)?;
+    Ok(values.into_keys().collect())
+}
+
+/// Reads a secrets file and checks it against `slots` ([`check_secrets`]) and against the
+/// room in the seed area, so that nothing is written for a file that cannot be seeded.
+pub fn check_file(secrets_file: &Path, slots: &[Slot]) -> Result<BTreeMap<String, String>> {
     let text = std::fs::read_to_string(secrets_file)
         .with_context(|| format!("reading {}", secrets_file.display()))
         .map_err(crate::exit::user)?;
-    let state = read(dev)?;
-    let values = check_secrets(&secrets_file.display().to_string(), &text, &state.slots)?;
-    write_values(dev, &values)
+    let values = check_secrets(&secrets_file.display().to_string(), &text, slots)?;
+    seed_area::secrets_region(&values)
         .map_err(|e| crate::exit::UserError(format!("{}: {e:#}", secrets_file.display())))?;
-    Ok(values.into_keys().collect())
+    Ok(values)
 }
 
 /// Writes `values` (already checked against the slots) as the seed area's secrets record,

@@ -66,7 +66,8 @@ impl BootDisk {
 
 /// A sparse copy of the image, seeded with `secrets` or with throwaway values.
 fn seeded_copy(image: &Path, copy: &Path, secrets: Option<&Path>) -> Result<()> {
-    crate::sparse::copy_and_hash(image, copy, &[]).context("copying the image to boot it")?;
+    crate::artifact::sparse::copy_and_hash(image, copy, &[])
+        .context("copying the image to boot it")?;
     let mut dev = std::fs::OpenOptions::new()
         .read(true)
         .write(true)

@@ -1,12 +1,13 @@
-use std::fs::File;
 use std::io::IsTerminal;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::artifact::bmap;
+use crate::artifact::image::{Depth, Image};
 use crate::cli::FlashArgs;
-use crate::exit::user;
-use crate::flash::{source::Source, target, write};
+use crate::flash::source::{self, Source};
+use crate::flash::{same_file, target, write};
 use crate::progress::fmt_bytes;
 
 /// A bar with throughput and time left on a terminal; a line every 10% otherwise.
@@ -72,35 +73,24 @@ impl write::Progress for FlashProgress {
 }
 
 pub fn run(a: FlashArgs) -> Result<()> {
-    let src = Source::open_path(&a.image).map_err(user)?;
-    let bmap_path = a.bmap.clone().unwrap_or_else(|| src.default_bmap());
+    // Everything that can be checked, before the target is opened: a mistake here must not
+    // cost a card (or the image) its data.
+    let image = Image::open(&a.image, Depth::SeedArea)?;
+    same_file::refuse(&a.image, &a.target)?;
+    let src = Source::new(&image);
+    let bmap_path = a.bmap.clone().unwrap_or_else(|| bmap::beside(&image.path));
     let map = if a.no_bmap || (a.bmap.is_none() && !bmap_path.exists()) {
         None
     } else {
-        Some(crate::flash::source::load_bmap(&bmap_path, src.size).map_err(user)?)
+        let map = source::load_bmap(&bmap_path, &image)?;
+        source::check_seed_ranges(&image, &map, &bmap_path)?;
+        Some(map)
     };
-    // Check the secrets before erasing anything: a typo must not cost a card write. A raw
-    // image's own seed area has the slots; for an .img.xz the manifest beside it does (and
-    // without one they are checked when seeding, after the write).
-    if let Some(secrets) = &a.secrets {
-        let slots = if src.compressed {
-            crate::seed::slots_from_manifest(&src.path)
-        } else {
-            Some(crate::seed::read(&mut File::open(&src.path)?)?.slots)
-        };
-        match slots {
-            Some(slots) => {
-                let text = std::fs::read_to_string(secrets)
-                    .with_context(|| format!("reading {}", secrets.display()))
-                    .map_err(user)?;
-                crate::seed::check_secrets(&secrets.display().to_string(), &text, &slots)?;
-            }
-            None => eprintln!(
-                "imgforge: no manifest beside {}: the secrets are checked after writing",
-                src.path.display()
-            ),
-        }
-    }
+    // The slots come from the image's own seed area (for an .img.xz, decoded from its head).
+    let values = match &a.secrets {
+        Some(file) => Some(crate::seed::check_file(file, &image.seed_state.slots)?),
+        None => None,
+    };
     let tgt = target::check(&a.target, src.size, a.force, a.file_target)?;
     target::confirm(&tgt, &a.image, a.yes)?;
     let (dev, dev_size) = target::open(&tgt, src.size)?;
@@ -130,9 +120,11 @@ pub fn run(a: FlashArgs) -> Result<()> {
         a.fail_after_mib.map(|m| m * 1024 * 1024),
     )
     .and_then(|report| {
-        if let Some(secrets) = &a.secrets {
+        if let Some(values) = &values {
             let mut dev = dev.try_clone()?;
-            let names = crate::seed::seed(&mut dev, secrets)?;
+            crate::seed::write_values(&mut dev, values)?;
+            // Names only: a value never reaches a terminal or a log.
+            let names: Vec<&str> = values.keys().map(String::as_str).collect();
             eprintln!(
                 "imgforge: seeded {} secret(s): {}",
                 names.len(),

@@ -1,105 +1,283 @@
-use std::fs::File;
+//! `imgforge inspect IMAGE`: what an image (or a flashed card) holds: its table, partitions,
+//! seed area (slot names and whether seeded, never a value), filesystems, and the manifest
+//! beside it. The same report as text or, with --json, for scripts.
 
-use anyhow::{Context, Result};
+use std::path::{Path, PathBuf};
 
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::artifact::image::{Depth, Format, Image};
 use crate::cli::InspectArgs;
-use crate::disk;
-use crate::exit::user;
+use crate::disk::Table;
+use crate::exit::UserError;
 use crate::fs::{ext4, fat};
 use crate::progress::fmt_bytes;
 
+#[derive(Serialize)]
+#[serde(rename_all = "kebab-case")]
+struct Report {
+    path: PathBuf,
+    format: Format,
+    size: u64,
+    /// Bytes the file occupies on disk (an .img is sparse).
+    allocated: u64,
+    table: TableReport,
+    partitions: Vec<PartReport>,
+    manifest: Option<ManifestReport>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "kebab-case")]
+struct TableReport {
+    kind: &'static str,
+    /// The GPT's disk GUID, or the MBR's disk signature as 0x%08x.
+    id: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "kebab-case")]
+struct PartReport {
+    number: u32,
+    name: String,
+    #[serde(rename = "type")]
+    type_name: String,
+    partuuid: String,
+    offset: u64,
+    size: u64,
+    content: Content,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+enum Content {
+    SeedArea {
+        slots: Vec<String>,
+        /// How many values are seeded; none when the image is not seeded.
+        seeded: Option<usize>,
+    },
+    Vfat {
+        label: String,
+        volume_id: String,
+        files: Vec<FileEntry>,
+    },
+    Ext4 {
+        label: String,
+        uuid: uuid::Uuid,
+        size: u64,
+        used: u64,
+    },
+    /// No filesystem imgforge knows.
+    Unknown,
+}
+
+#[derive(Serialize)]
+struct FileEntry {
+    path: String,
+    size: u64,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "kebab-case")]
+struct ManifestReport {
+    path: PathBuf,
+    role: serde_json::Value,
+    target: serde_json::Value,
+    host: serde_json::Value,
+    suite: serde_json::Value,
+    arch: serde_json::Value,
+    kernel: serde_json::Value,
+    build_key: serde_json::Value,
+    packages: usize,
+    inputs: usize,
+}
+
 pub fn run(a: InspectArgs) -> Result<()> {
-    let path = &a.image;
-    let mut f = File::open(path)
-        .with_context(|| format!("opening {}", path.display()))
-        .map_err(user)?;
-    let size = f.metadata()?.len();
+    let report = inspect(&a.image)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_text(&report);
+    }
+    Ok(())
+}
+
+fn inspect(path: &Path) -> Result<Report> {
+    let mut image = Image::open(path, Depth::RootSuperblock)?;
+    let allocated = crate::artifact::sparse::allocated(path)?;
+    let table = match &image.table {
+        Table::Gpt { guid, .. } => TableReport {
+            kind: "gpt",
+            id: guid.to_string(),
+        },
+        Table::Mbr { signature } => TableReport {
+            kind: "mbr",
+            id: format!("0x{signature:08x}"),
+        },
+    };
+    let mut partitions = Vec::new();
+    for p in image.parts.clone() {
+        let content = if p.number == image.seed.number {
+            let s = &image.seed_state;
+            Content::SeedArea {
+                slots: s.slots.iter().map(|s| s.name.clone()).collect(),
+                seeded: s.secrets.as_ref().map(|v| v.len()),
+            }
+        } else if !image.readable(&p, 64 * 1024) {
+            Content::Unknown
+        } else if let Ok((id, label, files)) = fat::list(image.head(), p.offset, p.len) {
+            Content::Vfat {
+                label,
+                volume_id: format!("{:04X}-{:04X}", id >> 16, id & 0xffff),
+                files: files
+                    .into_iter()
+                    .map(|(path, size)| FileEntry { path, size })
+                    .collect(),
+            }
+        } else if let Some(sb) = ext4::read_superblock(image.head(), p.offset)? {
+            Content::Ext4 {
+                label: sb.label,
+                uuid: sb.uuid,
+                size: sb.blocks * sb.block_size,
+                used: (sb.blocks - sb.free_blocks) * sb.block_size,
+            }
+        } else {
+            Content::Unknown
+        };
+        partitions.push(PartReport {
+            number: p.number,
+            name: p.name,
+            type_name: p.type_name,
+            partuuid: p.partuuid,
+            offset: p.offset,
+            size: p.len,
+            content,
+        });
+    }
+    Ok(Report {
+        path: path.to_path_buf(),
+        format: image.format,
+        size: image.size,
+        allocated,
+        table,
+        partitions,
+        manifest: manifest(path)?,
+    })
+}
+
+/// `<name>.manifest.json` beside `<name>.img` or `<name>.img.xz`, if there is one.
+fn manifest(image: &Path) -> Result<Option<ManifestReport>> {
+    let Some(name) = image.file_name().and_then(|n| n.to_str()) else {
+        return Ok(None);
+    };
+    let stem = name
+        .strip_suffix(".img.xz")
+        .or_else(|| name.strip_suffix(".img"))
+        .unwrap_or(name);
+    let path = image.with_file_name(format!("{stem}.manifest.json"));
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(None);
+    };
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| UserError(format!("{}: {e}", path.display())))?;
+    let count = |k: &str| v[k].as_array().map_or(0, |a| a.len());
+    Ok(Some(ManifestReport {
+        role: v["role"].clone(),
+        target: v["target"].clone(),
+        host: v["host"].clone(),
+        suite: v["suite"].clone(),
+        arch: v["arch"].clone(),
+        kernel: v["kernel"].clone(),
+        build_key: v["build-key"].clone(),
+        packages: count("packages"),
+        inputs: count("inputs"),
+        path,
+    }))
+}
+
+fn print_text(r: &Report) {
     println!(
-        "{}: {}, {} allocated",
-        path.display(),
-        fmt_bytes(size),
-        fmt_bytes(crate::sparse::allocated(path)?)
+        "{}: {}{}, {} allocated",
+        r.path.display(),
+        fmt_bytes(r.size),
+        if r.format == Format::Xz {
+            " (xz-compressed)"
+        } else {
+            ""
+        },
+        fmt_bytes(r.allocated)
     );
-    let (table, parts) = disk::read(&mut f)
-        .with_context(|| format!("{} has no readable partition table", path.display()))
-        .map_err(user)?;
-    println!("partition table: {table}");
-    for p in &parts {
+    match r.table.kind {
+        "gpt" => println!("partition table: gpt, disk guid {}", r.table.id),
+        _ => println!("partition table: mbr, disk signature {}", r.table.id),
+    }
+    for p in &r.partitions {
         println!(
             "  {} {:<6} offset {:>10} size {:>10}  type {}  partuuid {}",
             p.number,
             p.name,
             p.offset,
-            fmt_bytes(p.len),
+            fmt_bytes(p.size),
             p.type_name,
             p.partuuid
         );
-        if p.name == crate::seed::PART_NAME {
-            let state = crate::seed::read(&mut f)?;
-            let names: Vec<&str> = state.slots.iter().map(|s| s.name.as_str()).collect();
-            let seeded = match &state.secrets {
-                Some(v) => format!("seeded ({} values)", v.len()),
-                None => "not seeded".into(),
-            };
-            println!(
-                "    seed area: slots {}; {seeded}",
-                if names.is_empty() {
-                    "none".into()
-                } else {
-                    names.join(", ")
-                }
-            );
-        } else if let Ok((id, label, files)) = fat::list(&mut f, p.offset, p.len) {
-            println!(
-                "    vfat label {label:?} volume id {:04X}-{:04X}",
-                id >> 16,
-                id & 0xffff
-            );
-            for (name, len) in files {
-                println!("      {name} ({len} bytes)");
+        match &p.content {
+            Content::SeedArea { slots, seeded } => {
+                let seeded = match seeded {
+                    Some(n) => format!("seeded ({n} values)"),
+                    None => "not seeded".into(),
+                };
+                println!(
+                    "    seed area: slots {}; {seeded}",
+                    if slots.is_empty() {
+                        "none".into()
+                    } else {
+                        slots.join(", ")
+                    }
+                );
             }
-        } else if let Some(sb) = ext4::read_superblock(&mut f, p.offset)? {
-            let used = (sb.blocks - sb.free_blocks) * sb.block_size;
-            println!(
-                "    ext4 label {:?} uuid {} size {} used {}",
-                sb.label,
-                sb.uuid,
-                fmt_bytes(sb.blocks * sb.block_size),
-                fmt_bytes(used)
-            );
-        } else {
-            println!("    (no filesystem recognized)");
+            Content::Vfat {
+                label,
+                volume_id,
+                files,
+            } => {
+                println!("    vfat label {label:?} volume id {volume_id}");
+                for f in files {
+                    println!("      {} ({} bytes)", f.path, f.size);
+                }
+            }
+            Content::Ext4 {
+                label,
+                uuid,
+                size,
+                used,
+            } => println!(
+                "    ext4 label {label:?} uuid {uuid} size {} used {}",
+                fmt_bytes(*size),
+                fmt_bytes(*used)
+            ),
+            Content::Unknown => println!("    (no filesystem recognized)"),
         }
     }
-    let manifest = path.with_extension("manifest.json");
-    if let Ok(text) = std::fs::read_to_string(&manifest) {
-        let v: serde_json::Value = serde_json::from_str(&text)
-            .with_context(|| format!("parsing {}", manifest.display()))?;
-        println!("manifest {}:", manifest.display());
-        for k in [
-            "role",
-            "target",
-            "host",
-            "suite",
-            "arch",
-            "kernel",
-            "build-key",
+    if let Some(m) = &r.manifest {
+        println!("manifest {}:", m.path.display());
+        let s = |v: &serde_json::Value| {
+            v.as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| v.to_string())
+        };
+        for (k, v) in [
+            ("role", &m.role),
+            ("target", &m.target),
+            ("host", &m.host),
+            ("suite", &m.suite),
+            ("arch", &m.arch),
+            ("kernel", &m.kernel),
+            ("build-key", &m.build_key),
         ] {
-            println!(
-                "  {k:<10} {}",
-                v[k].as_str()
-                    .map(str::to_string)
-                    .unwrap_or_else(|| v[k].to_string())
-            );
+            println!("  {k:<10} {}", s(v));
         }
-        println!(
-            "  packages   {}",
-            v["packages"].as_array().map_or(0, |a| a.len())
-        );
-        println!(
-            "  inputs     {}",
-            v["inputs"].as_array().map_or(0, |a| a.len())
-        );
+        println!("  packages   {}", m.packages);
+        println!("  inputs     {}", m.inputs);
     }
-    Ok(())
 }

@@ -10,9 +10,9 @@ use gpt::disk::LogicalBlockSize;
 use gpt::partition::Partition;
 use gpt::partition_types::{self, Type};
 
+use super::ids::Ids;
 use super::layout::{Extent, Layout, SECTOR};
-use super::ReadPartition;
-use crate::ids::Ids;
+use super::{Device, ReadPartition};
 
 /// The root partition type for an architecture (the Discoverable Partitions Specification):
 /// tools such as systemd-gpt-auto-generator find the root by it.
@@ -62,7 +62,7 @@ pub fn write(file: &mut File, layout: &Layout, ids: &Ids, root: Type) -> Result<
             &layout.seed,
             seed_type(),
             ids.seed_partuuid,
-            crate::seed::PART_NAME,
+            seed_area::PART_NAME,
         ),
     );
     parts.insert(3, part(&layout.root, root, ids.root_partuuid, "root"));
@@ -87,12 +87,18 @@ fn type_name(t: &Type) -> String {
     }
 }
 
-pub fn read(file: &mut File) -> Result<(uuid::Uuid, Vec<ReadPartition>)> {
+/// The disk GUID, the sector of the backup header (as the primary header records it, else
+/// where the backup header was found), and the used partitions.
+pub fn read(file: &mut impl Device) -> Result<(uuid::Uuid, u64, Vec<ReadPartition>)> {
     let disk = gpt::GptConfig::new()
         .writable(false)
         .logical_block_size(LogicalBlockSize::Lb512)
         .open_from_device(file)
         .context("reading the GPT")?;
+    let backup_lba = match disk.primary_header() {
+        Ok(h) => h.backup_lba,
+        Err(_) => disk.header().current_lba,
+    };
     let mut out = Vec::new();
     for (n, p) in disk.partitions() {
         if !p.is_used() {
@@ -107,7 +113,7 @@ pub fn read(file: &mut File) -> Result<(uuid::Uuid, Vec<ReadPartition>)> {
             len: (p.last_lba - p.first_lba + 1) * SECTOR,
         });
     }
-    Ok((*disk.guid(), out))
+    Ok((*disk.guid(), backup_lba, out))
 }
 
 #[cfg(test)]
@@ -151,8 +157,13 @@ mod tests {
         );
 
         let mut f = File::open(&path).unwrap();
-        let (guid, read_back) = read(&mut f).unwrap();
+        let (guid, backup_lba, read_back) = read(&mut f).unwrap();
         assert_eq!(guid, ids.disk_guid);
+        assert_eq!(
+            backup_lba,
+            layout.total / SECTOR - 1,
+            "the disk's last sector"
+        );
         assert_eq!(read_back[2].offset, layout.root.offset);
         assert_eq!(read_back[2].len, layout.root.len);
     }

@@ -7,8 +7,9 @@ use std::fs::File;
 
 use anyhow::{anyhow, Context, Result};
 
+use super::ids::mbr_partuuid;
 use super::layout::{Extent, Layout, SECTOR};
-use super::ReadPartition;
+use super::{Device, ReadPartition};
 
 /// FAT32 with LBA addressing: the type the Pi firmware looks for.
 pub const TYPE_FAT32_LBA: u8 = 0x0c;
@@ -17,11 +18,6 @@ pub const TYPE_SEED: u8 = 0xda;
 pub const TYPE_LINUX: u8 = 0x83;
 /// The protective MBR of a GPT disk.
 pub const TYPE_GPT_PROTECTIVE: u8 = 0xee;
-
-/// The PARTUUID Linux shows for partition `number` of an MBR disk with `signature`.
-pub fn partuuid(signature: u32, number: u32) -> String {
-    format!("{signature:08x}-{number:02x}")
-}
 
 /// Writes an MBR with the boot FAT (1), seed area (2) and root (3).
 pub fn write(file: &mut File, layout: &Layout, signature: u32) -> Result<()> {
@@ -48,7 +44,7 @@ pub fn write(file: &mut File, layout: &Layout, signature: u32) -> Result<()> {
 }
 
 /// The disk signature and used primary partitions of an MBR disk.
-pub fn read(file: &mut File) -> Result<(u32, Vec<ReadPartition>)> {
+pub fn read(file: &mut impl Device) -> Result<(u32, Vec<ReadPartition>)> {
     let mbr = mbrman::MBR::read_from(&mut *file, SECTOR as u32).context("reading the MBR")?;
     let signature = u32::from_le_bytes(mbr.header.disk_signature);
     let mut out = Vec::new();
@@ -59,7 +55,7 @@ pub fn read(file: &mut File) -> Result<(u32, Vec<ReadPartition>)> {
         let number = n as u32;
         let name = match (number, p.sys) {
             (1, TYPE_FAT32_LBA) => "boot",
-            (2, TYPE_SEED) => crate::seed::PART_NAME,
+            (2, TYPE_SEED) => seed_area::PART_NAME,
             (3, TYPE_LINUX) => "root",
             _ => "",
         };
@@ -67,7 +63,7 @@ pub fn read(file: &mut File) -> Result<(u32, Vec<ReadPartition>)> {
             number,
             name: name.to_string(),
             type_name: format!("0x{:02x}", p.sys),
-            partuuid: partuuid(signature, number),
+            partuuid: mbr_partuuid(signature, number),
             offset: u64::from(p.starting_lba) * SECTOR,
             len: u64::from(p.sectors) * SECTOR,
         });
@@ -105,7 +101,7 @@ mod tests {
         let mut f = File::open(&path).unwrap();
         let (sig, read_back) = read(&mut f).unwrap();
         assert_eq!(sig, 0x1234_abcd);
-        assert_eq!(read_back[1].name, crate::seed::PART_NAME);
+        assert_eq!(read_back[1].name, seed_area::PART_NAME);
         assert_eq!(read_back[2].partuuid, "1234abcd-03");
         assert_eq!(read_back[2].offset, layout.root.offset);
         assert_eq!(read_back[2].len, layout.root.len);

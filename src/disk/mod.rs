@@ -1,12 +1,13 @@
-//! The disk: where partitions lie (`layout`) and the table that describes them: a GPT for
-//! UEFI machines (`gpt`), an MBR for Raspberry Pi cards (`mbr`).
+//! The disk: where partitions lie (`layout`), the identifiers written into it (`ids`), and
+//! the table that describes them: a GPT for UEFI machines (`gpt`), an MBR for Raspberry Pi
+//! cards (`mbr`).
 
 pub mod gpt;
+pub mod ids;
 pub mod layout;
 pub mod mbr;
 
-use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{Read, Seek, SeekFrom, Write};
 
 use anyhow::{bail, Context, Result};
 
@@ -27,21 +28,33 @@ pub struct ReadPartition {
 /// Which partition table a disk carries, with its identifier.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Table {
-    Gpt { guid: uuid::Uuid },
-    Mbr { signature: u32 },
+    Gpt {
+        guid: uuid::Uuid,
+        /// The sector of the backup header, which a GPT puts in the disk's last sector: an
+        /// image shorter than this was cut short.
+        backup_lba: u64,
+    },
+    Mbr {
+        signature: u32,
+    },
 }
+
+/// A disk or image to read a table from: a file, a device, or bytes in memory. (Write only
+/// because the `gpt` crate asks it of every device; nothing here writes.)
+pub trait Device: Read + Write + Seek + std::fmt::Debug {}
+impl<T: Read + Write + Seek + std::fmt::Debug> Device for T {}
 
 impl std::fmt::Display for Table {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Table::Gpt { guid } => write!(f, "gpt, disk guid {guid}"),
+            Table::Gpt { guid, .. } => write!(f, "gpt, disk guid {guid}"),
             Table::Mbr { signature } => write!(f, "mbr, disk signature 0x{signature:08x}"),
         }
     }
 }
 
 /// Reads whichever table the disk has: a GPT behind its protective MBR, else a plain MBR.
-pub fn read(file: &mut File) -> Result<(Table, Vec<ReadPartition>)> {
+pub fn read(file: &mut impl Device) -> Result<(Table, Vec<ReadPartition>)> {
     let mut sector = [0u8; 512];
     file.seek(SeekFrom::Start(0))?;
     file.read_exact(&mut sector)
@@ -52,8 +65,8 @@ pub fn read(file: &mut File) -> Result<(Table, Vec<ReadPartition>)> {
     // The four MBR entries start at byte 446; each one's type byte is its fifth.
     let protective = (0..4).any(|i| sector[446 + 16 * i + 4] == mbr::TYPE_GPT_PROTECTIVE);
     if protective {
-        let (guid, parts) = gpt::read(file)?;
-        Ok((Table::Gpt { guid }, parts))
+        let (guid, backup_lba, parts) = gpt::read(file)?;
+        Ok((Table::Gpt { guid, backup_lba }, parts))
     } else {
         let (signature, parts) = mbr::read(file)?;
         Ok((Table::Mbr { signature }, parts))

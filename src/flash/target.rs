@@ -196,7 +196,7 @@ pub fn describe(d: &BlockDev) -> String {
             .map(str::trim)
             .filter(|m| !m.is_empty())
             .unwrap_or("unknown"),
-        format!("{:.1} GiB", d.size as f64 / (1u64 << 30) as f64),
+        format_args!("{:.1} GiB", d.size as f64 / (1u64 << 30) as f64),
         if d.rm { "removable" } else { "fixed" }
     )
 }

@@ -19,8 +19,8 @@ use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
 use super::source::Source;
-use crate::bmap::Bmap;
-use crate::sparse::read_full;
+use crate::artifact::bmap::Bmap;
+use crate::artifact::sparse::read_full;
 
 const MIB: u64 = 1024 * 1024;
 

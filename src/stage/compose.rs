@@ -22,7 +22,7 @@ use super::binaries::Binaries;
 use super::units::{self, Generated};
 use super::{BuildOptions, Stage};
 use crate::cache::{sha256_bytes, KeyBuilder};
-use crate::ids::{Ids, Part};
+use crate::disk::ids::{Ids, Part};
 use crate::overlay::OverlayFile;
 use crate::plan::Plan;
 use crate::progress::Progress;

@@ -120,7 +120,7 @@ pub(crate) mod code {
         include_bytes!("../gateway_config.rs"),
         include_bytes!("../site.rs"),
         include_bytes!("../overlay.rs"),
-        include_bytes!("../ids.rs"),
+        include_bytes!("../disk/ids.rs"),
     ];
     pub const IMAGE: &[&[u8]] = &[
         include_bytes!("image.rs"),
@@ -136,8 +136,8 @@ pub(crate) mod code {
     ];
     pub const OUTPUTS: &[&[u8]] = &[
         include_bytes!("outputs.rs"),
-        include_bytes!("../bmap.rs"),
-        include_bytes!("../sparse.rs"),
-        include_bytes!("../xz.rs"),
+        include_bytes!("../artifact/bmap.rs"),
+        include_bytes!("../artifact/sparse.rs"),
+        include_bytes!("../artifact/xz.rs"),
     ];
 }

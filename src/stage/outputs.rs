@@ -14,10 +14,10 @@ use super::base::Base;
 use super::compose::Composed;
 use super::image::Image;
 use super::{BuildOptions, Stage};
+use crate::artifact::sparse;
 use crate::cache::{sha256_file, KeyBuilder};
 use crate::plan::Plan;
 use crate::progress::Progress;
-use crate::sparse;
 use crate::tool::{self, HostTool};
 
 pub const QEMU_IMG: HostTool = HostTool {
@@ -108,7 +108,7 @@ pub fn run(
     let seed = (img.layout.seed.offset, img.layout.seed.len);
     let (img_sha, map) = sparse::copy_and_hash(&img.disk, &tmp_img, &[seed])?;
     let tmp_bmap = tmp.path().join("image.bmap");
-    fs::write(&tmp_bmap, crate::bmap::to_xml(&map))?;
+    fs::write(&tmp_bmap, crate::artifact::bmap::to_xml(&map))?;
     let img_size = fs::metadata(&tmp_img)?.len();
     let record = |name: String, p: &Path| -> Result<FileRecord> {
         Ok(FileRecord {
@@ -145,9 +145,9 @@ pub fn run(
                 let t = std::time::Instant::now();
                 progress.detail(&format!(
                     "compressing to .img.xz (xz preset {}, all cores)",
-                    crate::xz::PRESET
+                    crate::artifact::xz::PRESET
                 ));
-                let size = crate::xz::compress(&tmp_img, &tmp_out)?;
+                let size = crate::artifact::xz::compress(&tmp_img, &tmp_out)?;
                 progress.detail(&format!(
                     ".img.xz: {} in {:.0}s",
                     crate::progress::fmt_bytes(size),

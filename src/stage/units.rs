@@ -1,7 +1,7 @@
 //! Generated files that depend on the plan rather than on overlays: the role's systemd
 //! units and their enablement links, imgforge's own units, and the worker's node config.
 
-use crate::ids::{Ids, Part};
+use crate::disk::ids::{Ids, Part};
 use std::collections::BTreeSet;
 
 use crate::plan::Plan;

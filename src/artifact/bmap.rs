@@ -2,6 +2,10 @@
 //! data, with a sha256 per range. Written beside each image so `bmaptool copy` and
 //! `imgforge flash` write only the mapped ranges, and read back by `imgforge flash`.
 
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
 use anyhow::{anyhow, bail, Context, Result};
 use sha2::{Digest, Sha256};
 
@@ -41,6 +45,58 @@ impl Bmap {
             })
             .collect()
     }
+}
+
+impl Bmap {
+    /// Maps the bytes [`offset`, `offset + len`) and hashes again, from `image`, every range
+    /// that holds or touches them (merged into one): after `imgforge seed` wrote into the
+    /// image's seed area, the bmap describes the seeded image.
+    pub fn remap(&mut self, image: &File, offset: u64, len: u64) -> Result<()> {
+        let (mut first, mut last) = (offset / BLOCK, (offset + len).div_ceil(BLOCK) - 1);
+        let mut kept = Vec::new();
+        for r in self.ranges.drain(..) {
+            if r.last + 1 < first || r.first > last + 1 {
+                kept.push(r);
+            } else {
+                first = first.min(r.first);
+                last = last.max(r.last);
+            }
+        }
+        let start = first * BLOCK;
+        let end = ((last + 1) * BLOCK).min(self.image_size);
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut at = start;
+        while at < end {
+            let n = (end - at).min(buf.len() as u64) as usize;
+            image
+                .read_exact_at(&mut buf[..n], at)
+                .with_context(|| format!("reading the image at byte {at}"))?;
+            h.update(&buf[..n]);
+            at += n as u64;
+        }
+        kept.push(Range {
+            first,
+            last,
+            sha256: crate::cache::hex(&h.finalize()),
+        });
+        kept.sort_by_key(|r| r.first);
+        self.ranges = kept;
+        Ok(())
+    }
+}
+
+/// `<name>.img.bmap` beside `<name>.img` or `<name>.img.xz`: where imgforge writes it and
+/// bmaptool looks for it.
+pub fn beside(image: &Path) -> PathBuf {
+    let raw = if image.extension().is_some_and(|e| e == "xz") {
+        image.with_extension("")
+    } else {
+        image.to_path_buf()
+    };
+    let mut s = raw.into_os_string();
+    s.push(".bmap");
+    PathBuf::from(s)
 }
 
 /// Builds a bmap from the image's bytes, fed in order in block-aligned chunks.
@@ -202,6 +258,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn remap_hashes_the_changed_blocks_and_merges_what_they_touch() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.img");
+        let mut data = vec![0u8; 16 * BLOCK as usize];
+        data[..BLOCK as usize].fill(1);
+        data[5 * BLOCK as usize..6 * BLOCK as usize].fill(2);
+        let build = |data: &[u8]| {
+            let mut b = Builder::new();
+            for c in data.chunks(BLOCK as usize) {
+                b.feed(c, c.iter().any(|x| *x != 0));
+            }
+            b.finish()
+        };
+        let mut map = build(&data);
+        assert_eq!(map.extents(), [(0, BLOCK), (5 * BLOCK, BLOCK)]);
+        // "Seed" blocks 6-7: they join block 5's range.
+        data[6 * BLOCK as usize + 10] = 9;
+        std::fs::write(&path, &data).unwrap();
+        map.remap(&File::open(&path).unwrap(), 6 * BLOCK, 2 * BLOCK)
+            .unwrap();
+        assert_eq!(map.extents(), [(0, BLOCK), (5 * BLOCK, 3 * BLOCK)]);
+        assert_eq!(
+            map.ranges[1].sha256,
+            crate::cache::sha256_bytes(&data[5 * BLOCK as usize..8 * BLOCK as usize])
+        );
+        assert_eq!(map.ranges[0], build(&data).ranges[0]);
+    }
+
+    #[test]
     fn builder_merges_adjacent_chunks_and_round_trips() {
         let mut b = Builder::new();
         let data = vec![7u8; 8192];
@@ -222,6 +307,11 @@ mod tests {
         assert_eq!(map.extents(), [(0, 16384), (24576, 8192)]);
         let xml = to_xml(&map);
         assert_eq!(parse(&xml).unwrap(), map);
+        assert_eq!(
+            beside(Path::new("out/a.img.xz")),
+            Path::new("out/a.img.bmap")
+        );
+        assert_eq!(beside(Path::new("a.img")), Path::new("a.img.bmap"));
         let tampered = xml.replace("> 6-7 <", "> 5-7 <");
         assert!(parse(&tampered)
             .unwrap_err()

@@ -1,6 +1,9 @@
 //! Identifiers written into an image (partition GUIDs, filesystem UUIDs, the FAT volume id),
 //! derived from the build's input hash: the same inputs give the same image, bit for bit,
 //! and different inputs give different identifiers.
+//!
+//! A leaf: it imports nothing from the rest of the crate, so the partition tables (`gpt`,
+//! `mbr`), the seed area and the stages can all use it without a cycle.
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -51,7 +54,7 @@ impl Ids {
     /// The PARTUUID Linux shows for `part` under the given partition table (`gpt` or `mbr`).
     pub fn partuuid(&self, table: &str, part: Part) -> String {
         if table == "mbr" {
-            return crate::disk::mbr::partuuid(self.mbr_signature, part as u32);
+            return mbr_partuuid(self.mbr_signature, part as u32);
         }
         match part {
             Part::Boot => self.esp_partuuid,
@@ -67,7 +70,7 @@ impl Ids {
         if table == "mbr" {
             format!("/dev/disk/by-partuuid/{}", self.partuuid(table, Part::Seed))
         } else {
-            format!("/dev/disk/by-partlabel/{}", crate::seed::PART_NAME)
+            format!("/dev/disk/by-partlabel/{}", seed_area::PART_NAME)
         }
     }
 
@@ -76,6 +79,12 @@ impl Ids {
         let v = self.fat_volume_id;
         format!("{:04X}-{:04X}", v >> 16, v & 0xffff)
     }
+}
+
+/// The PARTUUID Linux shows for partition `number` of an MBR disk with `signature`
+/// (`SSSSSSSS-NN`: an MBR has no partition GUIDs).
+pub fn mbr_partuuid(signature: u32, number: u32) -> String {
+    format!("{signature:08x}-{number:02x}")
 }
 
 #[cfg(test)]

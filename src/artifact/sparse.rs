@@ -17,7 +17,7 @@ pub fn copy_and_hash(
     src: &Path,
     dst: &Path,
     always_mapped: &[(u64, u64)],
-) -> Result<(String, crate::bmap::Bmap)> {
+) -> Result<(String, crate::artifact::bmap::Bmap)> {
     let mut input = File::open(src).with_context(|| format!("opening {}", src.display()))?;
     let len = input.metadata()?.len();
     let mut out = File::options()
@@ -26,7 +26,7 @@ pub fn copy_and_hash(
         .open(dst)
         .with_context(|| format!("creating {}", dst.display()))?;
     let mut h = Sha256::new();
-    let mut map = crate::bmap::Builder::new();
+    let mut map = crate::artifact::bmap::Builder::new();
     let mut pos = 0u64;
     let mut buf = vec![0u8; CHUNK];
     loop {
