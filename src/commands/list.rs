@@ -11,7 +11,10 @@ pub fn run(a: ListArgs) -> Result<()> {
         println!("{sub}:");
         for name in src.list(sub)? {
             let (layer, _) = src.load_named::<Layer>(sub, kind, &name).map_err(user)?;
-            println!("  {name:<14} {}", layer.description.unwrap_or_default());
+            println!(
+                "  {name:<14} {}",
+                layer.description.as_deref().unwrap_or_default()
+            );
         }
     }
     println!("sites:");

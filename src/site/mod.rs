@@ -1,39 +1,26 @@
-//! The site's view of the network: each host's address, the local networks, and who may
-//! reach which port of which host (from `[[access]]` and from the gateway's routes). The
-//! firewall and the gateway's configuration are both rendered from this.
+//! The site and what is rendered from it: the site file's format (`schema`, with typed
+//! `addr`esses, `names` and `route` values), the checks of the whole site (`check`), each
+//! host's nftables ruleset (`firewall`) and the proxy host's gateway.toml (`gateway_toml`).
+//!
+//! [`SiteView`] is the site's view of the network: each host's address, the local
+//! networks, and who may reach which port of which host (from `[[access]]` and from the
+//! gateway's routes).
+
+pub mod addr;
+pub mod check;
+pub mod firewall;
+pub mod gateway_toml;
+pub mod names;
+pub mod route;
+pub mod schema;
 
 use std::net::IpAddr;
 
 use anyhow::{anyhow, bail, Result};
 
-use crate::profile::schema::{Host, Site, SiteRoute};
-
-/// A network or single address in nftables and gateway syntax (`192.168.50.0/24`).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Net {
-    pub addr: IpAddr,
-    pub prefix: u8,
-}
-
-impl std::fmt::Display for Net {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let full = if self.addr.is_ipv4() { 32 } else { 128 };
-        if self.prefix == full {
-            write!(f, "{}", self.addr)
-        } else {
-            write!(f, "{}/{}", self.addr, self.prefix)
-        }
-    }
-}
-
-/// Parses `ADDRESS/PREFIX` (or a bare address, a /32 or /128).
-pub fn parse_net(s: &str) -> Option<Net> {
-    let (a, p) = s.split_once('/').unwrap_or((s, ""));
-    let addr: IpAddr = a.parse().ok()?;
-    let full = if addr.is_ipv4() { 32 } else { 128 };
-    let prefix = if p.is_empty() { full } else { p.parse().ok()? };
-    (prefix <= full).then_some(Net { addr, prefix })
-}
+pub use addr::{parse_net, HostAddress, Net};
+use route::{Peer, RouteTo};
+use schema::{Host, Site, SiteRoute};
 
 /// Who may reach a port: anyone, or these sources.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,108 +33,95 @@ pub struct SiteView<'a> {
     pub site: &'a Site,
     /// The site file's name, for messages.
     pub display: &'a str,
+    /// Its text, to find the line of a key named in a message.
+    pub text: &'a str,
 }
 
 impl<'a> SiteView<'a> {
-    pub fn host(&self, name: &str) -> Result<&'a Host> {
+    /// `FILE:LINE:COL: key `KEY`` for a message about `key` (`route[2].to`).
+    pub fn at(&self, key: &str) -> String {
+        toml_errors::at(self.display, self.text, key)
+    }
+
+    /// The host named `name` and its index in the file.
+    pub fn find(&self, name: &str) -> Option<(usize, &'a Host)> {
         self.site
             .hosts
             .iter()
-            .find(|h| h.name == name)
-            .ok_or_else(|| {
-                let names: Vec<_> = self.site.hosts.iter().map(|h| h.name.as_str()).collect();
-                anyhow!(
-                    "{}: no host `{name}`; hosts: {}",
-                    self.display,
-                    names.join(", ")
-                )
-            })
+            .enumerate()
+            .find(|(_, h)| h.name == *name)
     }
 
-    /// The static address of a host (without its prefix), needed wherever another host
-    /// must name it: a firewall rule, a gateway upstream.
-    pub fn address_of(&self, name: &str, needed_for: &str) -> Result<IpAddr> {
-        let h = self.host(name)?;
-        if h.address == "dhcp" {
-            bail!(
-                "{}: host `{name}` has address \"dhcp\", but {needed_for} needs its address: give it a static one",
-                self.display
-            );
+    pub fn host_names(&self) -> String {
+        let names: Vec<_> = self.site.hosts.iter().map(|h| h.name.as_str()).collect();
+        if names.is_empty() {
+            "none".into()
+        } else {
+            names.join(", ")
         }
-        parse_net(&h.address).map(|n| n.addr).ok_or_else(|| {
+    }
+
+    /// The host named by `key` (e.g. `route[1].to`), or an error at that key.
+    pub fn host_at(&self, name: &str, key: &str) -> Result<&'a Host> {
+        self.find(name).map(|(_, h)| h).ok_or_else(|| {
             anyhow!(
-                "{}: host `{name}`: address `{}` is not ADDRESS/PREFIX",
-                self.display,
-                h.address
+                "{}: no host `{name}` in the site; hosts: {}",
+                self.at(key),
+                self.host_names()
             )
         })
     }
 
-    pub fn lan(&self) -> Result<Vec<Net>> {
-        self.site
-            .lan
-            .iter()
-            .map(|s| {
-                parse_net(s).ok_or_else(|| {
-                    anyhow!("{}: key `lan`: `{s}` is not ADDRESS/PREFIX", self.display)
-                })
-            })
-            .collect()
+    /// The static address of the host `name` (named at `key`), needed wherever another
+    /// host must name it: a firewall rule, a gateway upstream.
+    pub fn address_at(&self, name: &str, key: &str, needed_for: &str) -> Result<IpAddr> {
+        let h = self.host_at(name, key)?;
+        h.address.ip().ok_or_else(|| {
+            anyhow!(
+                "{}: host `{name}` has address \"dhcp\", but {needed_for} needs its address: give it a static one",
+                self.at(key)
+            )
+        })
     }
 
-    /// The proxy host serving a route: its `via`, else the one host running `proxy_role`.
-    pub fn via(&self, route: &SiteRoute, proxy_role: &str) -> Result<String> {
+    pub fn lan(&self) -> &'a [Net] {
+        &self.site.lan
+    }
+
+    /// The proxy host serving route `i`: its `via`, else the one host running `proxy_role`.
+    pub fn via(&self, i: usize, proxy_role: &str) -> Result<String> {
+        let route = &self.site.routes[i];
         if let Some(v) = &route.via {
-            self.host(v)?;
-            return Ok(v.clone());
+            self.host_at(v, &format!("route[{i}].via"))?;
+            return Ok(v.to_string());
         }
         let proxies: Vec<_> = self
             .site
             .hosts
             .iter()
-            .filter(|h| h.role == proxy_role)
+            .filter(|h| h.role == *proxy_role)
             .collect();
         match proxies.as_slice() {
-            [one] => Ok(one.name.clone()),
+            [one] => Ok(one.name.to_string()),
             [] => bail!(
-                "{}: route `{}{}`: no host runs the `{proxy_role}` role; add one or set `via`",
-                self.display,
-                route.domain,
-                route.prefix
+                "{}: route `{}`: no host runs the `{proxy_role}` role; add one or set `via`",
+                self.at(&format!("route[{i}]")),
+                route.label()
             ),
             _ => bail!(
-                "{}: route `{}{}`: several hosts run `{proxy_role}`; say which with `via`",
-                self.display,
-                route.domain,
-                route.prefix
+                "{}: route `{}`: several hosts run `{proxy_role}`; say which with `via`",
+                self.at(&format!("route[{i}]")),
+                route.label()
             ),
         }
     }
 
     /// A route's `to` as (host, port) when it names a host of the site.
-    pub fn route_target(&self, route: &SiteRoute) -> Result<Option<(String, u16)>> {
-        if route.to.contains("://") {
-            return Ok(None);
+    pub fn route_target(route: &SiteRoute) -> Option<(&str, u16)> {
+        match &route.to {
+            RouteTo::Host { host, port } => Some((host.as_str(), port.get())),
+            RouteTo::Url(_) => None,
         }
-        let (h, p) = route.to.rsplit_once(':').ok_or_else(|| {
-            anyhow!(
-                "{}: route `{}{}`: to = `{}` must be HOST:PORT (a host of the site) or a URL",
-                self.display,
-                route.domain,
-                route.prefix,
-                route.to
-            )
-        })?;
-        let port: u16 = p.parse().map_err(|_| {
-            anyhow!(
-                "{}: route `{}{}`: `{p}` is not a port",
-                self.display,
-                route.domain,
-                route.prefix
-            )
-        })?;
-        self.host(h)?;
-        Ok(Some((h.to_string(), port)))
     }
 
     /// Who may reach `port` on `host`: the hosts the site's `[[access]]` names, and the
@@ -155,45 +129,46 @@ impl<'a> SiteView<'a> {
     pub fn sources(&self, host: &str, port: u16, proxy_role: &str) -> Result<Option<Sources>> {
         let mut nets: Vec<(Net, String)> = Vec::new();
         let mut any = false;
-        for a in self
-            .site
-            .access
-            .iter()
-            .filter(|a| a.to == host && a.ports.contains(&port))
-        {
-            for from in &a.from {
-                match from.as_str() {
-                    "any" => any = true,
-                    "lan" => {
-                        let lan = self.lan()?;
-                        if lan.is_empty() {
+        for (i, a) in self.site.access.iter().enumerate() {
+            if a.to != *host || !a.ports.iter().any(|p| p.get() == port) {
+                continue;
+            }
+            for (k, from) in a.from.iter().enumerate() {
+                match from {
+                    Peer::Any => any = true,
+                    Peer::Lan => {
+                        if self.lan().is_empty() {
                             bail!(
                                 "{}: access to `{host}` from \"lan\", but the site sets no `lan`",
-                                self.display
+                                self.at(&format!("access[{i}].from[{k}]"))
                             );
                         }
-                        nets.extend(lan.into_iter().map(|n| (n, "lan".to_string())));
+                        nets.extend(self.lan().iter().map(|n| (*n, "lan".to_string())));
                     }
-                    name => {
-                        let addr = self.address_of(
+                    Peer::Host(name) => {
+                        let addr = self.address_at(
                             name,
+                            &format!("access[{i}].from[{k}]"),
                             &format!("the firewall rule letting it reach {host}:{port}"),
                         )?;
-                        let full = if addr.is_ipv4() { 32 } else { 128 };
-                        nets.push((Net { addr, prefix: full }, name.to_string()));
+                        nets.push((Net::host(addr), name.to_string()));
                     }
                 }
             }
         }
-        for r in &self.site.routes {
-            if self.route_target(r)? == Some((host.to_string(), port)) {
-                let via = self.via(r, proxy_role)?;
-                let addr = self.address_of(
+        for (i, r) in self.site.routes.iter().enumerate() {
+            if Self::route_target(r) == Some((host, port)) {
+                let via = self.via(i, proxy_role)?;
+                let key = match &r.via {
+                    Some(_) => format!("route[{i}].via"),
+                    None => format!("route[{i}]"),
+                };
+                let addr = self.address_at(
                     &via,
+                    &key,
                     &format!("the firewall rule letting the proxy reach {host}:{port}"),
                 )?;
-                let full = if addr.is_ipv4() { 32 } else { 128 };
-                nets.push((Net { addr, prefix: full }, via));
+                nets.push((Net::host(addr), via));
             }
         }
         if any {
@@ -204,41 +179,31 @@ impl<'a> SiteView<'a> {
         Ok((!nets.is_empty()).then_some(Sources::Nets(nets)))
     }
 
-    /// Every `[[access]]` and route port aimed at `host`, to check against what it serves.
-    pub fn ports_asked_of(&self, host: &str) -> Result<Vec<(u16, String)>> {
+    /// Every `[[access]]` and route port aimed at `host`, with the key that asks for it.
+    pub fn ports_asked_of(&self, host: &str) -> Vec<(u16, String, String)> {
         let mut v = Vec::new();
-        for a in self.site.access.iter().filter(|a| a.to == host) {
-            for p in &a.ports {
-                v.push((*p, format!("[[access]] to `{host}`")));
-            }
-        }
-        for r in &self.site.routes {
-            if let Some((h, p)) = self.route_target(r)? {
-                if h == host {
-                    v.push((p, format!("route `{}{}`", r.domain, r.prefix)));
+        for (i, a) in self.site.access.iter().enumerate() {
+            if a.to == *host {
+                for (k, p) in a.ports.iter().enumerate() {
+                    v.push((
+                        p.get(),
+                        format!("access[{i}].ports[{k}]"),
+                        format!("[[access]] to `{host}`"),
+                    ));
                 }
             }
         }
-        Ok(v)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn nets_parse_and_print() {
-        assert_eq!(
-            parse_net("192.168.50.0/24").unwrap().to_string(),
-            "192.168.50.0/24"
-        );
-        assert_eq!(
-            parse_net("192.168.50.2").unwrap().to_string(),
-            "192.168.50.2"
-        );
-        assert_eq!(parse_net("fd00::1/64").unwrap().to_string(), "fd00::1/64");
-        assert!(parse_net("192.168.50.0/33").is_none());
-        assert!(parse_net("edge").is_none());
+        for (i, r) in self.site.routes.iter().enumerate() {
+            if let Some((h, p)) = Self::route_target(r) {
+                if h == host {
+                    v.push((
+                        p,
+                        format!("route[{i}].to"),
+                        format!("route `{}`", r.label()),
+                    ));
+                }
+            }
+        }
+        v
     }
 }
