@@ -93,18 +93,20 @@ impl ProfileSource {
         }
     }
 
-    /// Where `<sub>/<name>.toml` comes from.
+    /// Where `<sub>/<name>.toml` comes from. A folder's file identical to the embedded one
+    /// (the checkout's own profiles/) counts as the embedded one.
     pub fn origin(&self, sub: &str, name: &str) -> Origin {
         let rel = format!("{sub}/{name}.toml");
-        match self {
-            ProfileSource::Dir(d) if d.join(&rel).is_file() => {
-                if EMBEDDED.get_file(&rel).is_some() {
-                    Origin::Replaces
-                } else {
-                    Origin::Folder
-                }
-            }
-            _ => Origin::Embedded,
+        let ProfileSource::Dir(d) = self else {
+            return Origin::Embedded;
+        };
+        let Ok(text) = std::fs::read(d.join(&rel)) else {
+            return Origin::Embedded;
+        };
+        match EMBEDDED.get_file(&rel) {
+            Some(f) if f.contents() == text.as_slice() => Origin::Embedded,
+            Some(_) => Origin::Replaces,
+            None => Origin::Folder,
         }
     }
 

@@ -26,7 +26,7 @@ pub fn check(view: &SiteView, roles: &BTreeMap<String, Layer>) -> Result<()> {
                 "{}: a second host named `{}`: host[{j}]{} has the name already",
                 view.at(&format!("host[{i}].name")),
                 h.name,
-                line_of(&format!("host[{j}]"))
+                line_of(&format!("host[{j}].name"))
             );
         }
         let Some(net) = h.address.net() else {
@@ -177,6 +177,17 @@ pub fn check(view: &SiteView, roles: &BTreeMap<String, Layer>) -> Result<()> {
         }
         let via = view.via(i, PROXY_ROLE)?;
         let (_, vh) = view.find(&via).expect("via names a host");
+        if let RouteTo::Host { host, port } = &r.to {
+            let key = match &r.via {
+                Some(_) => format!("route[{i}].via"),
+                None => format!("route[{i}]"),
+            };
+            view.address_at(
+                &via,
+                &key,
+                &format!("the firewall rule letting the proxy reach {host}:{port}"),
+            )?;
+        }
         if gateway_service(&roles[vh.role.as_str()].services).is_none() {
             bail!(
                 "{}: route `{}` is served by host `{via}`, whose role `{}` runs no gateway",

@@ -39,14 +39,22 @@ pub fn gateway_service(services: &[Service]) -> Option<&Service> {
 /// gateway's own parser, so nothing `gateway check` refuses reaches an image.
 pub fn render(view: &SiteView, host: &str, service: &str, slots: &[Slot]) -> Result<String> {
     let text = render_text(view, host, service, slots)?;
+    accepted_by_gateway(view, host, &text)?;
+    Ok(text)
+}
+
+/// Runs a rendered configuration through the gateway's own parser (what `gateway check`
+/// runs); a refusal names the site file, the host and the parser's line and key, and
+/// shows the rendered text.
+fn accepted_by_gateway(view: &SiteView, host: &str, text: &str) -> Result<()> {
     let display = format!("gateway.toml rendered for host `{host}`");
-    if let Err(e) = gateway_config::parse(&display, &text) {
+    if let Err(e) = gateway_config::parse(&display, text) {
         bail!(
             "{}: the gateway's parser refuses the configuration rendered from it: {e}\n{text}",
             view.display
         );
     }
-    Ok(text)
+    Ok(())
 }
 
 fn render_text(view: &SiteView, host: &str, service: &str, slots: &[Slot]) -> Result<String> {
@@ -214,6 +222,25 @@ mod tests {
                 "{cfg}"
             );
         }
+    }
+
+    #[test]
+    fn a_configuration_the_gateways_parser_refuses_is_an_error_naming_site_host_and_key() {
+        let text = include_str!("../../profiles/sites/example.toml");
+        let site: Site = parse_toml("sites/example.toml", text).unwrap();
+        let view = SiteView {
+            site: &site,
+            display: "sites/example.toml",
+            text,
+        };
+        let bad = "[server]\nhttp = \"0.0.0.0:80\"\n[[route]]\nhost = \"a.test\"\nupstream = \"ftp://x\"\n";
+        let err = accepted_by_gateway(&view, "edge", bad)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("sites/example.toml: the gateway's parser refuses the configuration rendered from it: gateway.toml rendered for host `edge`:5:12: key `route[0].upstream`: `ftp://x` is not an http:// URL"),
+            "{err}"
+        );
     }
 
     #[test]
