@@ -210,7 +210,10 @@ pub fn load_site(src: &ProfileSource, name: &str) -> Result<SiteFile> {
             .ok_or_else(|| anyhow!("roles/{}.toml vanished", h.role))?;
         let role = load_layer(file)?;
         let mut merged = common.as_ref().map(|c| c.layer.clone()).unwrap_or_default();
-        merged.merge(role.layer);
+        merged.merge(role.layer.clone());
+        // A mistake inside the role is named in the role's file, not in the site's.
+        let files: Vec<&LayerFile> = common.iter().chain(std::iter::once(&role)).collect();
+        check_references(&merged, &files)?;
         roles.insert(h.role.to_string(), merged);
     }
     crate::site::check::check(&view, &roles)?;

@@ -345,6 +345,22 @@ fn port_zero_is_refused_in_a_role_and_in_an_access_rule() {
     );
 }
 
+#[test]
+fn a_mistake_in_another_hosts_role_is_named_in_that_roles_file() {
+    // Building vm-ia reads the proxy's role too (the site's gateway.toml comes from it).
+    let c = Copy::new();
+    let line = c.edit(
+        "roles/proxy.toml",
+        "service = \"gateway\"\nrequired = true",
+        "service = \"gatewy\"\nrequired = true",
+    );
+    expect(
+        &c.refused(&["plan", "--role", "vm-ia"]),
+        &format!("profiles/roles/proxy.toml:{line}:11: key `slot[0].service`: slot `jupyter-htpasswd` is read by service `gatewy`, which the role does not run"),
+        &[],
+    );
+}
+
 // ---- duplicates that would silently replace each other ----
 
 #[test]
