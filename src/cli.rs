@@ -65,7 +65,7 @@ pub struct ProfileArgs {
     /// Host of the site to build (default: the first host running the role).
     #[arg(long)]
     pub host: Option<String>,
-    /// Profiles folder replacing the embedded profiles (default: ./profiles if present).
+    /// Profiles folder adding to the embedded profiles, its files winning (default: ./profiles if present).
     #[arg(long, value_name = "DIR", help_heading = "Inputs")]
     pub profiles: Option<PathBuf>,
 }
@@ -206,7 +206,7 @@ pub struct BootArgs {
 
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    /// Profiles folder replacing the embedded profiles (default: ./profiles if present).
+    /// Profiles folder adding to the embedded profiles, its files winning (default: ./profiles if present).
     #[arg(long, value_name = "DIR")]
     pub profiles: Option<PathBuf>,
 }

@@ -1,16 +1,19 @@
 //! The resolve stage: merge common, target and role layers with the site into the
 //! effective [`Plan`] that every later stage reads, and validate it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 
 use anyhow::{anyhow, bail, Result};
 use serde::Serialize;
 
 use crate::cache::sha256_bytes;
+use crate::profile::check::{at_item, check_file, LayerFile};
 use crate::profile::load::parse_toml;
+use crate::profile::machine::{Arch, BootMethod, Output, PartitionTable};
 use crate::profile::merge::Merge;
 use crate::profile::{Database, Job, Layer, ProfileSource, Qemu, Raspi, Service, Site, Slot};
-use crate::site::SiteView;
+use crate::site::{HostAddress, SiteView};
 
 pub const DEFAULT_ROLE: &str = "proxy";
 pub const DEFAULT_TARGET: &str = "x86_64-vm";
@@ -37,15 +40,15 @@ pub struct Plan {
     pub site: String,
     pub host: HostPlan,
     pub suite: String,
-    pub arch: String,
+    pub arch: Arch,
     pub rust_target: String,
-    pub partition_table: String,
-    pub boot: String,
+    pub partition_table: PartitionTable,
+    pub boot: BootMethod,
     pub packages: Vec<String>,
     /// Archive components beyond main.
     pub apt_components: Vec<String>,
     /// Extra outputs: qcow2, img.xz.
-    pub outputs: Vec<String>,
+    pub outputs: Vec<Output>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub raspi: Option<Raspi>,
     pub enable_units: Vec<String>,
@@ -82,10 +85,10 @@ pub struct Plan {
 pub struct HostPlan {
     pub name: String,
     pub fqdn: String,
-    pub address: String,
+    pub address: HostAddress,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub gateway: Option<String>,
-    pub dns: Vec<String>,
+    pub gateway: Option<IpAddr>,
+    pub dns: Vec<IpAddr>,
 }
 
 /// An app slot with the source the site gives it.
@@ -104,7 +107,7 @@ pub struct AppPlan {
 pub struct SiteHost {
     pub name: String,
     pub fqdn: String,
-    pub address: String,
+    pub address: IpAddr,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -138,6 +141,85 @@ impl Plan {
     }
 }
 
+/// Reads one layer file and runs the checks of a single file on it.
+fn load_layer(file: crate::profile::load::ProfileFile) -> Result<LayerFile> {
+    let layer: Layer = parse_toml(&file.display, &file.text)?;
+    let f = LayerFile {
+        layer,
+        display: file.display,
+        text: file.text,
+    };
+    check_file(&f)?;
+    Ok(f)
+}
+
+/// A site file, parsed, with where it came from.
+pub struct SiteFile {
+    pub site: Site,
+    pub display: String,
+    pub text: String,
+    /// The folder of the site file on disk (app sources are relative to it); `None` when
+    /// it is the embedded copy.
+    pub dir: Option<std::path::PathBuf>,
+}
+
+impl SiteFile {
+    pub fn view(&self) -> SiteView<'_> {
+        SiteView {
+            site: &self.site,
+            display: &self.display,
+            text: &self.text,
+        }
+    }
+}
+
+/// Reads the site `name` and checks it as a whole: every host, access rule and route,
+/// against the roles its hosts run (common.toml and each role merged), and each proxy
+/// host's rendered gateway.toml against the gateway's parser.
+pub fn load_site(src: &ProfileSource, name: &str) -> Result<SiteFile> {
+    let (site, file) = src.load_named::<Site>("sites", "site", name)?;
+    let sf = SiteFile {
+        site,
+        display: file.display,
+        text: file.text,
+        dir: file.dir.map(|d| d.join("sites")),
+    };
+    let view = sf.view();
+    let common = match src.read("common.toml")? {
+        Some(f) => Some(load_layer(f)?),
+        None => None,
+    };
+    let known = src.list("roles")?;
+    let mut roles: BTreeMap<String, Layer> = BTreeMap::new();
+    for (i, h) in sf.site.hosts.iter().enumerate() {
+        if roles.contains_key(h.role.as_str()) {
+            continue;
+        }
+        if !known.iter().any(|k| *k == *h.role) {
+            bail!(
+                "{}: host `{}` runs role `{}`, which is not a role; known roles: {} ({})",
+                view.at(&format!("host[{i}].role")),
+                h.name,
+                h.role,
+                known.join(", "),
+                src.describe()
+            );
+        }
+        let file = src
+            .read(&format!("roles/{}.toml", h.role))?
+            .ok_or_else(|| anyhow!("roles/{}.toml vanished", h.role))?;
+        let role = load_layer(file)?;
+        let mut merged = common.as_ref().map(|c| c.layer.clone()).unwrap_or_default();
+        merged.merge(role.layer.clone());
+        // A mistake inside the role is named in the role's file, not in the site's.
+        let files: Vec<&LayerFile> = common.iter().chain(std::iter::once(&role)).collect();
+        check_references(&merged, &files)?;
+        roles.insert(h.role.to_string(), merged);
+    }
+    crate::site::check::check(&view, &roles)?;
+    Ok(sf)
+}
+
 pub fn resolve(src: &ProfileSource, req: &Request) -> Result<Plan> {
     let mut inputs = Vec::new();
     let mut record = |display: &str, text: &str| {
@@ -147,97 +229,78 @@ pub fn resolve(src: &ProfileSource, req: &Request) -> Result<Plan> {
         })
     };
 
-    let mut layer = Layer::default();
-    let mut origin = Vec::new();
+    let mut files: Vec<LayerFile> = Vec::new();
     if let Some(common) = src.read("common.toml")? {
-        layer = parse_toml(&common.display, &common.text)?;
         record(&common.display, &common.text);
-        origin.push(common.display);
+        files.push(load_layer(common)?);
     }
-    let (target, tfile) = src.load_named::<Layer>("targets", "target", &req.target)?;
+    let (_, tfile) = src.load_named::<Layer>("targets", "target", &req.target)?;
     record(&tfile.display, &tfile.text);
-    let (role, rfile) = src.load_named::<Layer>("roles", "role", &req.role)?;
+    files.push(load_layer(tfile)?);
+    let (_, rfile) = src.load_named::<Layer>("roles", "role", &req.role)?;
     record(&rfile.display, &rfile.text);
-    let (site, sfile) = src.load_named::<Site>("sites", "site", &req.site)?;
+    files.push(load_layer(rfile)?);
+    let sfile = load_site(src, &req.site)?;
     record(&sfile.display, &sfile.text);
-    layer.merge(target);
-    layer.merge(role);
-    let layers = format!(
-        "{}, {}, {}",
-        origin.join(", "),
-        tfile.display,
-        rfile.display
-    );
+    let site = &sfile.site;
+    let view = sfile.view();
 
-    let need = |v: Option<String>, key: &str| {
-        v.ok_or_else(|| anyhow!("no layer sets `{key}` (read: {layers}); the target usually does"))
+    let mut layer = Layer::default();
+    for f in &files {
+        layer.merge(f.layer.clone());
+    }
+    let refs: Vec<&LayerFile> = files.iter().collect();
+    let tdisplay = refs[refs.len() - 2].display.clone();
+    let rdisplay = refs[refs.len() - 1].display.clone();
+    let layers: Vec<&str> = refs.iter().map(|f| f.display.as_str()).collect();
+    let layers = layers.join(", ");
+    // The last file that sets a single value, for a message about it.
+    let setter = |key: &str, set: fn(&Layer) -> bool| -> String {
+        refs.iter()
+            .rev()
+            .find(|f| set(&f.layer))
+            .map_or(tdisplay.clone(), |f| f.at(key))
     };
-    let arch = need(layer.arch, "arch")?;
-    if !["amd64", "arm64"].contains(&arch.as_str()) {
+
+    fn need<T>(v: Option<T>, key: &str, layers: &str) -> Result<T> {
+        v.ok_or_else(|| anyhow!("no layer sets `{key}` (read: {layers}); the target usually does"))
+    }
+    let arch = need(layer.arch, "arch", &layers)?;
+    let partition_table = need(layer.partition_table, "partition-table", &layers)?;
+    let boot = need(layer.boot, "boot", &layers)?;
+    if boot.partition_table() != partition_table {
         bail!(
-            "{}: `arch = \"{arch}\"` is not supported; use amd64 or arm64",
-            tfile.display
+            "{}: `boot = \"{boot}\"` goes with `partition-table = \"{}\"`, not \"{partition_table}\"",
+            setter("partition-table", |l| l.partition_table.is_some()),
+            boot.partition_table()
         );
     }
-    let partition_table = need(layer.partition_table, "partition-table")?;
-    let boot = need(layer.boot, "boot")?;
-    match (boot.as_str(), partition_table.as_str()) {
-        ("systemd-boot", "gpt") => {}
-        ("raspi-firmware", "mbr") => {
-            if layer.raspi.is_none() {
-                bail!(
-                    "{}: `boot = \"raspi-firmware\"` needs a [raspi] table (model, firmware, \
-                     device-trees)",
-                    tfile.display
-                );
-            }
-        }
-        ("systemd-boot" | "raspi-firmware", _) => bail!(
-            "{}: `boot = \"{boot}\"` goes with `partition-table = \"{}\"`, not \"{partition_table}\"",
-            tfile.display,
-            if boot == "systemd-boot" { "gpt" } else { "mbr" }
-        ),
-        _ => bail!(
-            "{}: `boot = \"{boot}\"` is not supported; use systemd-boot or raspi-firmware",
-            tfile.display
-        ),
+    if boot == BootMethod::RaspiFirmware && layer.raspi.is_none() {
+        bail!(
+            "{}: `boot = \"raspi-firmware\"` needs a [raspi] table (model, firmware, \
+             device-trees)",
+            setter("boot", |l| l.boot.is_some())
+        );
     }
-    for o in &layer.outputs {
-        if !["qcow2", "img.xz"].contains(&o.as_str()) {
-            bail!(
-                "{}: `outputs` names `{o}`; imgforge writes qcow2 and img.xz (the .img, \
-                 .bmap, manifest and SHA256SUMS are always written)",
-                tfile.display
-            );
-        }
-    }
-    let suite = layer.suite.clone().unwrap_or_else(|| "trixie".into());
+    let suite = layer
+        .suite
+        .as_ref()
+        .map_or_else(|| "trixie".to_string(), |s| s.to_string());
     // `name/backports` is the name from this suite's backports.
     let packages: Vec<String> = layer
         .packages
         .iter()
         .map(|p| match p.strip_suffix("/backports") {
             Some(name) => format!("{name}/{suite}-backports"),
-            None => p.clone(),
+            None => p.to_string(),
         })
         .collect();
 
-    let host = pick_host(&site, &sfile.display, req)?;
-    for svc in &layer.services {
-        validate_service(svc, &rfile.display)?;
-    }
-    validate_apps_and_env(&layer.apps, &layer.services, &layer.slots, &rfile.display)?;
-    let view = SiteView {
-        site: &site,
-        display: &sfile.display,
-    };
-    let firewall = crate::firewall::ruleset(&view, &host.name, &req.role, &layer.services)?;
-    let gateway_config = match layer
-        .services
-        .iter()
-        .find(|s| s.exec.first().is_some_and(|e| e.ends_with("/gateway")))
-    {
-        Some(gw) => Some(crate::gateway_config::render(
+    let host = pick_host(&view, req)?;
+    check_references(&layer, &refs)?;
+    let firewall = crate::site::firewall::ruleset(&view, &host.name, &req.role, &layer.services)?;
+    let gateway_config = match crate::site::gateway_toml::gateway_service(&layer.services) {
+        Some(gw) => Some(crate::site::gateway_toml::render(
             &view,
             &host.name,
             &gw.name,
@@ -245,14 +308,10 @@ pub fn resolve(src: &ProfileSource, req: &Request) -> Result<Plan> {
         )?),
         None => None,
     };
-    let site_dir = match src {
-        ProfileSource::Dir(d) => Some(d.join("sites")),
-        ProfileSource::Embedded => None,
-    };
-    let site_host = site.hosts.iter().find(|h| h.name == host.name);
+    let site_host = view.find(&host.name);
     let mut apps = Vec::new();
     for app in &layer.apps {
-        let Some(rel) = site_host.and_then(|h| h.apps.get(&app.name)) else {
+        let Some(rel) = site_host.and_then(|(_, h)| h.apps.get(&app.name)) else {
             bail!(
                 "{}: role `{}` has the app slot `{}`: host `{}` must name its source (apps = {{ {} = \"path/to/app\" }})",
                 sfile.display, req.role, app.name, host.name, app.name
@@ -260,17 +319,17 @@ pub fn resolve(src: &ProfileSource, req: &Request) -> Result<Plan> {
         };
         apps.push(AppPlan {
             name: app.name.clone(),
-            description: app.description.clone(),
+            description: app.description.to_string(),
             requirements: app.requirements.clone(),
-            source: crate::app_source::resolve(site_dir.as_deref(), rel),
+            source: crate::app_source::resolve(sfile.dir.as_deref(), rel),
         });
     }
-    if let Some(h) = site_host {
+    if let Some((i, h)) = site_host {
         for name in h.apps.keys() {
             if !layer.apps.iter().any(|a| &a.name == name) {
                 bail!(
                     "{}: host `{}`: role `{}` has no app slot `{name}`",
-                    sfile.display,
+                    view.at(&format!("host[{i}].apps.{name}")),
                     h.name,
                     req.role
                 );
@@ -281,52 +340,16 @@ pub fn resolve(src: &ProfileSource, req: &Request) -> Result<Plan> {
         .hosts
         .iter()
         .filter_map(|h| {
-            let net = crate::site::parse_net(&h.address)?;
             Some(SiteHost {
-                name: h.name.clone(),
+                name: h.name.to_string(),
                 fqdn: format!("{}.{}", h.name, site.domain),
-                address: net.addr.to_string(),
+                address: h.address.ip()?,
             })
         })
         .collect();
-    for slot in &layer.slots {
-        let ok = !slot.name.is_empty()
-            && slot
-                .name
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
-        if !ok {
-            bail!(
-                "{}: slot name `{}` must be lower-case letters, digits, '-' or '_'",
-                rfile.display,
-                slot.name
-            );
-        }
-        if slot.generate && slot.kind != seed_area::SlotKind::Secret {
-            bail!(
-                "{}: slot `{}`: only a slot of kind \"secret\" can be generated on the node",
-                rfile.display,
-                slot.name
-            );
-        }
-        if !layer.services.iter().any(|s| s.name == slot.service) {
-            bail!(
-                "{}: slot `{}` is read by service `{}`, which the role does not run",
-                rfile.display,
-                slot.name,
-                slot.service
-            );
-        }
-    }
-    validate_databases_and_jobs(
-        &layer.packages,
-        &layer.slots,
-        &layer.databases,
-        &layer.jobs,
-        &rfile.display,
-    )?;
-    let q = layer.qemu.unwrap_or_default();
-    let qemu = resolve_qemu(q, &tfile.display)?;
+    let q = layer.qemu.clone().unwrap_or_default();
+    let qemu = resolve_qemu(q, &tdisplay)?;
+    let _ = &rdisplay;
 
     let source_date_epoch = match std::env::var("SOURCE_DATE_EPOCH") {
         Ok(v) => v
@@ -336,6 +359,9 @@ pub fn resolve(src: &ProfileSource, req: &Request) -> Result<Plan> {
         Err(_) => DEFAULT_EPOCH,
     };
 
+    let strings = |v: &[crate::profile::unit_values::Line]| -> Vec<String> {
+        v.iter().map(|l| l.to_string()).collect()
+    };
     Ok(Plan {
         role: req.role.clone(),
         target: req.target.clone(),
@@ -343,16 +369,22 @@ pub fn resolve(src: &ProfileSource, req: &Request) -> Result<Plan> {
         host,
         suite,
         arch,
-        rust_target: need(layer.rust_target, "rust-target")?,
+        rust_target: need(layer.rust_target.clone(), "rust-target", &layers)?,
         partition_table,
         boot,
         packages: sorted_unique(packages),
-        apt_components: sorted_unique(layer.apt_components),
-        outputs: sorted_unique(layer.outputs),
+        apt_components: sorted_unique(strings(&layer.apt_components)),
+        outputs: layer
+            .outputs
+            .iter()
+            .copied()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect(),
         raspi: layer.raspi,
-        enable_units: sorted_unique(layer.enable_units),
-        initramfs_modules: sorted_unique(layer.initramfs_modules),
-        kernel_cmdline: unique_in_order(layer.kernel_cmdline),
+        enable_units: sorted_unique(layer.enable_units.iter().map(|u| u.to_string()).collect()),
+        initramfs_modules: sorted_unique(strings(&layer.initramfs_modules)),
+        kernel_cmdline: unique_in_order(strings(&layer.kernel_cmdline)),
         esp_size_mib: layer.esp_size_mib.unwrap_or(64),
         root_free_mib: layer.root_free_mib.unwrap_or(256),
         boot_timeout_secs: layer.boot_timeout_secs.unwrap_or(300),
@@ -370,58 +402,61 @@ pub fn resolve(src: &ProfileSource, req: &Request) -> Result<Plan> {
     })
 }
 
-/// App slots are plain names; a service's app is one of them; `${slot:NAME}` in its
-/// environment names a slot of the role; and a service with ports does not bind loopback.
-fn validate_apps_and_env(
-    apps: &[crate::profile::App],
-    services: &[Service],
-    slots: &[Slot],
-    display: &str,
-) -> Result<()> {
-    for app in apps {
-        if !plain_name(&app.name, '-') {
-            bail!(
-                "{display}: app slot name `{}` must be lower-case letters, digits, '-' or '_'",
-                app.name
-            );
-        }
-    }
-    for svc in services {
+/// What one item of the merged layers says of another: a service's app slot and the
+/// slots its environment names, a slot's service, a database's password slot. Each error
+/// names the file and line of the item that refers.
+fn check_references(layer: &Layer, files: &[&LayerFile]) -> Result<()> {
+    for svc in &layer.services {
         if let Some(a) = &svc.app {
-            if !apps.iter().any(|x| &x.name == a) {
-                bail!("{display}: service `{}` runs app `{a}`, which is not an app slot of the role ([[app]])", svc.name);
+            if !layer.apps.iter().any(|x| &x.name == a) {
+                bail!(
+                    "{}: service `{}` runs app `{a}`, which is not an app slot of the role ([[app]])",
+                    at_item(files, "service", &svc.name, "app"),
+                    svc.name
+                );
             }
         }
         for (k, v) in &svc.env {
-            if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                bail!(
-                    "{display}: service `{}`: env key `{k}` must be letters, digits and '_'",
-                    svc.name
-                );
-            }
-            if v.contains('\n') {
-                bail!(
-                    "{display}: service `{}`: env `{k}` holds a line break",
-                    svc.name
-                );
-            }
             for slot in env_slots(v) {
-                if !slots.iter().any(|s| s.name == slot) {
-                    bail!("{display}: service `{}`: env `{k}` names `${{slot:{slot}}}`, which is not a slot of the role", svc.name);
+                if !layer.slots.iter().any(|s| s.name == slot) {
+                    bail!(
+                        "{}: service `{}`: env `{k}` names `${{slot:{slot}}}`, which is not a slot of the role",
+                        at_item(files, "service", &svc.name, &format!("env.{k}")),
+                        svc.name
+                    );
                 }
             }
         }
-        if !svc.ports.is_empty() {
-            if let Some(w) = svc
-                .exec
-                .iter()
-                .find(|w| w.contains("127.0.0.1:") || w.contains("localhost:"))
-            {
-                bail!(
-                    "{display}: service `{}` listens on `{w}`, which other hosts cannot reach (the proxy gets a 502): bind 0.0.0.0 and let the firewall say who may connect",
-                    svc.name
-                );
-            }
+    }
+    for slot in &layer.slots {
+        if !layer.services.iter().any(|s| s.name == *slot.service) {
+            bail!(
+                "{}: slot `{}` is read by service `{}`, which the role does not run",
+                at_item(files, "slot", &slot.name, "service"),
+                slot.name,
+                slot.service
+            );
+        }
+    }
+    let uses_pg = !layer.databases.is_empty() || !layer.jobs.is_empty();
+    if uses_pg && !layer.packages.iter().any(|p| p == "postgresql") {
+        let (list, name) = match layer.databases.first() {
+            Some(d) => ("database", d.name.as_str()),
+            None => ("job", layer.jobs[0].name.as_str()),
+        };
+        bail!(
+            "{}: databases and pg-dump jobs need PostgreSQL: add \"postgresql\" to `packages`",
+            at_item(files, list, name, "")
+        );
+    }
+    for d in &layer.databases {
+        if !layer.slots.iter().any(|s| s.name == d.password_slot) {
+            bail!(
+                "{}: database `{}`: password-slot `{}` is not a slot of the role",
+                at_item(files, "database", &d.name, "password-slot"),
+                d.name,
+                d.password_slot
+            );
         }
     }
     Ok(())
@@ -444,96 +479,47 @@ pub fn env_slots(v: &str) -> Vec<&str> {
     out
 }
 
-/// A plain PostgreSQL name, or a unit-name-safe job name.
-fn plain_name(s: &str, extra: char) -> bool {
-    s.chars().next().is_some_and(|c| c.is_ascii_lowercase())
-        && s.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == extra)
-}
-
-fn validate_databases_and_jobs(
-    packages: &[String],
-    slots: &[Slot],
-    databases: &[Database],
-    jobs: &[Job],
-    display: &str,
-) -> Result<()> {
-    let uses_pg = !databases.is_empty() || !jobs.is_empty();
-    if uses_pg && !packages.iter().any(|p| p == "postgresql") {
-        bail!("{display}: databases and pg-dump jobs need PostgreSQL: add \"postgresql\" to `packages`");
-    }
-    for d in databases {
-        for (what, n) in [("database", &d.name), ("owner", &d.owner)] {
-            if !plain_name(n, '_') {
-                bail!("{display}: {what} name `{n}` must be lower-case letters, digits or '_', starting with a letter");
-            }
-        }
-        if !slots.iter().any(|s| s.name == d.password_slot) {
-            bail!(
-                "{display}: database `{}`: password-slot `{}` is not a slot of the role",
-                d.name,
-                d.password_slot
-            );
-        }
-    }
-    for j in jobs {
-        if !plain_name(&j.name, '-') {
-            bail!(
-                "{display}: job name `{}` must be lower-case letters, digits, '-' or '_'",
-                j.name
-            );
-        }
-        if !plain_name(&j.pg_dump.database, '_') {
-            bail!(
-                "{display}: job `{}`: database name `{}` is not a plain name",
-                j.name,
-                j.pg_dump.database
-            );
-        }
-        if j.schedule.is_empty() || j.schedule.contains('\n') {
-            bail!(
-                "{display}: job `{}`: schedule must be one systemd calendar expression",
-                j.name
-            );
-        }
-    }
-    Ok(())
-}
-
-fn pick_host(site: &Site, display: &str, req: &Request) -> Result<HostPlan> {
+fn pick_host(view: &SiteView, req: &Request) -> Result<HostPlan> {
+    let site = view.site;
     let host = match &req.host {
         Some(name) => {
-            let h = site.hosts.iter().find(|h| &h.name == name).ok_or_else(|| {
-                let names: Vec<_> = site.hosts.iter().map(|h| h.name.as_str()).collect();
-                anyhow!("{display}: no host `{name}`; hosts: {}", names.join(", "))
-            })?;
-            if h.role != req.role {
+            let h = site
+                .hosts
+                .iter()
+                .find(|h| h.name == **name)
+                .ok_or_else(|| {
+                    anyhow!(
+                        "{}: no host `{name}`; hosts: {}",
+                        view.display,
+                        view.host_names()
+                    )
+                })?;
+            if h.role != *req.role {
                 bail!(
-                    "{display}: host `{name}` runs role `{}`, not `{}`",
+                    "{}: host `{name}` runs role `{}`, not `{}`",
+                    view.display,
                     h.role,
                     req.role
                 );
             }
             Some(h)
         }
-        None => site.hosts.iter().find(|h| h.role == req.role),
+        None => site.hosts.iter().find(|h| h.role == *req.role),
     };
     // A role with no host in the site still builds: the image is named after the role.
     let (name, address, gateway, dns) = match host {
-        Some(h) => (
-            h.name.clone(),
-            h.address.clone(),
-            h.gateway.clone(),
-            h.dns.clone(),
-        ),
-        None => (req.role.clone(), "dhcp".to_string(), None, vec![]),
+        Some(h) => (h.name.to_string(), h.address, h.gateway, h.dns.clone()),
+        None => {
+            let name: crate::site::names::HostName = req.role.parse().map_err(|e| {
+                anyhow!(
+                    "{}: role `{}` has no host in the site, so the image's hostname would be the role's name: {e}",
+                    view.display,
+                    req.role
+                )
+            })?;
+            (name.to_string(), HostAddress::Dhcp, None, vec![])
+        }
     };
-    if !valid_hostname(&name) {
-        bail!("{display}: host name `{name}` is not a valid hostname (letters, digits, '-')");
-    }
-    if address != "dhcp" && !address.contains('/') {
-        bail!("{display}: host `{name}`: address `{address}` must be `dhcp` or ADDRESS/PREFIX");
-    }
     Ok(HostPlan {
         fqdn: format!("{name}.{}", site.domain),
         name,
@@ -541,43 +527,6 @@ fn pick_host(site: &Site, display: &str, req: &Request) -> Result<HostPlan> {
         gateway,
         dns,
     })
-}
-
-fn valid_hostname(n: &str) -> bool {
-    !n.is_empty()
-        && n.len() <= 63
-        && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        && !n.starts_with('-')
-}
-
-fn validate_service(svc: &Service, display: &str) -> Result<()> {
-    let name_ok = !svc.name.is_empty()
-        && svc
-            .name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c));
-    if !name_ok {
-        bail!(
-            "{display}: service name `{}` is not a valid unit name",
-            svc.name
-        );
-    }
-    match svc.exec.first() {
-        Some(p) if p.starts_with('/') => {}
-        _ => bail!(
-            "{display}: service `{}`: `exec` must start with an absolute path",
-            svc.name
-        ),
-    }
-    if let Some(url) = &svc.health {
-        if !url.starts_with("http://") {
-            bail!(
-                "{display}: service `{}`: health `{url}` must be an http:// URL",
-                svc.name
-            );
-        }
-    }
-    Ok(())
 }
 
 fn resolve_qemu(q: Qemu, display: &str) -> Result<QemuPlan> {
@@ -621,7 +570,7 @@ mod tests {
     #[test]
     fn default_plan_merges_layers() {
         let plan = resolve(&ProfileSource::Embedded, &req(DEFAULT_ROLE, DEFAULT_TARGET)).unwrap();
-        assert_eq!(plan.arch, "amd64");
+        assert_eq!(plan.arch, Arch::Amd64);
         assert_eq!(plan.suite, "trixie");
         assert!(
             plan.packages.contains(&"systemd".to_string()),
@@ -656,7 +605,7 @@ mod tests {
             ["start4.elf", "fixup4.dat"]
         );
         assert_eq!(rpi4.apt_components, ["non-free-firmware"]);
-        assert_eq!(rpi4.outputs, ["img.xz"]);
+        assert_eq!(rpi4.outputs, [Output::ImgXz]);
         let rpi5 = resolve(&ProfileSource::Embedded, &req("proxy", "rpi5")).unwrap();
         assert!(
             rpi5.packages
@@ -710,18 +659,58 @@ mod tests {
     }
 
     #[test]
-    fn bad_host_address_is_rejected_with_file() {
-        let site: Site = parse_toml(
+    fn bad_host_address_is_refused_at_parse_time_with_line_and_key() {
+        let err = parse_toml::<Site>(
             "sites/x.toml",
             "domain = \"example.test\"\n[[host]]\nname = \"edge\"\nrole = \"proxy\"\naddress = \"10.0.0.1\"\n",
         )
-        .unwrap();
-        let err = pick_host(&site, "sites/x.toml", &req("proxy", "x86_64-vm"))
-            .unwrap_err()
-            .to_string();
+        .unwrap_err()
+        .to_string();
         assert!(
-            err.starts_with("sites/x.toml: host `edge`: address `10.0.0.1`"),
+            err.starts_with("sites/x.toml:5:11: key `host[0].address`: `10.0.0.1` must be \"dhcp\" or ADDRESS/PREFIX"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_folder_adds_to_the_embedded_profiles() {
+        let dir = tempfile::tempdir().unwrap();
+        let profiles = dir.path().join("profiles");
+        std::fs::create_dir_all(profiles.join("roles")).unwrap();
+        let proxy = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles/roles/proxy.toml"),
+        )
+        .unwrap();
+        std::fs::write(
+            profiles.join("roles/proxy.toml"),
+            proxy.replacen("description = ", "description = \"mine\"\n# ", 1),
+        )
+        .unwrap();
+        let src = ProfileSource::Dir(profiles);
+        // The embedded targets and site are still there; the folder's proxy role wins.
+        let plan = resolve(&src, &req("proxy", "rpi4")).unwrap();
+        assert_eq!(plan.arch, Arch::Arm64);
+        assert!(
+            plan.inputs[2].path.ends_with("profiles/roles/proxy.toml"),
+            "{:?}",
+            plan.inputs
+        );
+        assert!(
+            plan.inputs[1].path.ends_with("(embedded)"),
+            "{:?}",
+            plan.inputs
+        );
+        assert_eq!(
+            src.origin("roles", "proxy"),
+            crate::profile::load::Origin::Replaces
+        );
+        assert_eq!(
+            src.origin("roles", "vm-ia"),
+            crate::profile::load::Origin::Embedded
+        );
+        assert!(src
+            .list("targets")
+            .unwrap()
+            .contains(&"x86_64-vm".to_string()));
     }
 }

@@ -82,7 +82,7 @@ impl Network {
     /// The user network for a host of the site: DHCP as QEMU hands out, or the host's
     /// static address on a network of the same shape.
     pub fn user_for(host: &crate::plan::HostPlan) -> Network {
-        let Some(n) = crate::site::parse_net(&host.address) else {
+        let Some(n) = host.address.net() else {
             return Network::User { lan: None };
         };
         let std::net::IpAddr::V4(a) = n.addr else {
@@ -94,10 +94,10 @@ impl Network {
             u32::MAX << (32 - n.prefix)
         };
         let base = std::net::Ipv4Addr::from(u32::from(a) & mask);
-        let gw = host
-            .gateway
-            .clone()
-            .unwrap_or_else(|| std::net::Ipv4Addr::from(u32::from(base) + 1).to_string());
+        let gw = host.gateway.map_or_else(
+            || std::net::Ipv4Addr::from(u32::from(base) + 1).to_string(),
+            |g| g.to_string(),
+        );
         Network::User {
             lan: Some(UserLan {
                 net: format!("{base}/{}", n.prefix),

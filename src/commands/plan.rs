@@ -7,8 +7,7 @@ use anyhow::{Context, Result};
 
 use crate::cli::{PlanArgs, PlanFormat};
 use crate::exit::user;
-use crate::profile::{ProfileSource, Site};
-use crate::site::SiteView;
+use crate::profile::ProfileSource;
 
 pub fn run(a: PlanArgs) -> Result<()> {
     let plan = super::resolve_plan(&a.profile)?;
@@ -18,13 +17,8 @@ pub fn run(a: PlanArgs) -> Result<()> {
             // The plan keeps what the site rendered, not the site: read it again for who
             // may reach each port (resolve_plan has already checked it).
             let src = ProfileSource::choose(a.profile.profiles.as_deref()).map_err(user)?;
-            let (site, file) = src
-                .load_named::<Site>("sites", "site", &a.profile.site)
-                .map_err(user)?;
-            let view = SiteView {
-                site: &site,
-                display: &file.display,
-            };
+            let sf = crate::plan::load_site(&src, &a.profile.site).map_err(user)?;
+            let view = sf.view();
             let s = summary::summarize(&plan, &view).map_err(user)?;
             if format == PlanFormat::Json {
                 let mut j = serde_json::to_string_pretty(&s).context("the plan as JSON")?;

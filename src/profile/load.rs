@@ -1,8 +1,9 @@
-//! Reading profile files, from a folder on disk or from the copy embedded in the binary.
+//! Reading profile files, from a folder on disk and from the copy embedded in the binary.
 //!
 //! The embedded copy makes `imgforge` work from any folder. A `profiles/` folder in the
-//! working directory, or one named by `--profiles`, replaces it as a whole, so what is on
-//! disk is exactly what is used.
+//! working directory, or one named by `--profiles`, adds to it: its files are read first,
+//! so a file of the same name (`roles/proxy.toml`) replaces the embedded one, and every
+//! other embedded target, role and site stays available.
 
 use std::path::{Path, PathBuf};
 
@@ -15,7 +16,9 @@ static EMBEDDED: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/profiles");
 /// Where profile files come from.
 #[derive(Debug, Clone)]
 pub enum ProfileSource {
+    /// Only the embedded copy.
     Embedded,
+    /// This folder's files, then the embedded ones.
     Dir(PathBuf),
 }
 
@@ -24,10 +27,22 @@ pub enum ProfileSource {
 pub struct ProfileFile {
     pub display: String,
     pub text: String,
+    /// The folder it was read from; `None` for the embedded copy.
+    pub dir: Option<PathBuf>,
+}
+
+/// Where a listed profile comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Embedded,
+    /// Only in the folder.
+    Folder,
+    /// In the folder, replacing the embedded file of the same name.
+    Replaces,
 }
 
 impl ProfileSource {
-    /// `--profiles DIR` if given, else `./profiles` if present, else the embedded copy.
+    /// `--profiles DIR` if given, else `./profiles` if present, else the embedded copy alone.
     pub fn choose(flag: Option<&Path>) -> Result<Self> {
         if let Some(dir) = flag {
             if !dir.is_dir() {
@@ -36,7 +51,7 @@ impl ProfileSource {
             return Ok(ProfileSource::Dir(dir.to_path_buf()));
         }
         let cwd = Path::new("profiles");
-        if cwd.join("targets").is_dir() || cwd.join("roles").is_dir() {
+        if cwd.is_dir() {
             return Ok(ProfileSource::Dir(cwd.to_path_buf()));
         }
         Ok(ProfileSource::Embedded)
@@ -45,58 +60,82 @@ impl ProfileSource {
     pub fn describe(&self) -> String {
         match self {
             ProfileSource::Embedded => "embedded profiles".into(),
-            ProfileSource::Dir(d) => format!("profiles in {}", d.display()),
+            ProfileSource::Dir(d) => format!("profiles in {} and the embedded ones", d.display()),
         }
     }
 
-    /// Reads `rel` (e.g. `roles/proxy.toml`); `None` when it does not exist.
+    fn embedded(rel: &str) -> Option<ProfileFile> {
+        EMBEDDED.get_file(rel).map(|f| ProfileFile {
+            display: format!("profiles/{rel} (embedded)"),
+            text: String::from_utf8_lossy(f.contents()).into_owned(),
+            dir: None,
+        })
+    }
+
+    /// Reads `rel` (e.g. `roles/proxy.toml`): the folder's file, else the embedded one;
+    /// `None` when neither exists.
     pub fn read(&self, rel: &str) -> Result<Option<ProfileFile>> {
         match self {
-            ProfileSource::Embedded => Ok(EMBEDDED.get_file(rel).map(|f| ProfileFile {
-                display: format!("profiles/{rel} (embedded)"),
-                text: String::from_utf8_lossy(f.contents()).into_owned(),
-            })),
+            ProfileSource::Embedded => Ok(Self::embedded(rel)),
             ProfileSource::Dir(dir) => {
                 let p = dir.join(rel);
                 if !p.exists() {
-                    return Ok(None);
+                    return Ok(Self::embedded(rel));
                 }
                 let text = std::fs::read_to_string(&p)
                     .with_context(|| format!("reading {}", p.display()))?;
                 Ok(Some(ProfileFile {
                     display: p.display().to_string(),
                     text,
+                    dir: Some(dir.clone()),
                 }))
             }
         }
     }
 
-    /// Names (without `.toml`) of the files in `sub` (targets, roles, sites), sorted.
+    /// Where `<sub>/<name>.toml` comes from. A folder's file identical to the embedded one
+    /// (the checkout's own profiles/) counts as the embedded one.
+    pub fn origin(&self, sub: &str, name: &str) -> Origin {
+        let rel = format!("{sub}/{name}.toml");
+        let ProfileSource::Dir(d) = self else {
+            return Origin::Embedded;
+        };
+        let Ok(text) = std::fs::read(d.join(&rel)) else {
+            return Origin::Embedded;
+        };
+        match EMBEDDED.get_file(&rel) {
+            Some(f) if f.contents() == text.as_slice() => Origin::Embedded,
+            Some(_) => Origin::Replaces,
+            None => Origin::Folder,
+        }
+    }
+
+    /// Names (without `.toml`) of the files in `sub` (targets, roles, sites), sorted: the
+    /// folder's and the embedded ones.
     pub fn list(&self, sub: &str) -> Result<Vec<String>> {
-        let mut names: Vec<String> = match self {
-            ProfileSource::Embedded => EMBEDDED
-                .get_dir(sub)
-                .map(|d| {
-                    d.files()
-                        .filter_map(|f| f.path().file_name()?.to_str().map(str::to_owned))
-                        .collect()
-                })
-                .unwrap_or_default(),
-            ProfileSource::Dir(dir) => match std::fs::read_dir(dir.join(sub)) {
-                Ok(rd) => rd
-                    .filter_map(|e| e.ok()?.file_name().into_string().ok())
-                    .collect(),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => vec![],
+        let mut names: Vec<String> = EMBEDDED
+            .get_dir(sub)
+            .map(|d| {
+                d.files()
+                    .filter_map(|f| f.path().file_name()?.to_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let ProfileSource::Dir(dir) = self {
+            match std::fs::read_dir(dir.join(sub)) {
+                Ok(rd) => names.extend(rd.filter_map(|e| e.ok()?.file_name().into_string().ok())),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => {
                     return Err(e).with_context(|| format!("listing {}", dir.join(sub).display()))
                 }
-            },
-        };
+            }
+        }
         names.retain(|n| n.ends_with(".toml"));
         for n in names.iter_mut() {
             n.truncate(n.len() - ".toml".len());
         }
         names.sort();
+        names.dedup();
         Ok(names)
     }
 

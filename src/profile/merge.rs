@@ -35,7 +35,7 @@ impl Merge for Qemu {
 }
 
 /// A later item replaces the earlier one of the same name; new names append.
-fn merge_by_name<T>(items: &mut Vec<T>, later: Vec<T>, name: fn(&T) -> &String) {
+fn merge_by_name<T>(items: &mut Vec<T>, later: Vec<T>, name: fn(&T) -> &str) {
     for item in later {
         match items.iter_mut().find(|i| name(i) == name(&item)) {
             Some(existing) => *existing = item,
@@ -62,11 +62,11 @@ impl Merge for Layer {
         self.esp_size_mib.merge(later.esp_size_mib);
         self.root_free_mib.merge(later.root_free_mib);
         self.boot_timeout_secs.merge(later.boot_timeout_secs);
-        merge_by_name(&mut self.services, later.services, |s| &s.name);
-        merge_by_name(&mut self.slots, later.slots, |s| &s.name);
-        merge_by_name(&mut self.databases, later.databases, |d| &d.name);
-        merge_by_name(&mut self.jobs, later.jobs, |j| &j.name);
-        merge_by_name(&mut self.apps, later.apps, |a| &a.name);
+        merge_by_name(&mut self.services, later.services, |s| s.name.as_str());
+        merge_by_name(&mut self.slots, later.slots, |s| s.name.as_str());
+        merge_by_name(&mut self.databases, later.databases, |d| d.name.as_str());
+        merge_by_name(&mut self.jobs, later.jobs, |j| j.name.as_str());
+        merge_by_name(&mut self.apps, later.apps, |a| a.name.as_str());
         match (&mut self.qemu, later.qemu) {
             (Some(q), Some(l)) => q.merge(l),
             (q @ None, l) => *q = l,
@@ -82,23 +82,17 @@ mod tests {
 
     fn svc(name: &str, desc: &str) -> Service {
         Service {
-            name: name.into(),
-            description: desc.into(),
-            exec: vec!["/bin/true".into()],
-            capabilities: vec![],
-            ports: vec![],
-            health: None,
-            after: vec![],
-            ..Default::default()
+            description: desc.parse().unwrap(),
+            ..Service::for_test(name, &[], false)
         }
     }
 
     #[test]
     fn singles_override_lists_append_services_replace_by_name() {
         let mut a = Layer {
-            suite: Some("trixie".into()),
-            arch: Some("amd64".into()),
-            packages: vec!["systemd".into()],
+            suite: Some("trixie".parse().unwrap()),
+            arch: Some(crate::profile::machine::Arch::Amd64),
+            packages: vec!["systemd".parse().unwrap()],
             services: vec![svc("gateway", "old"), svc("other", "kept")],
             qemu: Some(Qemu {
                 memory_mib: Some(512),
@@ -108,8 +102,8 @@ mod tests {
             ..Default::default()
         };
         let b = Layer {
-            suite: Some("forky".into()),
-            packages: vec!["nftables".into()],
+            suite: Some("forky".parse().unwrap()),
+            packages: vec!["nftables".parse().unwrap()],
             services: vec![svc("gateway", "new")],
             qemu: Some(Qemu {
                 memory_mib: Some(2048),
@@ -120,11 +114,12 @@ mod tests {
         a.merge(b);
         assert_eq!(a.suite.as_deref(), Some("forky"));
         assert_eq!(
-            a.arch.as_deref(),
-            Some("amd64"),
+            a.arch,
+            Some(crate::profile::machine::Arch::Amd64),
             "unset in the later layer: kept"
         );
-        assert_eq!(a.packages, ["systemd", "nftables"]);
+        let pkgs: Vec<&str> = a.packages.iter().map(|p| p.as_str()).collect();
+        assert_eq!(pkgs, ["systemd", "nftables"]);
         assert_eq!(a.services.len(), 2);
         assert_eq!(a.services[0].description, "new");
         let q = a.qemu.unwrap();

@@ -6,46 +6,51 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::machine::{Arch, BootMethod, Output, PartitionTable, RaspiModel};
+use super::unit_values::{
+    Capability, HealthUrl, Line, PackageName, Port, StateDir, UnitName, UnitRef, UserName,
+};
+
 /// One layer of settings. Every field is optional so that a layer sets only what it owns.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Layer {
     /// One line saying what this target or role is, shown by `imgforge list`.
-    pub description: Option<String>,
+    pub description: Option<Line>,
     /// Debian suite of the image (default trixie).
-    pub suite: Option<String>,
+    pub suite: Option<Line>,
     /// Debian architecture: amd64 or arm64.
-    pub arch: Option<String>,
+    pub arch: Option<Arch>,
     /// Rust target triple the gateway and worker are built for.
     pub rust_target: Option<String>,
     /// Partition table of the disk: gpt (UEFI machines) or mbr (Raspberry Pi cards).
-    pub partition_table: Option<String>,
+    pub partition_table: Option<PartitionTable>,
     /// How the image boots: systemd-boot (from the ESP, by UEFI firmware) or raspi-firmware
     /// (the Pi's own firmware reads config.txt from the first FAT partition).
-    pub boot: Option<String>,
+    pub boot: Option<BootMethod>,
     /// Debian packages installed in the base root. Lists append across layers.
     /// `name/backports` takes the package from `<suite>-backports`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub packages: Vec<String>,
+    pub packages: Vec<PackageName>,
     /// Archive components beyond main, e.g. non-free-firmware for raspi-firmware.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub apt_components: Vec<String>,
+    pub apt_components: Vec<Line>,
     /// Files written beside the image: qcow2 (virtual machines) and img.xz (cards, for
     /// bmaptool and card writers). The raw .img, its .bmap, the manifest and SHA256SUMS are
     /// always written.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub outputs: Vec<String>,
+    pub outputs: Vec<Output>,
     /// What the Raspberry Pi boot partition holds (targets with boot = "raspi-firmware").
     pub raspi: Option<Raspi>,
     /// Units of Debian packages to enable in the base root (`systemctl enable` in the chroot).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub enable_units: Vec<String>,
+    pub enable_units: Vec<UnitRef>,
     /// Kernel modules the initramfs carries (initramfs-tools MODULES=list).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub initramfs_modules: Vec<String>,
+    pub initramfs_modules: Vec<Line>,
     /// Kernel command line words, after `root=` (which imgforge sets).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub kernel_cmdline: Vec<String>,
+    pub kernel_cmdline: Vec<Line>,
     /// Size of the EFI system partition.
     pub esp_size_mib: Option<u64>,
     /// Free space left in the root filesystem beyond its content.
@@ -92,9 +97,9 @@ pub struct Database {
 pub struct Job {
     /// Unit name is `imgforge-job-<name>`.
     pub name: String,
-    pub description: String,
+    pub description: Line,
     /// When it runs: a systemd calendar expression (`daily`, `*-*-* 03:00:00`).
-    pub schedule: String,
+    pub schedule: Line,
     /// Also run once at every boot, and count it in the boot's readiness.
     #[serde(default)]
     pub at_boot: bool,
@@ -128,7 +133,7 @@ fn four() -> u32 {
 pub struct App {
     /// Installed into /opt/<name>; the venv is /opt/<name>/venv.
     pub name: String,
-    pub description: String,
+    pub description: Line,
     /// Requirements file inside the app, installed into the venv at build time.
     #[serde(default = "requirements_txt")]
     pub requirements: String,
@@ -142,38 +147,38 @@ fn requirements_txt() -> String {
 pub use seed_area::Slot;
 
 /// A service the role runs, rendered into a systemd unit.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Service {
     /// Unit name without `.service`.
-    pub name: String,
-    pub description: String,
+    pub name: UnitName,
+    pub description: Line,
     /// Command and arguments; the first word is an absolute path.
-    pub exec: Vec<String>,
+    pub exec: Vec<Line>,
     /// Linux capabilities granted to the (unprivileged, dynamic) service user.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub capabilities: Vec<String>,
+    pub capabilities: Vec<Capability>,
     /// TCP ports it listens on; the worker checks each answers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub ports: Vec<u16>,
+    pub ports: Vec<Port>,
     /// An HTTP URL inside the node that must answer 2xx or 3xx for the service to count as ready.
-    pub health: Option<String>,
+    pub health: Option<HealthUrl>,
     /// Units it starts after (and pulls in), e.g. `postgresql.service`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub after: Vec<String>,
+    pub after: Vec<UnitRef>,
     /// Name of the service's own (dynamic) user; services naming the same user share it.
     /// Default: the service's name.
-    pub user: Option<String>,
+    pub user: Option<UserName>,
     /// The app slot it runs: working directory /opt/<app>, the venv first on PATH.
     pub app: Option<String>,
     /// Environment, written to /etc/imgforge/env/<service>.env. A value may name a secret
     /// slot as `${slot:NAME}`: the worker puts the value in at start, from the service's
     /// credentials, so no secret is ever written to a file in the image.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    pub env: std::collections::BTreeMap<String, String>,
+    pub env: std::collections::BTreeMap<String, Line>,
     /// A folder under /var/lib the service may write (systemd StateDirectory=), shared by
     /// the services of one user.
-    pub state_dir: Option<String>,
+    pub state_dir: Option<StateDir>,
     /// Its ports are open to anyone (the gateway's 80 and 443). Otherwise the site says
     /// which hosts reach each port, and the firewall drops the rest.
     #[serde(default)]
@@ -181,11 +186,11 @@ pub struct Service {
 }
 
 /// The Raspberry Pi model a card is for and the boot files it needs.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Raspi {
     /// The model, as firmware/config.txt.tera tests it: "4" or "5".
-    pub model: String,
+    pub model: RaspiModel,
     /// Files of Debian's raspi-firmware (/usr/lib/raspi-firmware) the model's boot ROM or
     /// EEPROM loads: start4.elf and fixup4.dat on a Pi 4; none on a Pi 5, whose firmware is
     /// in its EEPROM.
@@ -211,106 +216,26 @@ pub struct Qemu {
     pub serial: Option<String>,
 }
 
-/// A site: the hosts of one deployment and the role each runs.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct Site {
-    /// The site's DNS domain; hostnames are `<host>.<domain>`.
-    pub domain: String,
-    /// The local networks (ADDRESS/PREFIX): ssh is open to them, and `from = ["lan"]`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub lan: Vec<String>,
-    #[serde(default, rename = "host")]
-    pub hosts: Vec<Host>,
-    /// Who reaches which port of which host, beyond the routes (which open their
-    /// upstream's port to the proxy by themselves).
-    #[serde(default, rename = "access", skip_serializing_if = "Vec::is_empty")]
-    pub access: Vec<Access>,
-    /// The gateway's routes: a public name (and path prefix) to a host's port.
-    #[serde(default, rename = "route", skip_serializing_if = "Vec::is_empty")]
-    pub routes: Vec<SiteRoute>,
-    /// How the gateway gets certificates for the routes' names.
-    pub tls: Option<SiteTls>,
-}
+/// The site file's format lives with the site (src/site/schema.rs).
+pub use crate::site::schema::{Access, Host, Site, SiteRoute, SiteTls};
 
-/// Hosts allowed to reach ports of another host.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct Access {
-    /// The host reached.
-    pub to: String,
-    pub ports: Vec<u16>,
-    /// Host names of the site, `lan` (the site's networks) or `any`.
-    pub from: Vec<String>,
-}
-
-/// One route of the gateway, rendered into the proxy host's configuration.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct SiteRoute {
-    /// The public name it answers.
-    pub domain: String,
-    #[serde(default = "slash")]
-    pub prefix: String,
-    /// `HOST:PORT` of the site (the port is opened to the proxy) or `URL` of an outside upstream.
-    pub to: String,
-    /// Pass the prefix on to the app instead of stripping it.
-    #[serde(default)]
-    pub keep_prefix: bool,
-    /// `any` (default) or `lan`.
-    #[serde(default = "any")]
-    pub access: String,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub public_paths: Vec<String>,
-    /// `basic` (htpasswd lines from the proxy role's slot `htpasswd-slot`) or `login`
-    /// (password + TOTP page; users from the proxy role's slot `login-users`).
-    pub auth: Option<String>,
-    pub htpasswd_slot: Option<String>,
-    pub connect_timeout_secs: Option<u64>,
-    pub read_timeout_secs: Option<u64>,
-    pub idle_timeout_secs: Option<u64>,
-    /// A path of the upstream the gateway polls; a failing upstream is answered 502 at once.
-    pub health: Option<String>,
-    /// The proxy host serving it (default: the one host whose role runs the gateway).
-    pub via: Option<String>,
-}
-
-fn slash() -> String {
-    "/".into()
-}
-
-fn any() -> String {
-    "any".into()
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct SiteTls {
-    /// ACME directory URL (Let's Encrypt's, or a staging or private CA's).
-    pub acme_directory: String,
-    pub acme_email: Option<String>,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct Host {
-    /// Short hostname.
-    pub name: String,
-    /// Role this host runs (a file in roles/).
-    pub role: String,
-    /// `dhcp` or a static address with prefix, e.g. `192.168.50.2/24`.
-    #[serde(default = "dhcp")]
-    pub address: String,
-    /// Default gateway for a static address.
-    pub gateway: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub dns: Vec<String>,
-    /// The source of each app slot of its role: a folder or a .tar/.tar.gz, relative to
-    /// the site file.
-    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    pub apps: std::collections::BTreeMap<String, String>,
-}
-
-fn dhcp() -> String {
-    "dhcp".to_string()
+#[cfg(test)]
+impl Service {
+    /// A service running /bin/true with these ports, for tests.
+    pub fn for_test(name: &str, ports: &[u16], public: bool) -> Service {
+        Service {
+            name: name.parse().unwrap(),
+            description: name.parse().unwrap(),
+            exec: vec!["/bin/true".parse().unwrap()],
+            capabilities: vec![],
+            ports: ports.iter().map(|p| Port::new(*p).unwrap()).collect(),
+            health: None,
+            after: vec![],
+            user: None,
+            app: None,
+            env: Default::default(),
+            state_dir: None,
+            public,
+        }
+    }
 }

@@ -54,7 +54,7 @@ pub fn run(plan: &Plan, opts: &BuildOptions, progress: &mut Progress) -> Result<
     let sources = mirrors.source_lines(&plan.suite, &plan.apt_components, backports);
     let mut key = KeyBuilder::new(NAME);
     key.add_str("suite", &plan.suite)
-        .add_str("arch", &plan.arch)
+        .add_str("arch", plan.arch.as_str())
         .add_str("packages", &plan.packages.join(","))
         .add_str("enable-units", &plan.enable_units.join(","))
         .add_str("initramfs-modules", &plan.initramfs_modules.join(","))
@@ -124,7 +124,7 @@ fn mmdebstrap_command(plan: &Plan, sources: &[String], out: &Path, apt_cache: &P
     // in modules.d that is no package's conffile. zstd's -T0 (initramfs-tools' default)
     // starts threads, which hang under qemu-user on the building machines: a foreign
     // root's initramfs is gzip.
-    let compress = if plan.arch == host_arch() {
+    let compress = if plan.arch.as_str() == host_arch() {
         "zstd"
     } else {
         "gzip"

@@ -25,6 +25,7 @@ use crate::cache::{sha256_bytes, KeyBuilder};
 use crate::disk::ids::{Ids, Part};
 use crate::overlay::OverlayFile;
 use crate::plan::Plan;
+use crate::profile::machine::{BootMethod, PartitionTable};
 use crate::progress::Progress;
 
 /// Paths never copied from the base: per-node secrets and identity that must not be shared
@@ -68,7 +69,7 @@ impl Composed {
     }
     /// The kernel command line the loader entry carries.
     pub fn cmdline(&self, plan: &Plan) -> String {
-        let root = self.ids.partuuid(&plan.partition_table, Part::Root);
+        let root = self.ids.partuuid(plan.partition_table.as_str(), Part::Root);
         let mut words = vec![format!("root=PARTUUID={root}")];
         words.extend(plan.kernel_cmdline.iter().cloned());
         words.join(" ")
@@ -122,7 +123,7 @@ pub fn run(
     let ids = Ids::derive(&key);
     let mut additions = BTreeMap::new();
     render_overlays(plan, &ids, &overlays, &mut additions)?;
-    if plan.partition_table == "mbr" {
+    if plan.partition_table == PartitionTable::Mbr {
         // systemd-repart grows the root on GPT disks only; on an MBR card the worker's
         // grow-root unit does it (units.rs), and a repart definition would fail there.
         additions.retain(|path, _| !path.starts_with("usr/lib/repart.d/"));
@@ -244,9 +245,9 @@ fn render_overlays(
     ctx.insert(
         "ids",
         &serde_json::json!({
-            "root_partuuid": ids.partuuid(&plan.partition_table, Part::Root),
+            "root_partuuid": ids.partuuid(plan.partition_table.as_str(), Part::Root),
             "root_fs_uuid": ids.root_fs_uuid.to_string(),
-            "esp_partuuid": ids.partuuid(&plan.partition_table, Part::Boot),
+            "esp_partuuid": ids.partuuid(plan.partition_table.as_str(), Part::Boot),
             "esp_fat_uuid": ids.fat_uuid(),
         }),
     );
@@ -463,7 +464,7 @@ struct Captures {
 
 impl Captures {
     fn for_plan(plan: &Plan) -> Result<Captures> {
-        let bootloader = if plan.boot == "systemd-boot" {
+        let bootloader = if plan.boot == BootMethod::SystemdBoot {
             let efi_arch = match plan.arch.as_str() {
                 "amd64" => "x64",
                 "arm64" => "aa64",
@@ -596,7 +597,7 @@ mod tests {
         let c = Captures {
             bootloader: None,
             raspi: Some(crate::profile::Raspi {
-                model: "5".into(),
+                model: crate::profile::machine::RaspiModel::Pi5,
                 firmware: vec!["start4.elf".into()],
                 device_trees: vec!["bcm2712-rpi-5-b.dtb".into()],
             }),

@@ -55,7 +55,7 @@ pub fn run(
     let mut key = KeyBuilder::new(NAME);
     key.add_str("compose", &c.key)
         .add_str("layout", &format!("{lay:?}"))
-        .add_str("table", &plan.partition_table)
+        .add_str("table", plan.partition_table.as_str())
         .add_str("loader", &loader_entry(plan, c))
         .add_str("slots", &format!("{:?}", plan.slots))
         .add_str("epoch", &plan.source_date_epoch.to_string())
@@ -80,7 +80,7 @@ pub fn run(
         "disk",
         &format!(
             "{}, {} MiB",
-            plan.partition_table.to_uppercase(),
+            plan.partition_table.as_str().to_uppercase(),
             lay.total / layout::MIB
         ),
     );
@@ -94,7 +94,7 @@ pub fn run(
         .with_context(|| format!("sizing {}", disk_path.display()))?;
     match plan.partition_table.as_str() {
         "mbr" => mbr::write(&mut file, &lay, c.ids.mbr_signature),
-        _ => gpt::write(&mut file, &lay, &c.ids, gpt::root_type(&plan.arch)?),
+        _ => gpt::write(&mut file, &lay, &c.ids, gpt::root_type(plan.arch.as_str())?),
     }
     .with_context(|| format!("writing the partition table of {}", disk_path.display()))?;
     // The seed area carries the slot names from the start: seeding checks against them.
@@ -104,7 +104,7 @@ pub fn run(
         .context("writing the seed area's slot list")?;
     progress.done("disk");
 
-    let raspi = plan.boot == "raspi-firmware";
+    let raspi = plan.boot == crate::profile::machine::BootMethod::RaspiFirmware;
     progress.start(
         "filesystems",
         if raspi {
@@ -202,7 +202,7 @@ pub fn raspi_config(plan: &Plan, c: &Composed) -> Result<(String, String)> {
     let mut ctx = tera::Context::new();
     ctx.insert("role", &plan.role);
     ctx.insert("target", &plan.target);
-    ctx.insert("model", &raspi.model);
+    ctx.insert("model", raspi.model.as_str());
     ctx.insert("kernel", RASPI_KERNEL);
     ctx.insert("initramfs", RASPI_INITRAMFS);
     ctx.insert("cmdline", &c.cmdline(plan));

@@ -116,9 +116,9 @@ pub(crate) mod code {
     pub const COMPOSE: &[&[u8]] = &[
         include_bytes!("compose.rs"),
         include_bytes!("units.rs"),
-        include_bytes!("../firewall.rs"),
-        include_bytes!("../gateway_config.rs"),
-        include_bytes!("../site.rs"),
+        include_bytes!("../site/firewall.rs"),
+        include_bytes!("../site/gateway_toml.rs"),
+        include_bytes!("../site/mod.rs"),
         include_bytes!("../overlay.rs"),
         include_bytes!("../disk/ids.rs"),
     ];

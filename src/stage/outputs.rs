@@ -72,7 +72,15 @@ pub fn run(
     };
     let mut key = KeyBuilder::new(NAME);
     key.add_str("image", &img.key)
-        .add_str("outputs", &plan.outputs.join(","))
+        .add_str(
+            "outputs",
+            &plan
+                .outputs
+                .iter()
+                .map(|o| o.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+        )
         .add_str("version", env!("CARGO_PKG_VERSION"))
         .add_code(super::code::OUTPUTS);
     let key = key.finish();

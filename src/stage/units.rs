@@ -32,7 +32,7 @@ const UNIT_DIR: &str = "etc/systemd/system";
 /// packages in the base root (some units exist only for a package's files).
 /// `ids`: the image's identifiers, which name the seed area's and root's devices.
 pub fn generate(plan: &Plan, installed: &BTreeSet<String>, ids: &Ids) -> Vec<Generated> {
-    let seed_device = ids.seed_device(&plan.partition_table);
+    let seed_device = ids.seed_device(plan.partition_table.as_str());
     let mut out = Vec::new();
     for svc in &plan.services {
         // The slots it reads: those declared for it, and those its environment names.
@@ -44,7 +44,7 @@ pub fn generate(plan: &Plan, installed: &BTreeSet<String>, ids: &Ids) -> Vec<Gen
         let slots: Vec<&Slot> = plan
             .slots
             .iter()
-            .filter(|s| s.service == svc.name || named.contains(s.name.as_str()))
+            .filter(|s| s.service == *svc.name || named.contains(s.name.as_str()))
             .collect();
         add_unit(
             &mut out,
@@ -72,7 +72,9 @@ pub fn generate(plan: &Plan, installed: &BTreeSet<String>, ids: &Ids) -> Vec<Gen
     });
     if let Some(cfg) = &plan.gateway_config {
         out.push(Generated::File {
-            path: crate::gateway_config::PATH.trim_start_matches('/').into(),
+            path: crate::site::gateway_toml::PATH
+                .trim_start_matches('/')
+                .into(),
             content: cfg.clone().into_bytes(),
             mode: 0o644,
         });
@@ -118,10 +120,10 @@ pub fn generate(plan: &Plan, installed: &BTreeSet<String>, ids: &Ids) -> Vec<Gen
         firstboot_unit(&seed_device),
         "multi-user.target",
     );
-    if plan.partition_table == "mbr" {
+    if plan.partition_table == crate::profile::machine::PartitionTable::Mbr {
         let root = format!(
             "/dev/disk/by-partuuid/{}",
-            ids.partuuid(&plan.partition_table, Part::Root)
+            ids.partuuid(plan.partition_table.as_str(), Part::Root)
         );
         add_unit(
             &mut out,
@@ -224,9 +226,9 @@ fn service_unit(svc: &Service, slots: &[&Slot]) -> String {
             "--".into(),
         ]);
     }
-    words.extend(svc.exec.iter().cloned());
+    words.extend(svc.exec.iter().map(|w| w.to_string()));
     let exec: Vec<String> = words.iter().map(|w| exec_word(w)).collect();
-    let user = svc.user.clone().unwrap_or_else(|| svc.name.clone());
+    let user = svc.user.as_ref().map_or(svc.name.as_str(), |u| u.as_str());
     let mut app = String::new();
     if let Some(a) = &svc.app {
         app.push_str(&format!(

@@ -10,7 +10,9 @@
 
 pub mod acme;
 pub mod basic_auth;
-pub mod config;
+/// The configuration file: its own crate, so imgforge checks what it renders with this
+/// parser without depending on the server.
+pub use gateway_config as config;
 pub mod health;
 pub mod login;
 pub mod pages;

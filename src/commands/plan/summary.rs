@@ -11,7 +11,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::disk::layout::{self, MIB};
-use crate::firewall::PROXY_ROLE;
+use crate::site::firewall::PROXY_ROLE;
 use crate::plan::Plan;
 use crate::site::{SiteView, Sources};
 
@@ -153,7 +153,8 @@ pub fn summarize(plan: &Plan, view: &SiteView) -> Result<Summary> {
     let mut services = Vec::new();
     for s in &plan.services {
         let mut ports = Vec::new();
-        for &port in &s.ports {
+        for port in &s.ports {
+            let port = port.get();
             ports.push(if s.public {
                 Port {
                     port,
@@ -165,13 +166,13 @@ pub fn summarize(plan: &Plan, view: &SiteView) -> Result<Summary> {
             });
         }
         services.push(Service {
-            name: s.name.clone(),
-            description: s.description.clone(),
+            name: s.name.to_string(),
+            description: s.description.to_string(),
             ports,
         });
     }
     // The firewall lets ssh in from the site's LAN, or from anywhere when it names none.
-    let lan = view.lan()?;
+    let lan = view.lan();
     let ssh = if lan.is_empty() {
         Port {
             port: 22,
@@ -199,8 +200,8 @@ pub fn summarize(plan: &Plan, view: &SiteView) -> Result<Summary> {
 
     let mut routes = Vec::new();
     if plan.gateway_config.is_some() {
-        for r in &view.site.routes {
-            if view.via(r, PROXY_ROLE)? == *host {
+        for (i, r) in view.site.routes.iter().enumerate() {
+            if view.via(i, PROXY_ROLE)? == *host {
                 routes.push(Route {
                     domain: r.domain.to_string(),
                     prefix: r.prefix.to_string(),
@@ -263,8 +264,8 @@ pub fn summarize(plan: &Plan, view: &SiteView) -> Result<Summary> {
             .iter()
             .map(|j| Job {
                 name: j.name.clone(),
-                description: j.description.clone(),
-                schedule: j.schedule.clone(),
+                description: j.description.to_string(),
+                schedule: j.schedule.to_string(),
                 at_boot: j.at_boot,
             })
             .collect(),

@@ -12,8 +12,8 @@ use std::fmt::Write;
 
 use anyhow::{bail, Result};
 
+use super::{Net, SiteView, Sources};
 use crate::profile::Service;
-use crate::site::{SiteView, Sources};
 
 /// The role whose host serves the site's routes when a route does not say `via`.
 pub const PROXY_ROLE: &str = "proxy";
@@ -22,18 +22,18 @@ pub fn ruleset(view: &SiteView, host: &str, role: &str, services: &[Service]) ->
     let mut served: Vec<(u16, &str)> = Vec::new();
     for s in services {
         for p in &s.ports {
-            served.push((*p, &s.name));
+            served.push((p.get(), &s.name));
         }
     }
-    for (port, what) in view.ports_asked_of(host)? {
+    for (port, key, what) in view.ports_asked_of(host) {
         if !served.iter().any(|(p, _)| *p == port) {
             bail!(
                 "{}: {what} reaches port {port} of `{host}`, but no service of role `{role}` listens on it",
-                view.display
+                view.at(&key)
             );
         }
     }
-    let lan = view.lan()?;
+    let lan = view.lan();
     let mut r = String::new();
     let _ = writeln!(r, "#!/usr/sbin/nft -f");
     let _ = writeln!(
@@ -66,14 +66,14 @@ pub fn ruleset(view: &SiteView, host: &str, role: &str, services: &[Service]) ->
             22,
             "ssh",
             &lan.iter()
-                .map(|n| (n.clone(), "lan".to_string()))
+                .map(|n| (*n, "lan".to_string()))
                 .collect::<Vec<_>>(),
         );
     }
     served.sort();
     served.dedup_by_key(|(p, _)| *p);
     for (port, svc) in served {
-        let public = services.iter().any(|s| s.name == svc && s.public);
+        let public = services.iter().any(|s| s.name == *svc && s.public);
         if public {
             let _ = writeln!(r, "\t\ttcp dport {port} accept comment \"{svc}: public\"");
             continue;
@@ -99,7 +99,7 @@ pub fn ruleset(view: &SiteView, host: &str, role: &str, services: &[Service]) ->
 }
 
 /// One accept rule per address family, sources in a set, commented with who they are.
-fn push_rule(r: &mut String, port: u16, what: &str, nets: &[(crate::site::Net, String)]) {
+fn push_rule(r: &mut String, port: u16, what: &str, nets: &[(Net, String)]) {
     for (family, v4) in [("ip", true), ("ip6", false)] {
         let fam: Vec<_> = nets
             .iter()
@@ -126,10 +126,7 @@ mod tests {
     use crate::profile::load::parse_toml;
     use crate::profile::Site;
 
-    fn site() -> Site {
-        parse_toml(
-            "site.toml",
-            r#"
+    const SITE: &str = r#"
 domain = "example.test"
 lan = ["192.168.50.0/24"]
 [[host]]
@@ -151,20 +148,14 @@ from = ["portal"]
 [[route]]
 domain = "jupyter.example.test"
 to = "ia:8888"
-"#,
-        )
-        .unwrap()
+"#;
+
+    fn site() -> Site {
+        parse_toml("site.toml", SITE).unwrap()
     }
 
     fn svc(name: &str, ports: &[u16], public: bool) -> Service {
-        Service {
-            name: name.into(),
-            description: name.into(),
-            exec: vec!["/bin/true".into()],
-            ports: ports.to_vec(),
-            public,
-            ..Default::default()
-        }
+        Service::for_test(name, ports, public)
     }
 
     #[test]
@@ -173,6 +164,7 @@ to = "ia:8888"
         let view = SiteView {
             site: &site,
             display: "site.toml",
+            text: SITE,
         };
         let rules = ruleset(
             &view,
@@ -214,12 +206,13 @@ to = "ia:8888"
         let view = SiteView {
             site: &site,
             display: "site.toml",
+            text: SITE,
         };
         let err = ruleset(&view, "ia", "vm-ia", &[svc("chat", &[5000], false)])
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("route `jupyter.example.test/` reaches port 8888 of `ia`"),
+            err.starts_with("site.toml:22:6: key `route[0].to`: route `jupyter.example.test/` reaches port 8888 of `ia`"),
             "{err}"
         );
     }
@@ -230,6 +223,7 @@ to = "ia:8888"
         let view = SiteView {
             site: &site,
             display: "site.toml",
+            text: SITE,
         };
         let rules = ruleset(&view, "edge", "proxy", &[svc("gateway", &[80, 443], true)]).unwrap();
         assert!(

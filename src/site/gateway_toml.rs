@@ -8,9 +8,10 @@ use std::fmt::Write;
 
 use anyhow::{bail, Result};
 
-use crate::firewall::PROXY_ROLE;
-use crate::profile::Slot;
-use crate::site::SiteView;
+use super::firewall::PROXY_ROLE;
+use super::route::{RouteAuth, RouteTo};
+use super::SiteView;
+use crate::profile::{Service, Slot};
 
 /// Where the rendered file goes in the image, and what the gateway unit is given.
 pub const PATH: &str = "/etc/imgforge/gateway.toml";
@@ -25,31 +26,55 @@ fn quoted(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
 }
 
+/// The gateway service of a role: the one that runs the gateway binary.
+pub fn gateway_service(services: &[Service]) -> Option<&Service> {
+    services
+        .iter()
+        .find(|s| s.exec.first().is_some_and(|e| e.ends_with("/gateway")))
+}
+
 /// The configuration for `host`, with the routes of the site it serves (maybe none: it then
 /// answers only its health path). `service` is the gateway's unit name and `slots` the
-/// role's slots (auth files must be slots it reads).
+/// role's slots (auth files must be slots it reads). What it renders is run through the
+/// gateway's own parser, so nothing `gateway check` refuses reaches an image.
 pub fn render(view: &SiteView, host: &str, service: &str, slots: &[Slot]) -> Result<String> {
-    let routes: Vec<_> = view
-        .site
-        .routes
-        .iter()
-        .map(|r| Ok((view.via(r, PROXY_ROLE)?, r)))
-        .collect::<Result<Vec<_>>>()?
-        .into_iter()
-        .filter(|(via, _)| via == host)
-        .map(|(_, r)| r)
-        .collect();
-    let slot_of = |name: &str, what: &str| -> Result<String> {
+    let text = render_text(view, host, service, slots)?;
+    accepted_by_gateway(view, host, &text)?;
+    Ok(text)
+}
+
+/// Runs a rendered configuration through the gateway's own parser (what `gateway check`
+/// runs); a refusal names the site file, the host and the parser's line and key, and
+/// shows the rendered text.
+fn accepted_by_gateway(view: &SiteView, host: &str, text: &str) -> Result<()> {
+    let display = format!("gateway.toml rendered for host `{host}`");
+    if let Err(e) = gateway_config::parse(&display, text) {
+        bail!(
+            "{}: the gateway's parser refuses the configuration rendered from it: {e}\n{text}",
+            view.display
+        );
+    }
+    Ok(())
+}
+
+fn render_text(view: &SiteView, host: &str, service: &str, slots: &[Slot]) -> Result<String> {
+    let mut routes = Vec::new();
+    for (i, r) in view.site.routes.iter().enumerate() {
+        if view.via(i, PROXY_ROLE)? == host {
+            routes.push((i, r));
+        }
+    }
+    let slot_of = |name: &str, key: &str, what: &str| -> Result<String> {
         match slots.iter().find(|s| s.name == name) {
             Some(s) if s.service == service => Ok(credential(service, name)),
             Some(s) => bail!(
                 "{}: {what}: slot `{name}` is read by `{}`, not by `{service}`",
-                view.display,
+                view.at(key),
                 s.service
             ),
             None => bail!(
                 "{}: {what}: the role of `{host}` has no slot `{name}`",
-                view.display
+                view.at(key)
             ),
         }
     };
@@ -63,7 +88,7 @@ pub fn render(view: &SiteView, host: &str, service: &str, slots: &[Slot]) -> Res
     if view.site.tls.is_some() {
         let _ = writeln!(t, "https = \"0.0.0.0:443\"");
     }
-    let lan: Vec<String> = view.lan()?.iter().map(|n| quoted(&n.to_string())).collect();
+    let lan: Vec<String> = view.lan().iter().map(|n| quoted(&n.to_string())).collect();
     let _ = writeln!(t, "lan = [{}]", lan.join(", "));
     let _ = writeln!(t, "access-log = true\n");
     if let Some(tls) = &view.site.tls {
@@ -73,27 +98,35 @@ pub fn render(view: &SiteView, host: &str, service: &str, slots: &[Slot]) -> Res
         }
         let _ = writeln!(t, "state-dir = \"{STATE_DIR}/acme\"\n");
     }
-    if routes.iter().any(|r| r.auth.as_deref() == Some("login")) {
-        let users = slot_of("login-users", "a route with auth = \"login\"")?;
-        let key = slot_of("session-key", "a route with auth = \"login\"")?;
+    if let Some((i, _)) = routes
+        .iter()
+        .find(|(_, r)| r.auth == Some(RouteAuth::Login))
+    {
+        let key = format!("route[{i}].auth");
+        let users = slot_of("login-users", &key, "auth = \"login\"")?;
+        let session = slot_of("session-key", &key, "auth = \"login\"")?;
         let _ = writeln!(
             t,
             "[login]\nusers = {}\nsession-key = {}\n",
             quoted(&users),
-            quoted(&key)
+            quoted(&session)
         );
     }
-    for r in routes {
-        let name = format!("route `{}{}`", r.domain, r.prefix);
-        let upstream = match view.route_target(r)? {
-            Some((h, port)) => {
-                let addr = view.address_of(&h, &format!("the gateway's {name}"))?;
+    for (i, r) in routes {
+        let name = format!("route `{}`", r.label());
+        let upstream = match &r.to {
+            RouteTo::Host { host: h, port } => {
+                let addr = view.address_at(
+                    h,
+                    &format!("route[{i}].to"),
+                    &format!("the gateway's {name}"),
+                )?;
                 match addr {
                     std::net::IpAddr::V4(a) => format!("http://{a}:{port}"),
                     std::net::IpAddr::V6(a) => format!("http://[{a}]:{port}"),
                 }
             }
-            None => r.to.clone(),
+            RouteTo::Url(u) => u.clone(),
         };
         let _ = writeln!(
             t,
@@ -105,14 +138,7 @@ pub fn render(view: &SiteView, host: &str, service: &str, slots: &[Slot]) -> Res
         if r.keep_prefix {
             let _ = writeln!(t, "strip-prefix = false");
         }
-        if !["any", "lan"].contains(&r.access.as_str()) {
-            bail!(
-                "{}: {name}: access = `{}` must be \"any\" or \"lan\"",
-                view.display,
-                r.access
-            );
-        }
-        let _ = writeln!(t, "access = {}", quoted(&r.access));
+        let _ = writeln!(t, "access = {}", quoted(r.access.as_str()));
         if !r.public_paths.is_empty() {
             let p: Vec<_> = r.public_paths.iter().map(|p| quoted(p)).collect();
             let _ = writeln!(t, "public-paths = [{}]", p.join(", "));
@@ -129,10 +155,10 @@ pub fn render(view: &SiteView, host: &str, service: &str, slots: &[Slot]) -> Res
         if let Some(h) = &r.health {
             let _ = writeln!(t, "health = {}", quoted(h));
         }
-        match (r.auth.as_deref(), &r.htpasswd_slot) {
+        match (r.auth, &r.htpasswd_slot) {
             (None, None) => {}
-            (Some("basic"), Some(slot)) => {
-                let file = slot_of(slot, &name)?;
+            (Some(RouteAuth::Basic), Some(slot)) => {
+                let file = slot_of(slot, &format!("route[{i}].htpasswd-slot"), &name)?;
                 let _ = writeln!(
                     t,
                     "auth = {{ kind = \"basic\", htpasswd = {}, realm = {} }}",
@@ -140,22 +166,16 @@ pub fn render(view: &SiteView, host: &str, service: &str, slots: &[Slot]) -> Res
                     quoted(&r.domain)
                 );
             }
-            (Some("basic"), None) => bail!(
+            (Some(RouteAuth::Basic), None) => bail!(
                 "{}: {name}: auth = \"basic\" needs `htpasswd-slot`",
-                view.display
+                view.at(&format!("route[{i}].auth"))
             ),
-            (Some("login"), None) => {
+            (Some(RouteAuth::Login), None) => {
                 let _ = writeln!(t, "auth = {{ kind = \"login\" }}");
             }
-            (Some(other), _) if other != "login" => {
-                bail!(
-                    "{}: {name}: auth = `{other}` must be \"basic\" or \"login\"",
-                    view.display
-                )
-            }
-            _ => bail!(
+            (_, Some(_)) => bail!(
                 "{}: {name}: `htpasswd-slot` goes with auth = \"basic\"",
-                view.display
+                view.at(&format!("route[{i}].htpasswd-slot"))
             ),
         }
         t.push('\n');
@@ -171,22 +191,23 @@ mod tests {
 
     #[test]
     fn the_example_site_renders_a_configuration_the_gateway_accepts() {
-        let text = include_str!("../profiles/sites/example.toml");
+        let text = include_str!("../../profiles/sites/example.toml");
         let site: Site = parse_toml("sites/example.toml", text).unwrap();
         let view = SiteView {
             site: &site,
             display: "sites/example.toml",
+            text,
         };
         let role: crate::profile::Layer = parse_toml(
             "roles/proxy.toml",
-            include_str!("../profiles/roles/proxy.toml"),
+            include_str!("../../profiles/roles/proxy.toml"),
         )
         .unwrap();
         let proxy = site.hosts.iter().find(|h| h.role == "proxy").unwrap();
         let cfg = render(&view, &proxy.name, "gateway", &role.slots).unwrap();
         // The gateway's own parser, which `gateway check` runs.
         let parsed =
-            gateway::config::parse("gateway.toml", &cfg).unwrap_or_else(|e| panic!("{e}\n{cfg}"));
+            gateway_config::parse("gateway.toml", &cfg).unwrap_or_else(|e| panic!("{e}\n{cfg}"));
         assert_eq!(parsed.routes.len(), site.routes.len(), "{cfg}");
         assert!(
             cfg.contains("/run/credentials/gateway.service/jupyter-htpasswd"),
@@ -204,23 +225,42 @@ mod tests {
     }
 
     #[test]
+    fn a_configuration_the_gateways_parser_refuses_is_an_error_naming_site_host_and_key() {
+        let text = include_str!("../../profiles/sites/example.toml");
+        let site: Site = parse_toml("sites/example.toml", text).unwrap();
+        let view = SiteView {
+            site: &site,
+            display: "sites/example.toml",
+            text,
+        };
+        let bad = "[server]\nhttp = \"0.0.0.0:80\"\n[[route]]\nhost = \"a.test\"\nupstream = \"ftp://x\"\n";
+        let err = accepted_by_gateway(&view, "edge", bad)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("sites/example.toml: the gateway's parser refuses the configuration rendered from it: gateway.toml rendered for host `edge`:5:12: key `route[0].upstream`: `ftp://x` is not an http:// URL"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn an_auth_file_must_be_a_slot_of_the_gateway() {
-        let site: Site = parse_toml(
-            "s.toml",
-            "domain = \"x.test\"\n[[host]]\nname = \"edge\"\nrole = \"proxy\"\naddress = \"10.0.0.2/24\"\n\
+        let text = "domain = \"x.test\"\n[[host]]\nname = \"edge\"\nrole = \"proxy\"\naddress = \"10.0.0.2/24\"\n\
              [[host]]\nname = \"app\"\nrole = \"a\"\naddress = \"10.0.0.3/24\"\n\
-             [[route]]\ndomain = \"a.x.test\"\nto = \"app:80\"\nauth = \"basic\"\nhtpasswd-slot = \"nope\"\n",
-        )
-        .unwrap();
+             [[route]]\ndomain = \"a.x.test\"\nto = \"app:80\"\nauth = \"basic\"\nhtpasswd-slot = \"nope\"\n";
+        let site: Site = parse_toml("s.toml", text).unwrap();
         let view = SiteView {
             site: &site,
             display: "s.toml",
+            text,
         };
         let err = render(&view, "edge", "gateway", &[])
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("route `a.x.test/`: the role of `edge` has no slot `nope`"),
+            err.starts_with(
+                "s.toml:14:17: key `route[0].htpasswd-slot`: route `a.x.test/`: the role of `edge` has no slot `nope`"
+            ),
             "{err}"
         );
     }
