@@ -91,6 +91,7 @@ test       release    python3                file:/usr/bin/python3
 test       release    python3-websockets     py:websockets
 test       release    python3-selenium       py:selenium
 test       release    device-tree-compiler   cmd:fdtget
+test       release    procps                 cmd:kill
 test       release    man-db                 cmd:man
 test       release    groff-base             cmd:groff
 '
