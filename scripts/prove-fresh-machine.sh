@@ -65,6 +65,14 @@ mount -t sysfs sysfs "$root/sys"; mounts+=("$root/sys")
 bind /dev "$root/dev"
 mount -t devpts devpts "$root/dev/pts" -o newinstance,ptmxmode=0666 2>/dev/null && mounts+=("$root/dev/pts") || true
 cp /etc/resolv.conf "$root/etc/resolv.conf"
+# The machine's own local certificate authorities come with every machine of this kind (its
+# network's proxies sign with them): a fresh machine has them, so the bare root gets them
+# too. Debian's ca-certificates, when the set-up installs it, adds them to the bundle
+# cargo and curl read. Nothing of imgforge's is copied.
+if [ -d /usr/local/share/ca-certificates ]; then
+  mkdir -p "$root/usr/local/share/ca-certificates"
+  cp -a /usr/local/share/ca-certificates/. "$root/usr/local/share/ca-certificates/"
+fi
 git clone --quiet "$PWD" "$root/root/imgforge"
 echo "clean clone of $(git rev-parse --short HEAD) in the root's /root/imgforge"
 
