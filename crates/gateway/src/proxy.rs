@@ -27,7 +27,7 @@ pub struct Runtime {
     /// Certificates read from `[[tls.certs]]` files.
     pub file_certs: Vec<Arc<rustls::sign::CertifiedKey>>,
     htpasswd: Vec<Option<Htpasswd>>,
-    clients: Vec<Client<HttpConnector, Body>>,
+    clients: Vec<Client<HttpConnector, UpBody>>,
     /// With no route at all (no --config), the gateway answers a page naming the node.
     pub node_page: Option<String>,
     login: Option<LoginState>,
@@ -71,9 +71,21 @@ impl Runtime {
 }
 
 impl Runtime {
-    pub fn client(&self, route: usize) -> &Client<HttpConnector, Body> {
+    pub fn client(&self, route: usize) -> &Client<HttpConnector, UpBody> {
         &self.clients[route]
     }
+}
+
+/// A request body on its way to an upstream: the client's, cut off with an error past the
+/// route's size limit (so the upstream sees an aborted request, never a truncated one).
+pub type UpBody = http_body_util::combinators::BoxBody<hyper::body::Bytes, BoxError>;
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// An empty request body for the gateway's own requests (health checks, forward auth).
+pub fn no_body() -> UpBody {
+    http_body_util::Empty::new()
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 /// How the request arrived.
@@ -93,7 +105,7 @@ pub async fn handle(
     challenges: Arc<crate::acme::Challenges>,
     certs: &crate::tls::CertStore,
     conn: Conn,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Response<Body> {
     let started = Instant::now();
     let method = req.method().clone();
@@ -104,17 +116,41 @@ pub async fn handle(
             .or(req.uri().host())
             .unwrap_or(""),
     );
+    // What the client sent, for the access log; everything after this sees the normalised
+    // path (crate::path), which replaces the request's URI.
     let path = req
         .uri()
         .path_and_query()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "/".into());
+    let normalised = normalise_uri(&mut req);
     let client = rewrite::client_ip(
         conn.peer.ip(),
         req.headers(),
         &rt.cfg.server.trusted_proxies,
     );
-    let (resp, route) = if req.uri().path() == HEALTH_PATH && conn.peer.ip().is_loopback() {
+    let (resp, route) = if let Err(why) = normalised {
+        (
+            pages::html(
+                StatusCode::BAD_REQUEST,
+                "Bad Request",
+                &format!("The request was refused: {why}."),
+            ),
+            None,
+        )
+    } else if path.len() > rt.cfg.server.max_uri_bytes.get() {
+        (
+            pages::html(
+                StatusCode::URI_TOO_LONG,
+                "URI Too Long",
+                &format!(
+                    "The request's path and query are over {} bytes.",
+                    rt.cfg.server.max_uri_bytes
+                ),
+            ),
+            None,
+        )
+    } else if req.uri().path() == HEALTH_PATH && conn.peer.ip().is_loopback() {
         (
             Response::builder()
                 .header("content-type", "text/plain")
@@ -173,6 +209,20 @@ pub async fn handle(
     resp
 }
 
+/// Replaces the request's URI with its normalised origin form (path normalised, query
+/// kept): the absolute form's scheme and authority are dropped too, the Host having been
+/// read already.
+fn normalise_uri(req: &mut Request<Incoming>) -> Result<(), crate::path::Refused> {
+    let path = crate::path::normalize(req.uri().path())?;
+    let pq = match req.uri().query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    };
+    // Cannot fail: the characters are the client's, which parsed, less decoded escapes.
+    *req.uri_mut() = pq.parse().map_err(|_| crate::path::Refused::BadEscape)?;
+    Ok(())
+}
+
 async fn route_request(
     rt: &Runtime,
     conn: Conn,
@@ -208,6 +258,24 @@ async fn route_request(
         router::Match::None => return (pages::not_found(host), None),
     };
     let route = &rt.cfg.routes[i];
+    let limit = route.max_body_bytes.unwrap_or(rt.cfg.server.max_body_bytes);
+    let declared = req
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit.get()) {
+        // Refused before anything is read or forwarded; a chunked body is cut off at the
+        // limit on its way (forward).
+        return (
+            pages::html(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Payload Too Large",
+                &format!("The request's body is over this application's {limit} bytes."),
+            ),
+            Some(i),
+        );
+    }
     if route.access == Access::Lan
         && !rt.cfg.server.lan.iter().any(|n| n.contains(client))
         && !route
@@ -280,7 +348,7 @@ async fn route_request(
         };
     }
     if let Some(Auth::Forward { url }) = &route.auth {
-        match forward_auth(rt, i, url, &req, conn).await {
+        match forward_auth(rt, i, url, &req, conn, client, host).await {
             Ok(()) => {}
             Err(resp) => return (resp, Some(i)),
         }
@@ -288,26 +356,41 @@ async fn route_request(
     (forward(rt, i, route, conn, host, req).await, Some(i))
 }
 
-/// Asks the auth URL with the request's headers (and what was asked, as X-Forwarded-Method
-/// and -Uri); a 2xx lets the request through, anything else is returned to the client.
+/// Asks the auth URL with the request's headers and what was asked, as single
+/// X-Forwarded-Method, -Uri (the normalised path and query), -Host, -Proto and -For values;
+/// a 2xx lets the request through, anything else is returned to the client. The client's
+/// own X-Forwarded-*, Forwarded and X-Real-IP are dropped first: an auth service reading
+/// the first X-Forwarded-Uri would otherwise judge the path the client claims, not the one
+/// it asked for.
 async fn forward_auth(
     rt: &Runtime,
     i: usize,
     url: &crate::config::Upstream,
     req: &Request<Incoming>,
     conn: Conn,
+    client: std::net::IpAddr,
+    host: &str,
 ) -> Result<(), Response<Body>> {
     let mut b = Request::builder().method("GET").uri(url.to_string());
     for (k, v) in req.headers() {
-        if k != "content-length" && k != "transfer-encoding" {
+        if k != "content-length"
+            && k != "transfer-encoding"
+            && !rewrite::claims_a_client(k.as_str())
+        {
             b = b.header(k, v);
         }
     }
     let sub = b
         .header("x-forwarded-method", req.method().as_str())
         .header("x-forwarded-uri", req.uri().to_string())
-        .header("x-forwarded-for", conn.peer.ip().to_string())
-        .body(pages::full(hyper::body::Bytes::new()))
+        .header("x-forwarded-host", host)
+        .header(
+            "x-forwarded-proto",
+            if conn.https { "https" } else { "http" },
+        )
+        .header("x-forwarded-for", client.to_string())
+        .header("x-real-ip", client.to_string())
+        .body(no_body())
         .map_err(|_| pages::bad_gateway(&url.authority))?;
     let timeout = Duration::from_secs(rt.cfg.routes[i].read_timeout_secs);
     match tokio::time::timeout(timeout, rt.clients[i].request(sub)).await {
@@ -473,6 +556,11 @@ async fn forward(
         host,
         route,
     );
+    let limit = route
+        .max_body_bytes
+        .unwrap_or(rt.cfg.server.max_body_bytes)
+        .get();
+    let body = http_body_util::Limited::new(body, limit.try_into().unwrap_or(usize::MAX));
     let out = Request::from_parts(parts, body.boxed());
 
     let timeout = Duration::from_secs(route.read_timeout_secs);
