@@ -2,6 +2,7 @@
 //! its timeouts, rewriting what the client sees; WebSocket upgrades are spliced both ways.
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -109,13 +110,15 @@ pub async fn handle(
 ) -> Response<Body> {
     let started = Instant::now();
     let method = req.method().clone();
-    let host = router::host_of(
+    let host = router::request_host(&req);
+    let raw_host = host.is_err().then(|| {
         req.headers()
-            .get(HOST)
-            .and_then(|h| h.to_str().ok())
-            .or(req.uri().host())
-            .unwrap_or(""),
-    );
+            .get_all(HOST)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect::<Vec<_>>()
+            .join(",")
+    });
     // What the client sent, for the access log; everything after this sees the normalised
     // path (crate::path), which replaces the request's URI.
     let path = req
@@ -124,12 +127,24 @@ pub async fn handle(
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "/".into());
     let normalised = normalise_uri(&mut req);
+    // The host for routing ("" only for an HTTP/1.0 request without one); a refused host
+    // is answered 400 below before anything uses it.
+    let host_ok = host.as_ref().map(String::as_str).unwrap_or("");
     let client = rewrite::client_ip(
         conn.peer.ip(),
         req.headers(),
         &rt.cfg.server.trusted_proxies,
     );
-    let (resp, route) = if let Err(why) = normalised {
+    let (resp, route) = if let Err(why) = &host {
+        (
+            pages::html(
+                StatusCode::BAD_REQUEST,
+                "Bad Request",
+                &format!("The request was refused: {why}."),
+            ),
+            None,
+        )
+    } else if let Err(why) = normalised {
         (
             pages::html(
                 StatusCode::BAD_REQUEST,
@@ -168,10 +183,10 @@ pub async fn handle(
                     .expect("valid"),
                 None,
             ),
-            None => (pages::not_found(&host), None),
+            None => (pages::not_found(host_ok), None),
         }
     } else if let (false, Some(https), true) =
-        (conn.https, rt.cfg.server.https, certs.covers(&host))
+        (conn.https, rt.cfg.server.https, certs.covers(host_ok))
     {
         // Only once a certificate for the name is held: before the first ACME order
         // succeeds (or on a LAN with no way to get one), plain HTTP keeps working instead of
@@ -184,7 +199,10 @@ pub async fn handle(
         (
             pages::redirect(
                 StatusCode::MOVED_PERMANENTLY,
-                &format!("https://{host}{port}{path}"),
+                &format!(
+                    "https://{host_ok}{port}{}",
+                    req.uri().path_and_query().map_or("/", |p| p.as_str())
+                ),
             ),
             None,
         )
@@ -194,19 +212,41 @@ pub async fn handle(
     ) {
         (login_endpoint(state, conn, client, req).await, None)
     } else {
-        route_request(&rt, conn, client, &host, req).await
+        route_request(&rt, conn, client, host_ok, req).await
     };
     if rt.cfg.server.access_log {
         let upstream = route
             .map(|i| rt.cfg.routes[i].upstream.authority.as_str())
             .unwrap_or("-");
+        // What the client sent is escaped: a Host or path holding `"` or a control
+        // character must not forge a field or a line of the log.
+        let shown_host = match &host {
+            Ok(h) => h.clone(),
+            Err(_) => raw_host.unwrap_or_default(),
+        };
         println!(
-            "access {client} \"{method} {host}{path}\" {} {:.1}ms upstream={upstream}",
+            "access {client} \"{method} {}{}\" {} {:.1}ms upstream={upstream}",
+            escape_log(shown_host.as_bytes()),
+            escape_log(path.as_bytes()),
             resp.status().as_u16(),
             started.elapsed().as_secs_f64() * 1000.0
         );
     }
     resp
+}
+
+/// Bytes for the access log: printable ASCII other than `"` and `\` as is, the rest as
+/// `\xNN`.
+fn escape_log(b: &[u8]) -> String {
+    let mut out = String::with_capacity(b.len());
+    for &c in b {
+        if (0x21..0x7f).contains(&c) && c != b'"' && c != b'\\' {
+            out.push(c as char);
+        } else {
+            out.push_str(&format!("\\x{c:02x}"));
+        }
+    }
+    out
 }
 
 /// Replaces the request's URI with its normalised origin form (path normalised, query
@@ -560,12 +600,30 @@ async fn forward(
         .max_body_bytes
         .unwrap_or(rt.cfg.server.max_body_bytes)
         .get();
-    let body = http_body_util::Limited::new(body, limit.try_into().unwrap_or(usize::MAX));
+    let body_fault = Arc::new(std::sync::atomic::AtomicU8::new(BODY_OK));
+    let body = ClientBody {
+        inner: http_body_util::Limited::new(body, limit.try_into().unwrap_or(usize::MAX)),
+        fault: body_fault.clone(),
+    };
     let out = Request::from_parts(parts, body.boxed());
 
     let timeout = Duration::from_secs(route.read_timeout_secs);
     let mut resp = match tokio::time::timeout(timeout, rt.clients[i].request(out)).await {
         Ok(Ok(r)) => r,
+        Ok(Err(_)) if body_fault.load(Ordering::Acquire) == BODY_MALFORMED => {
+            return pages::html(
+                StatusCode::BAD_REQUEST,
+                "Bad Request",
+                "The request's body is malformed (a bad chunk size or framing).",
+            );
+        }
+        Ok(Err(_)) if body_fault.load(Ordering::Acquire) == BODY_TOO_LARGE => {
+            return pages::html(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Payload Too Large",
+                &format!("The request's body is over this application's {limit} bytes."),
+            );
+        }
         Ok(Err(e)) => {
             // The cause goes to the journal for the operator; the client sees the upstream's address.
             let cause = format!("{e:?}");
@@ -619,6 +677,44 @@ async fn forward(
         }
     }
     Response::from_parts(parts, body.boxed())
+}
+
+const BODY_OK: u8 = 0;
+const BODY_MALFORMED: u8 = 1;
+const BODY_TOO_LARGE: u8 = 2;
+
+/// The client's request body on its way upstream, noting why it failed if it does: a
+/// failed upstream request is then the client's fault (400 or 413), not the upstream's
+/// (502).
+struct ClientBody {
+    inner: http_body_util::Limited<Incoming>,
+    fault: Arc<std::sync::atomic::AtomicU8>,
+}
+
+impl hyper::body::Body for ClientBody {
+    type Data = hyper::body::Bytes;
+    type Error = BoxError;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Err(e))) = &r {
+            let fault = if e.is::<http_body_util::LengthLimitError>() {
+                BODY_TOO_LARGE
+            } else {
+                BODY_MALFORMED
+            };
+            self.fault.store(fault, Ordering::Release);
+        }
+        r
+    }
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// Copies `from` to `to` until either ends, noting the time of each chunk in `last`.

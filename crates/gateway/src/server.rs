@@ -183,10 +183,19 @@ const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/pla
 
 fn refuse_busy(stream: tokio::net::TcpStream) {
     tokio::spawn(async move {
-        use tokio::io::AsyncWriteExt;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut stream = stream;
-        let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(BUSY)).await;
-        let _ = stream.shutdown().await;
+        // Write, then read what the client sends for a moment before closing: closing
+        // with its request unread would send a reset, which can destroy the 503 before
+        // the client reads it.
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            stream.write_all(BUSY).await?;
+            stream.shutdown().await?;
+            let mut sink = [0u8; 4096];
+            while stream.read(&mut sink).await? > 0 {}
+            Ok::<_, std::io::Error>(())
+        })
+        .await;
     });
 }
 

@@ -55,6 +55,22 @@ class App(BaseHTTPRequestHandler):
             self.reply(200, body, headers=[("Content-Type", "application/json")])
 
 
+    def do_POST(self):
+        # Reads the whole body (Content-Length or chunked), then echoes its length.
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            n = 0
+            while True:
+                size = int(self.rfile.readline().split(b";")[0], 16)
+                self.rfile.read(size + 2)
+                n += size
+                if size == 0:
+                    break
+        else:
+            n = len(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
+        body = json.dumps({"path": self.path, "body-bytes": n}).encode()
+        self.reply(200, body, headers=[("Content-Type", "application/json")])
+
+
 async def echo(ws, path=None):
     async for msg in ws:
         await ws.send(msg)
