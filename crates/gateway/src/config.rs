@@ -98,6 +98,10 @@ pub struct Server {
     /// overrides it. nginx's 1 MiB default breaks uploads to notebooks, hence 100 MiB.
     #[serde(default = "body_bytes")]
     pub max_body_bytes: NonZeroU64,
+    /// Longest silence inside a request's body; then it answers 408 (nginx's
+    /// client_body_timeout is 60 s). A route's `body-idle-timeout-secs` overrides it.
+    #[serde(default = "sixty_nz")]
+    pub body_idle_timeout_secs: NonZeroU64,
 }
 
 fn ten_nz() -> NonZeroU64 {
@@ -140,6 +144,7 @@ impl Default for Server {
             max_header_bytes: head_bytes(),
             max_uri_bytes: uri_bytes(),
             max_body_bytes: body_bytes(),
+            body_idle_timeout_secs: sixty_nz(),
         }
     }
 }
@@ -261,6 +266,8 @@ pub struct Route {
     pub health: Option<String>,
     /// Largest request body for this route (bytes), instead of the server's.
     pub max_body_bytes: Option<NonZeroU64>,
+    /// Longest silence inside a request's body for this route, instead of the server's.
+    pub body_idle_timeout_secs: Option<NonZeroU64>,
 }
 
 impl Route {

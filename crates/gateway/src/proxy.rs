@@ -601,9 +601,17 @@ async fn forward(
         .unwrap_or(rt.cfg.server.max_body_bytes)
         .get();
     let body_fault = Arc::new(std::sync::atomic::AtomicU8::new(BODY_OK));
+    let idle_for = Duration::from_secs(
+        route
+            .body_idle_timeout_secs
+            .unwrap_or(rt.cfg.server.body_idle_timeout_secs)
+            .get(),
+    );
     let body = ClientBody {
         inner: http_body_util::Limited::new(body, limit.try_into().unwrap_or(usize::MAX)),
         fault: body_fault.clone(),
+        idle: Box::pin(tokio::time::sleep(idle_for)),
+        idle_for,
     };
     let out = Request::from_parts(parts, body.boxed());
 
@@ -615,6 +623,16 @@ async fn forward(
                 StatusCode::BAD_REQUEST,
                 "Bad Request",
                 "The request's body is malformed (a bad chunk size or framing).",
+            );
+        }
+        Ok(Err(_)) if body_fault.load(Ordering::Acquire) == BODY_IDLE => {
+            return pages::html(
+                StatusCode::REQUEST_TIMEOUT,
+                "Request Timeout",
+                &format!(
+                    "The request's body stopped arriving for {} s.",
+                    idle_for.as_secs()
+                ),
             );
         }
         Ok(Err(_)) if body_fault.load(Ordering::Acquire) == BODY_TOO_LARGE => {
@@ -682,13 +700,18 @@ async fn forward(
 const BODY_OK: u8 = 0;
 const BODY_MALFORMED: u8 = 1;
 const BODY_TOO_LARGE: u8 = 2;
+const BODY_IDLE: u8 = 3;
 
 /// The client's request body on its way upstream, noting why it failed if it does: a
 /// failed upstream request is then the client's fault (400 or 413), not the upstream's
 /// (502).
+/// It also fails when nothing arrives for `idle_for`: a client trickling a body would
+/// otherwise hold its connection and the upstream's for as long as it likes.
 struct ClientBody {
     inner: http_body_util::Limited<Incoming>,
     fault: Arc<std::sync::atomic::AtomicU8>,
+    idle: std::pin::Pin<Box<tokio::time::Sleep>>,
+    idle_for: Duration,
 }
 
 impl hyper::body::Body for ClientBody {
@@ -699,6 +722,19 @@ impl hyper::body::Body for ClientBody {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
         let r = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        match &r {
+            std::task::Poll::Pending => {
+                if std::future::Future::poll(self.idle.as_mut(), cx).is_ready() {
+                    self.fault.store(BODY_IDLE, Ordering::Release);
+                    return std::task::Poll::Ready(Some(Err("the request body stopped".into())));
+                }
+            }
+            std::task::Poll::Ready(Some(Ok(_))) => {
+                let next = tokio::time::Instant::now() + self.idle_for;
+                self.idle.as_mut().reset(next);
+            }
+            _ => {}
+        }
         if let std::task::Poll::Ready(Some(Err(e))) = &r {
             let fault = if e.is::<http_body_util::LengthLimitError>() {
                 BODY_TOO_LARGE

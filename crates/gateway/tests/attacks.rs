@@ -382,7 +382,7 @@ fn oversized_heads_targets_and_bodies_are_refused() {
         &dir,
         &format!(
             "[[route]]\nupstream = \"http://127.0.0.1:{http}\"\n\n\
-             [[route]]\nprefix = \"/upload/\"\nupstream = \"http://127.0.0.1:{http}\"\nmax-body-bytes = 1000\n"
+             [[route]]\nprefix = \"/upload/\"\nupstream = \"http://127.0.0.1:{http}\"\nmax-body-bytes = 1000\nbody-idle-timeout-secs = 2\n"
         ),
     );
     let _gw = gateway(&cfg, port);
@@ -413,6 +413,18 @@ fn oversized_heads_targets_and_bodies_are_refused() {
     let (s, _, body) = post(999);
     assert_eq!(s, 200, "{body}");
     assert!(body.contains("\"body-bytes\": 999"), "{body}");
+    // A body that stops half-way answers 408 after the route's 2 s of silence.
+    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    c.write_all(
+        b"POST /upload/stalled HTTP/1.1\r\nHost: x.test\r\nContent-Length: 100\r\n\r\n0123456789",
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    let _ = c.read_to_end(&mut out);
+    let (s, _, body) = split(&out);
+    assert_eq!(s, 408, "{body}");
+    assert!(body.contains("stopped arriving for 2 s"), "{body}");
 }
 
 #[test]
@@ -456,6 +468,7 @@ fn running_out_of_file_descriptors_does_not_spin_or_flood_the_log() {
     std::thread::sleep(Duration::from_secs(3));
     let used = cpu() - before;
     let lines = std::fs::read_to_string(&log).unwrap().lines().count();
+    eprintln!("descriptors exhausted: {used} ticks of CPU in 3 s, {lines} lines logged");
     assert!(
         used < 30,
         "{used} ticks of CPU in 3 s with descriptors exhausted (a busy accept loop)"
