@@ -723,11 +723,11 @@ impl hyper::body::Body for ClientBody {
     ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
         let r = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
         match &r {
-            std::task::Poll::Pending => {
-                if std::future::Future::poll(self.idle.as_mut(), cx).is_ready() {
-                    self.fault.store(BODY_IDLE, Ordering::Release);
-                    return std::task::Poll::Ready(Some(Err("the request body stopped".into())));
-                }
+            std::task::Poll::Pending
+                if std::future::Future::poll(self.idle.as_mut(), cx).is_ready() =>
+            {
+                self.fault.store(BODY_IDLE, Ordering::Release);
+                return std::task::Poll::Ready(Some(Err("the request body stopped".into())));
             }
             std::task::Poll::Ready(Some(Ok(_))) => {
                 let next = tokio::time::Instant::now() + self.idle_for;
