@@ -594,6 +594,9 @@ auth = { kind = "basic", htpasswd = "/etc/gw/htpasswd" }
         assert_eq!(c.routes[1].access, Access::Lan);
         assert!(c.server.access_log);
         assert!(c.server.trusted_proxies[0].contains("10.0.0.1".parse().unwrap()));
+        assert_eq!(c.server.header_read_timeout_secs.get(), 10);
+        assert_eq!(c.server.max_header_bytes.get(), 32 * 1024);
+        assert_eq!(c.routes[1].max_body_bytes, None);
     }
 
     #[test]
@@ -621,6 +624,12 @@ auth = { kind = "basic", htpasswd = "/etc/gw/htpasswd" }
         let bad = GOOD.replace("prefix = \"/chat/\"\n", "");
         let e = parse("g.toml", &bad).unwrap_err();
         assert_eq!(e, "g.toml:10:1: key `route[1]`: the same host and prefix as route[0] (django.example.test /)");
+        let bad = GOOD.replace("trusted-proxies", "max-connections = 0\ntrusted-proxies");
+        let e = parse("g.toml", &bad).unwrap_err();
+        assert!(
+            e.starts_with("g.toml:4:19: key `server.max-connections`: invalid value: integer `0`"),
+            "{e}"
+        );
         let bad = GOOD.replace("\"10.0.0.1\"", "\"10.0.0.300\"");
         assert!(parse("g.toml", &bad)
             .unwrap_err()
