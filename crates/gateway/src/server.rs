@@ -254,6 +254,9 @@ pub async fn serve(o: Options) -> Result<()> {
     ));
     let mut accept_errors = Throttled::new();
     let mut refusals = Throttled::new();
+    // Failed handshakes are logged from the connections' tasks, throttled together: a
+    // crowd of clients that never finish one must not flood the journal.
+    let handshake_failures = Arc::new(std::sync::Mutex::new(Throttled::new()));
     let mut backoff = Backoff(Backoff::FIRST);
     loop {
         tokio::select! {
@@ -293,6 +296,7 @@ pub async fn serve(o: Options) -> Result<()> {
                 let _ = stream.set_nodelay(true);
                 let acceptor = tls_listener.as_ref().expect("accepted on it").1.clone();
                 let shared = shared.clone();
+                let failures = handshake_failures.clone();
                 let handshake = Duration::from_secs(
                     shared.current.load().cfg.server.tls_handshake_timeout_secs.get(),
                 );
@@ -300,8 +304,14 @@ pub async fn serve(o: Options) -> Result<()> {
                     // The handshake runs in the connection's task: a slow client holds up no one.
                     match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
                         Ok(Ok(tls)) => serve_conn(shared, tls, Conn { peer, https: true }, permit),
-                        Ok(Err(e)) => eprintln!("gateway: TLS handshake with {peer}: {e}"),
-                        Err(_) => eprintln!("gateway: TLS handshake with {peer}: timed out"),
+                        Ok(Err(e)) => failures
+                            .lock()
+                            .expect("not poisoned")
+                            .log(format_args!("TLS handshake with {peer}: {e}")),
+                        Err(_) => failures
+                            .lock()
+                            .expect("not poisoned")
+                            .log(format_args!("TLS handshake with {peer}: timed out")),
                     }
                 });
             }
