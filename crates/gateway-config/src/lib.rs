@@ -24,6 +24,7 @@
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::num::{NonZeroU64, NonZeroUsize};
 use std::path::PathBuf;
 use std::str::FromStr;
 
@@ -63,6 +64,68 @@ pub struct Server {
     /// Seconds between active health checks of upstreams that have a `health` path.
     #[serde(default = "ten")]
     pub health_interval_secs: u64,
+    // The connection limits and timeouts, with defaults near nginx's where it has one.
+    // None may be zero. They are read as each connection opens (the body size per
+    // request), so a reload applies them to new connections; max-connections is read once,
+    // at start.
+    /// Longest time to receive a request's head (request line and headers), counted from
+    /// the connection's start or, between requests, from the first byte of the next one;
+    /// a slow client (slowloris) is disconnected after it. nginx's client_header_timeout
+    /// is 60 s; browsers send a head in one packet, so 10 s is plenty.
+    #[serde(default = "ten_nz")]
+    pub header_read_timeout_secs: NonZeroU64,
+    /// Longest silence on a kept-alive connection between a response and the next
+    /// request (nginx's keepalive_timeout is 75 s).
+    #[serde(default = "sixty_nz")]
+    pub keepalive_idle_secs: NonZeroU64,
+    /// Longest TLS handshake.
+    #[serde(default = "ten_nz")]
+    pub tls_handshake_timeout_secs: NonZeroU64,
+    /// Connections open at once; past it a plain HTTP client gets a 503 and is
+    /// disconnected, a TLS one is disconnected. Each proxied request also holds a
+    /// connection to its upstream: keep it under half the unit's LimitNOFILE (65536).
+    #[serde(default = "max_conns")]
+    pub max_connections: NonZeroUsize,
+    /// Largest request head (request line and headers, bytes); larger answers 431. nginx
+    /// allows 4 buffers of 8 KiB (large_client_header_buffers 4 8k).
+    #[serde(default = "head_bytes")]
+    pub max_header_bytes: NonZeroUsize,
+    /// Longest request target (path and query, bytes); longer answers 414 (nginx: one
+    /// 8 KiB buffer).
+    #[serde(default = "uri_bytes")]
+    pub max_uri_bytes: NonZeroUsize,
+    /// Largest request body (bytes); larger answers 413. A route's `max-body-bytes`
+    /// overrides it. nginx's 1 MiB default breaks uploads to notebooks, hence 100 MiB.
+    #[serde(default = "body_bytes")]
+    pub max_body_bytes: NonZeroU64,
+    /// Longest silence inside a request's body; then it answers 408 (nginx's
+    /// client_body_timeout is 60 s). A route's `body-idle-timeout-secs` overrides it.
+    #[serde(default = "sixty_nz")]
+    pub body_idle_timeout_secs: NonZeroU64,
+}
+
+fn ten_nz() -> NonZeroU64 {
+    NonZeroU64::new(10).expect("not zero")
+}
+
+fn sixty_nz() -> NonZeroU64 {
+    NonZeroU64::new(60).expect("not zero")
+}
+
+fn max_conns() -> NonZeroUsize {
+    NonZeroUsize::new(16384).expect("not zero")
+}
+
+fn head_bytes() -> NonZeroUsize {
+    NonZeroUsize::new(32 * 1024).expect("not zero")
+}
+
+fn uri_bytes() -> NonZeroUsize {
+    NonZeroUsize::new(8 * 1024).expect("not zero")
+}
+
+fn body_bytes() -> NonZeroU64 {
+    NonZeroU64::new(100 << 20).expect("not zero")
 }
 
 impl Default for Server {
@@ -74,6 +137,14 @@ impl Default for Server {
             lan: default_lan(),
             access_log: true,
             health_interval_secs: 10,
+            header_read_timeout_secs: ten_nz(),
+            keepalive_idle_secs: sixty_nz(),
+            tls_handshake_timeout_secs: ten_nz(),
+            max_connections: max_conns(),
+            max_header_bytes: head_bytes(),
+            max_uri_bytes: uri_bytes(),
+            max_body_bytes: body_bytes(),
+            body_idle_timeout_secs: sixty_nz(),
         }
     }
 }
@@ -193,6 +264,10 @@ pub struct Route {
     pub auth: Option<Auth>,
     /// A path on the upstream answering 2xx when it is healthy (checked actively).
     pub health: Option<String>,
+    /// Largest request body for this route (bytes), instead of the server's.
+    pub max_body_bytes: Option<NonZeroU64>,
+    /// Longest silence inside a request's body for this route, instead of the server's.
+    pub body_idle_timeout_secs: Option<NonZeroU64>,
 }
 
 impl Route {
@@ -519,6 +594,9 @@ auth = { kind = "basic", htpasswd = "/etc/gw/htpasswd" }
         assert_eq!(c.routes[1].access, Access::Lan);
         assert!(c.server.access_log);
         assert!(c.server.trusted_proxies[0].contains("10.0.0.1".parse().unwrap()));
+        assert_eq!(c.server.header_read_timeout_secs.get(), 10);
+        assert_eq!(c.server.max_header_bytes.get(), 32 * 1024);
+        assert_eq!(c.routes[1].max_body_bytes, None);
     }
 
     #[test]
@@ -546,6 +624,12 @@ auth = { kind = "basic", htpasswd = "/etc/gw/htpasswd" }
         let bad = GOOD.replace("prefix = \"/chat/\"\n", "");
         let e = parse("g.toml", &bad).unwrap_err();
         assert_eq!(e, "g.toml:10:1: key `route[1]`: the same host and prefix as route[0] (django.example.test /)");
+        let bad = GOOD.replace("trusted-proxies", "max-connections = 0\ntrusted-proxies");
+        let e = parse("g.toml", &bad).unwrap_err();
+        assert!(
+            e.starts_with("g.toml:4:19: key `server.max-connections`: invalid value: integer `0`"),
+            "{e}"
+        );
         let bad = GOOD.replace("\"10.0.0.1\"", "\"10.0.0.300\"");
         assert!(parse("g.toml", &bad)
             .unwrap_err()

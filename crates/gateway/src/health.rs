@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use hyper::Request;
 
-use crate::pages;
 use crate::proxy::Runtime;
 
 /// One flag per route: healthy until a check says otherwise.
@@ -37,7 +36,7 @@ pub async fn watch(rt: Weak<Runtime>, interval: Duration) {
             );
             let req = Request::get(&uri)
                 .header("user-agent", "gateway-health")
-                .body(pages::full(hyper::body::Bytes::new()))
+                .body(crate::proxy::no_body())
                 .expect("valid");
             let verdict = match tokio::time::timeout(
                 Duration::from_secs(2),

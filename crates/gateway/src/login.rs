@@ -208,9 +208,15 @@ pub fn without_session(header: &str) -> String {
         .join("; ")
 }
 
-/// Where to go after login: a path on this site only (no `//host` or scheme).
+/// Where to go after login: a path on this site only, else `/`. Strictly: a single `/`,
+/// then (if anything) a path character, and only URL characters throughout (RFC 3986's
+/// unreserved, sub-delims, `:@%/?#`): no `//host` or `/\host` (browsers read both as
+/// another host), no scheme, and no space or control character, since browsers drop a tab
+/// or newline inside a URL (`/\t/evil.test` becomes `//evil.test`) and CR/LF cannot be in a
+/// Location header at all.
 pub fn safe_next(next: &str) -> &str {
-    if next.starts_with('/') && !next.starts_with("//") && !next.starts_with("/\\") {
+    let url_char = |c: char| c.is_ascii_alphanumeric() || "-._~!$&'()*+,;=:@%/?#".contains(c);
+    if next.starts_with('/') && !next.starts_with("//") && next.chars().all(url_char) {
         next
     } else {
         "/"
@@ -318,6 +324,16 @@ mod tests {
         assert_eq!(safe_next("/app/x?y=1"), "/app/x?y=1");
         assert_eq!(safe_next("//evil.test/"), "/");
         assert_eq!(safe_next("https://evil.test/"), "/");
+        assert_eq!(safe_next("/\t/evil.test/"), "/", "browsers drop the tab");
+        assert_eq!(safe_next("/\\evil.test/"), "/");
+        assert_eq!(safe_next("/x\r\nSet-Cookie: a=b"), "/");
+        assert_eq!(safe_next("/a b"), "/");
+        assert_eq!(safe_next("/"), "/");
+        assert_eq!(
+            safe_next("/%09/x"),
+            "/%09/x",
+            "an escape stays an escape in the path"
+        );
         assert_eq!(
             cookie_value("a=1; gateway_session=xyz; b=2", COOKIE),
             Some("xyz")

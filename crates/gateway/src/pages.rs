@@ -66,7 +66,12 @@ pub fn forbidden() -> Response<Body> {
     )
 }
 
+/// A redirect to `to`; a target that cannot be a header value (CR, LF, other control
+/// characters: never one the gateway builds from its own checks) goes to `/` instead of
+/// failing the request.
 pub fn redirect(status: StatusCode, to: &str) -> Response<Body> {
+    let to = hyper::header::HeaderValue::from_str(to)
+        .unwrap_or_else(|_| hyper::header::HeaderValue::from_static("/"));
     Response::builder()
         .status(status)
         .header("location", to)

@@ -2,6 +2,7 @@
 //! its timeouts, rewriting what the client sees; WebSocket upgrades are spliced both ways.
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,7 +28,7 @@ pub struct Runtime {
     /// Certificates read from `[[tls.certs]]` files.
     pub file_certs: Vec<Arc<rustls::sign::CertifiedKey>>,
     htpasswd: Vec<Option<Htpasswd>>,
-    clients: Vec<Client<HttpConnector, Body>>,
+    clients: Vec<Client<HttpConnector, UpBody>>,
     /// With no route at all (no --config), the gateway answers a page naming the node.
     pub node_page: Option<String>,
     login: Option<LoginState>,
@@ -71,9 +72,21 @@ impl Runtime {
 }
 
 impl Runtime {
-    pub fn client(&self, route: usize) -> &Client<HttpConnector, Body> {
+    pub fn client(&self, route: usize) -> &Client<HttpConnector, UpBody> {
         &self.clients[route]
     }
+}
+
+/// A request body on its way to an upstream: the client's, cut off with an error past the
+/// route's size limit (so the upstream sees an aborted request, never a truncated one).
+pub type UpBody = http_body_util::combinators::BoxBody<hyper::body::Bytes, BoxError>;
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// An empty request body for the gateway's own requests (health checks, forward auth).
+pub fn no_body() -> UpBody {
+    http_body_util::Empty::new()
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 /// How the request arrived.
@@ -93,28 +106,66 @@ pub async fn handle(
     challenges: Arc<crate::acme::Challenges>,
     certs: &crate::tls::CertStore,
     conn: Conn,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Response<Body> {
     let started = Instant::now();
     let method = req.method().clone();
-    let host = router::host_of(
+    let host = router::request_host(&req);
+    let raw_host = host.is_err().then(|| {
         req.headers()
-            .get(HOST)
-            .and_then(|h| h.to_str().ok())
-            .or(req.uri().host())
-            .unwrap_or(""),
-    );
+            .get_all(HOST)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect::<Vec<_>>()
+            .join(",")
+    });
+    // What the client sent, for the access log; everything after this sees the normalised
+    // path (crate::path), which replaces the request's URI.
     let path = req
         .uri()
         .path_and_query()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "/".into());
+    let normalised = normalise_uri(&mut req);
+    // The host for routing ("" only for an HTTP/1.0 request without one); a refused host
+    // is answered 400 below before anything uses it.
+    let host_ok = host.as_ref().map(String::as_str).unwrap_or("");
     let client = rewrite::client_ip(
         conn.peer.ip(),
         req.headers(),
         &rt.cfg.server.trusted_proxies,
     );
-    let (resp, route) = if req.uri().path() == HEALTH_PATH && conn.peer.ip().is_loopback() {
+    let (resp, route) = if let Err(why) = &host {
+        (
+            pages::html(
+                StatusCode::BAD_REQUEST,
+                "Bad Request",
+                &format!("The request was refused: {why}."),
+            ),
+            None,
+        )
+    } else if let Err(why) = normalised {
+        (
+            pages::html(
+                StatusCode::BAD_REQUEST,
+                "Bad Request",
+                &format!("The request was refused: {why}."),
+            ),
+            None,
+        )
+    } else if path.len() > rt.cfg.server.max_uri_bytes.get() {
+        (
+            pages::html(
+                StatusCode::URI_TOO_LONG,
+                "URI Too Long",
+                &format!(
+                    "The request's path and query are over {} bytes.",
+                    rt.cfg.server.max_uri_bytes
+                ),
+            ),
+            None,
+        )
+    } else if req.uri().path() == HEALTH_PATH && conn.peer.ip().is_loopback() {
         (
             Response::builder()
                 .header("content-type", "text/plain")
@@ -132,10 +183,10 @@ pub async fn handle(
                     .expect("valid"),
                 None,
             ),
-            None => (pages::not_found(&host), None),
+            None => (pages::not_found(host_ok), None),
         }
     } else if let (false, Some(https), true) =
-        (conn.https, rt.cfg.server.https, certs.covers(&host))
+        (conn.https, rt.cfg.server.https, certs.covers(host_ok))
     {
         // Only once a certificate for the name is held: before the first ACME order
         // succeeds (or on a LAN with no way to get one), plain HTTP keeps working instead of
@@ -148,7 +199,10 @@ pub async fn handle(
         (
             pages::redirect(
                 StatusCode::MOVED_PERMANENTLY,
-                &format!("https://{host}{port}{path}"),
+                &format!(
+                    "https://{host_ok}{port}{}",
+                    req.uri().path_and_query().map_or("/", |p| p.as_str())
+                ),
             ),
             None,
         )
@@ -158,19 +212,55 @@ pub async fn handle(
     ) {
         (login_endpoint(state, conn, client, req).await, None)
     } else {
-        route_request(&rt, conn, client, &host, req).await
+        route_request(&rt, conn, client, host_ok, req).await
     };
     if rt.cfg.server.access_log {
         let upstream = route
             .map(|i| rt.cfg.routes[i].upstream.authority.as_str())
             .unwrap_or("-");
+        // What the client sent is escaped: a Host or path holding `"` or a control
+        // character must not forge a field or a line of the log.
+        let shown_host = match &host {
+            Ok(h) => h.clone(),
+            Err(_) => raw_host.unwrap_or_default(),
+        };
         println!(
-            "access {client} \"{method} {host}{path}\" {} {:.1}ms upstream={upstream}",
+            "access {client} \"{method} {}{}\" {} {:.1}ms upstream={upstream}",
+            escape_log(shown_host.as_bytes()),
+            escape_log(path.as_bytes()),
             resp.status().as_u16(),
             started.elapsed().as_secs_f64() * 1000.0
         );
     }
     resp
+}
+
+/// Bytes for the access log: printable ASCII other than `"` and `\` as is, the rest as
+/// `\xNN`.
+fn escape_log(b: &[u8]) -> String {
+    let mut out = String::with_capacity(b.len());
+    for &c in b {
+        if (0x21..0x7f).contains(&c) && c != b'"' && c != b'\\' {
+            out.push(c as char);
+        } else {
+            out.push_str(&format!("\\x{c:02x}"));
+        }
+    }
+    out
+}
+
+/// Replaces the request's URI with its normalised origin form (path normalised, query
+/// kept): the absolute form's scheme and authority are dropped too, the Host having been
+/// read already.
+fn normalise_uri(req: &mut Request<Incoming>) -> Result<(), crate::path::Refused> {
+    let path = crate::path::normalize(req.uri().path())?;
+    let pq = match req.uri().query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    };
+    // Cannot fail: the characters are the client's, which parsed, less decoded escapes.
+    *req.uri_mut() = pq.parse().map_err(|_| crate::path::Refused::BadEscape)?;
+    Ok(())
 }
 
 async fn route_request(
@@ -208,6 +298,24 @@ async fn route_request(
         router::Match::None => return (pages::not_found(host), None),
     };
     let route = &rt.cfg.routes[i];
+    let limit = route.max_body_bytes.unwrap_or(rt.cfg.server.max_body_bytes);
+    let declared = req
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit.get()) {
+        // Refused before anything is read or forwarded; a chunked body is cut off at the
+        // limit on its way (forward).
+        return (
+            pages::html(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Payload Too Large",
+                &format!("The request's body is over this application's {limit} bytes."),
+            ),
+            Some(i),
+        );
+    }
     if route.access == Access::Lan
         && !rt.cfg.server.lan.iter().any(|n| n.contains(client))
         && !route
@@ -280,7 +388,7 @@ async fn route_request(
         };
     }
     if let Some(Auth::Forward { url }) = &route.auth {
-        match forward_auth(rt, i, url, &req, conn).await {
+        match forward_auth(rt, i, url, &req, conn, client, host).await {
             Ok(()) => {}
             Err(resp) => return (resp, Some(i)),
         }
@@ -288,26 +396,41 @@ async fn route_request(
     (forward(rt, i, route, conn, host, req).await, Some(i))
 }
 
-/// Asks the auth URL with the request's headers (and what was asked, as X-Forwarded-Method
-/// and -Uri); a 2xx lets the request through, anything else is returned to the client.
+/// Asks the auth URL with the request's headers and what was asked, as single
+/// X-Forwarded-Method, -Uri (the normalised path and query), -Host, -Proto and -For values;
+/// a 2xx lets the request through, anything else is returned to the client. The client's
+/// own X-Forwarded-*, Forwarded and X-Real-IP are dropped first: an auth service reading
+/// the first X-Forwarded-Uri would otherwise judge the path the client claims, not the one
+/// it asked for.
 async fn forward_auth(
     rt: &Runtime,
     i: usize,
     url: &crate::config::Upstream,
     req: &Request<Incoming>,
     conn: Conn,
+    client: std::net::IpAddr,
+    host: &str,
 ) -> Result<(), Response<Body>> {
     let mut b = Request::builder().method("GET").uri(url.to_string());
     for (k, v) in req.headers() {
-        if k != "content-length" && k != "transfer-encoding" {
+        if k != "content-length"
+            && k != "transfer-encoding"
+            && !rewrite::claims_a_client(k.as_str())
+        {
             b = b.header(k, v);
         }
     }
     let sub = b
         .header("x-forwarded-method", req.method().as_str())
         .header("x-forwarded-uri", req.uri().to_string())
-        .header("x-forwarded-for", conn.peer.ip().to_string())
-        .body(pages::full(hyper::body::Bytes::new()))
+        .header("x-forwarded-host", host)
+        .header(
+            "x-forwarded-proto",
+            if conn.https { "https" } else { "http" },
+        )
+        .header("x-forwarded-for", client.to_string())
+        .header("x-real-ip", client.to_string())
+        .body(no_body())
         .map_err(|_| pages::bad_gateway(&url.authority))?;
     let timeout = Duration::from_secs(rt.cfg.routes[i].read_timeout_secs);
     match tokio::time::timeout(timeout, rt.clients[i].request(sub)).await {
@@ -473,11 +596,52 @@ async fn forward(
         host,
         route,
     );
+    let limit = route
+        .max_body_bytes
+        .unwrap_or(rt.cfg.server.max_body_bytes)
+        .get();
+    let body_fault = Arc::new(std::sync::atomic::AtomicU8::new(BODY_OK));
+    let idle_for = Duration::from_secs(
+        route
+            .body_idle_timeout_secs
+            .unwrap_or(rt.cfg.server.body_idle_timeout_secs)
+            .get(),
+    );
+    let body = ClientBody {
+        inner: http_body_util::Limited::new(body, limit.try_into().unwrap_or(usize::MAX)),
+        fault: body_fault.clone(),
+        idle: Box::pin(tokio::time::sleep(idle_for)),
+        idle_for,
+    };
     let out = Request::from_parts(parts, body.boxed());
 
     let timeout = Duration::from_secs(route.read_timeout_secs);
     let mut resp = match tokio::time::timeout(timeout, rt.clients[i].request(out)).await {
         Ok(Ok(r)) => r,
+        Ok(Err(_)) if body_fault.load(Ordering::Acquire) == BODY_MALFORMED => {
+            return pages::html(
+                StatusCode::BAD_REQUEST,
+                "Bad Request",
+                "The request's body is malformed (a bad chunk size or framing).",
+            );
+        }
+        Ok(Err(_)) if body_fault.load(Ordering::Acquire) == BODY_IDLE => {
+            return pages::html(
+                StatusCode::REQUEST_TIMEOUT,
+                "Request Timeout",
+                &format!(
+                    "The request's body stopped arriving for {} s.",
+                    idle_for.as_secs()
+                ),
+            );
+        }
+        Ok(Err(_)) if body_fault.load(Ordering::Acquire) == BODY_TOO_LARGE => {
+            return pages::html(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Payload Too Large",
+                &format!("The request's body is over this application's {limit} bytes."),
+            );
+        }
         Ok(Err(e)) => {
             // The cause goes to the journal for the operator; the client sees the upstream's address.
             let cause = format!("{e:?}");
@@ -531,6 +695,62 @@ async fn forward(
         }
     }
     Response::from_parts(parts, body.boxed())
+}
+
+const BODY_OK: u8 = 0;
+const BODY_MALFORMED: u8 = 1;
+const BODY_TOO_LARGE: u8 = 2;
+const BODY_IDLE: u8 = 3;
+
+/// The client's request body on its way upstream, noting why it failed if it does: a
+/// failed upstream request is then the client's fault (400 or 413), not the upstream's
+/// (502).
+/// It also fails when nothing arrives for `idle_for`: a client trickling a body would
+/// otherwise hold its connection and the upstream's for as long as it likes.
+struct ClientBody {
+    inner: http_body_util::Limited<Incoming>,
+    fault: Arc<std::sync::atomic::AtomicU8>,
+    idle: std::pin::Pin<Box<tokio::time::Sleep>>,
+    idle_for: Duration,
+}
+
+impl hyper::body::Body for ClientBody {
+    type Data = hyper::body::Bytes;
+    type Error = BoxError;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        match &r {
+            std::task::Poll::Pending
+                if std::future::Future::poll(self.idle.as_mut(), cx).is_ready() =>
+            {
+                self.fault.store(BODY_IDLE, Ordering::Release);
+                return std::task::Poll::Ready(Some(Err("the request body stopped".into())));
+            }
+            std::task::Poll::Ready(Some(Ok(_))) => {
+                let next = tokio::time::Instant::now() + self.idle_for;
+                self.idle.as_mut().reset(next);
+            }
+            _ => {}
+        }
+        if let std::task::Poll::Ready(Some(Err(e))) = &r {
+            let fault = if e.is::<http_body_util::LengthLimitError>() {
+                BODY_TOO_LARGE
+            } else {
+                BODY_MALFORMED
+            };
+            self.fault.store(fault, Ordering::Release);
+        }
+        r
+    }
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// Copies `from` to `to` until either ends, noting the time of each chunk in `last`.

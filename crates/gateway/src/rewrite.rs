@@ -67,7 +67,16 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[Net]) -> IpAddr {
         .unwrap_or(peer)
 }
 
-/// Sets X-Forwarded-For/-Proto/-Host (and -Prefix when the route strips its prefix).
+/// Headers that claim something about the client or the original request, which only the
+/// gateway (or a trusted proxy before it) may set: every X-Forwarded-*, Forwarded
+/// (RFC 7239) and X-Real-IP. Names are lower-case (hyper's HeaderName).
+pub fn claims_a_client(name: &str) -> bool {
+    name.starts_with("x-forwarded-") || name == "forwarded" || name == "x-real-ip"
+}
+
+/// Sets X-Forwarded-For/-Proto/-Host (and -Prefix when the route strips its prefix) and
+/// X-Real-IP (the client as `client_ip` finds it). From a peer that is not a trusted proxy,
+/// every other header claiming a client (`claims_a_client`) is dropped first.
 pub fn set_forwarded(
     h: &mut HeaderMap,
     peer: IpAddr,
@@ -76,8 +85,24 @@ pub fn set_forwarded(
     host: &str,
     route: &Route,
 ) {
+    let real = client_ip(peer, h, trusted);
     let peer = crate::config::canonical(peer);
     let from_trusted = trusted.iter().any(|n| n.contains(peer));
+    if !from_trusted {
+        // X-Forwarded-For/-Proto/-Host/-Prefix are set again below.
+        let spoofed: Vec<HeaderName> = h
+            .keys()
+            .filter(|k| claims_a_client(k.as_str()))
+            .cloned()
+            .collect();
+        for k in spoofed {
+            h.remove(k);
+        }
+    }
+    h.insert(
+        "x-real-ip",
+        HeaderValue::from_str(&real.to_string()).expect("addresses are ASCII"),
+    );
     let prior = if from_trusted {
         h.get_all("x-forwarded-for")
             .iter()

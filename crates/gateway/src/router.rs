@@ -25,6 +25,58 @@ pub fn host_of(header: &str) -> String {
     }
 }
 
+/// Why a request's host was refused (400).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadHost {
+    /// An HTTP/1.1 request without a Host header.
+    Missing,
+    /// Two Host headers or more.
+    Repeated,
+    /// A Host that is no host name or address (`[::1]`, `a.test:8080`).
+    Invalid,
+}
+
+impl std::fmt::Display for BadHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(match self {
+            BadHost::Missing => "an HTTP/1.1 request needs a Host header",
+            BadHost::Repeated => "the request has more than one Host header",
+            BadHost::Invalid => "the Host header is not a host name or address",
+        })
+    }
+}
+
+/// The host a request is for, as RFC 9112 section 3.2 says: the absolute-form target's
+/// host when there is one (the Host header is then ignored), else the single Host header;
+/// none (in HTTP/1.1) or two are refused. Lower-cased, the port and a trailing dot
+/// removed (`App.Example.test.:443` is `app.example.test`), so the route is the same
+/// whatever the spelling.
+pub fn request_host(req: &hyper::Request<hyper::body::Incoming>) -> Result<String, BadHost> {
+    let raw = if let Some(h) = req.uri().host() {
+        h.to_string()
+    } else {
+        let mut all = req.headers().get_all(hyper::header::HOST).iter();
+        match (all.next(), all.next()) {
+            (Some(h), None) => h.to_str().map_err(|_| BadHost::Invalid)?.to_string(),
+            (Some(_), Some(_)) => return Err(BadHost::Repeated),
+            (None, _) if req.version() == hyper::Version::HTTP_11 => return Err(BadHost::Missing),
+            (None, _) => String::new(),
+        }
+    };
+    let host = host_of(&raw);
+    let host = host.strip_suffix('.').unwrap_or(&host).to_string();
+    let valid = if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        v6.parse::<std::net::Ipv6Addr>().is_ok()
+    } else {
+        host.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
+    };
+    if !valid || (host.is_empty() && !raw.is_empty()) {
+        return Err(BadHost::Invalid);
+    }
+    Ok(host)
+}
+
 pub fn find(routes: &[Route], host: &str, path: &str) -> Match {
     let pick = |exact: bool| -> Option<(usize, usize)> {
         routes

@@ -6,6 +6,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
@@ -14,6 +15,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::Semaphore;
 
 use tokio_rustls::TlsAcceptor;
 
@@ -21,6 +23,7 @@ use crate::acme::Challenges;
 use crate::config::{self, Config};
 use crate::proxy::{self, Conn, Runtime};
 use crate::tls::CertStore;
+use crate::watchdog::{self, Activity, Tracked, Watched};
 
 pub struct Options {
     pub config: Option<PathBuf>,
@@ -56,33 +59,143 @@ struct Shared {
     certs: Arc<CertStore>,
 }
 
-fn serve_conn<S>(shared: Arc<Shared>, stream: S, conn: Conn)
-where
+fn serve_conn<S>(
+    shared: Arc<Shared>,
+    stream: S,
+    conn: Conn,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     tokio::spawn(async move {
+        let _permit = permit;
+        let (header_read, keepalive, max_head) = {
+            let s = &shared.current.load().cfg.server;
+            (
+                Duration::from_secs(s.header_read_timeout_secs.get()),
+                Duration::from_secs(s.keepalive_idle_secs.get()),
+                s.max_header_bytes.get(),
+            )
+        };
+        let act = Activity::new(header_read, keepalive);
+        let stream = Watched {
+            inner: stream,
+            act: act.clone(),
+        };
+        let svc_act = act.clone();
         let svc = service_fn(move |req| {
+            svc_act.request_started();
             // Each request takes the configuration in force when it arrives.
             let rt = shared.current.load_full();
             let ch = shared.challenges.clone();
             let certs = shared.certs.clone();
+            let act = svc_act.clone();
             async move {
-                Ok::<_, std::convert::Infallible>(proxy::handle(rt, ch, &certs, conn, req).await)
+                let resp = proxy::handle(rt, ch, &certs, conn, req).await;
+                Ok::<_, std::convert::Infallible>(resp.map(|b| Tracked::new(b, act)))
             }
         });
         // Over TLS, one flattened write per response makes one TLS record, where vectored
         // writes would make one per header and body buffer.
         let mut b = http1::Builder::new();
         b.writev(!conn.https);
-        if let Err(e) = b
+        // A head over the limit answers 431; the read buffer (which also bounds what a
+        // head still arriving may use) stays at hyper's minimum or twice the limit.
+        b.max_header_size(max_head);
+        b.max_buf_size((2 * max_head).max(64 * 1024));
+        let c = b
             .serve_connection(TokioIo::new(stream), svc)
-            .with_upgrades()
-            .await
-        {
-            if !e.is_incomplete_message() {
-                eprintln!("gateway: connection from {}: {e}", conn.peer);
+            .with_upgrades();
+        tokio::pin!(c);
+        tokio::select! {
+            r = c.as_mut() => {
+                if let Err(e) = r {
+                    if !e.is_incomplete_message() {
+                        eprintln!("gateway: connection from {}: {e}", conn.peer);
+                    }
+                }
             }
+            // Dropping the connection closes it: nothing is owed to a client that is
+            // idle or has not finished its head.
+            _ = watchdog::expired(&act) => {}
         }
+    });
+}
+
+/// Logs a repeated event at most every few seconds, with how many were not logged: a
+/// flood of clients or of accept errors must not flood the journal.
+struct Throttled {
+    last: Option<std::time::Instant>,
+    skipped: u64,
+}
+
+impl Throttled {
+    const EVERY: Duration = Duration::from_secs(5);
+
+    fn new() -> Self {
+        Throttled {
+            last: None,
+            skipped: 0,
+        }
+    }
+
+    fn log(&mut self, msg: std::fmt::Arguments) {
+        if self.last.is_some_and(|t| t.elapsed() < Self::EVERY) {
+            self.skipped += 1;
+            return;
+        }
+        if self.skipped > 0 {
+            eprintln!(
+                "gateway: {msg} ({} more since the last such line)",
+                self.skipped
+            );
+        } else {
+            eprintln!("gateway: {msg}");
+        }
+        self.last = Some(std::time::Instant::now());
+        self.skipped = 0;
+    }
+}
+
+/// The pause after a failed accept, doubled while failures go on. Accepting fails mostly
+/// when file descriptors run out (EMFILE): the waiting connection stays in the backlog and
+/// the listener stays readable, so retrying at once would spin a core and answer no one;
+/// pausing lets connections finish and free descriptors.
+struct Backoff(Duration);
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(10);
+    const MAX: Duration = Duration::from_secs(1);
+
+    async fn wait(&mut self) {
+        tokio::time::sleep(self.0).await;
+        self.0 = (self.0 * 2).min(Self::MAX);
+    }
+
+    fn reset(&mut self) {
+        self.0 = Self::FIRST;
+    }
+}
+
+/// The answer to a plain HTTP client past max-connections, written without reading its
+/// request (the connection is closed after it).
+const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\ncontent-length: 39\r\nretry-after: 1\r\nconnection: close\r\n\r\nThe gateway is busy: try again shortly.\n";
+
+fn refuse_busy(stream: tokio::net::TcpStream) {
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = stream;
+        // Write, then read what the client sends for a moment before closing: closing
+        // with its request unread would send a reset, which can destroy the 503 before
+        // the client reads it.
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            stream.write_all(BUSY).await?;
+            stream.shutdown().await?;
+            let mut sink = [0u8; 4096];
+            while stream.read(&mut sink).await? > 0 {}
+            Ok::<_, std::io::Error>(())
+        })
+        .await;
     });
 }
 
@@ -136,30 +249,69 @@ pub async fn serve(o: Options) -> Result<()> {
 
     let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let slots = Arc::new(Semaphore::new(
+        shared.current.load().cfg.server.max_connections.get(),
+    ));
+    let mut accept_errors = Throttled::new();
+    let mut refusals = Throttled::new();
+    // Failed handshakes are logged from the connections' tasks, throttled together: a
+    // crowd of clients that never finish one must not flood the journal.
+    let handshake_failures = Arc::new(std::sync::Mutex::new(Throttled::new()));
+    let mut backoff = Backoff(Backoff::FIRST);
     loop {
         tokio::select! {
             r = listener.accept() => {
                 let (stream, peer) = match r {
                     Ok(x) => x,
-                    Err(e) => { eprintln!("gateway: accept: {e}"); continue; }
+                    Err(e) => {
+                        accept_errors.log(format_args!("accept on {addr}: {e}; pausing {:?}", backoff.0));
+                        backoff.wait().await;
+                        continue;
+                    }
+                };
+                backoff.reset();
+                let Ok(permit) = slots.clone().try_acquire_owned() else {
+                    refusals.log(format_args!("max-connections reached: refusing {peer} with 503"));
+                    refuse_busy(stream);
+                    continue;
                 };
                 let _ = stream.set_nodelay(true);
-                serve_conn(shared.clone(), stream, Conn { peer, https: false });
+                serve_conn(shared.clone(), stream, Conn { peer, https: false }, permit);
             }
             r = accept_tls(&tls_listener) => {
                 let (stream, peer) = match r {
                     Ok(x) => x,
-                    Err(e) => { eprintln!("gateway: accept: {e}"); continue; }
+                    Err(e) => {
+                        accept_errors.log(format_args!("accept (TLS): {e}; pausing {:?}", backoff.0));
+                        backoff.wait().await;
+                        continue;
+                    }
+                };
+                backoff.reset();
+                let Ok(permit) = slots.clone().try_acquire_owned() else {
+                    // No HTTP can be spoken before a handshake: the connection is closed.
+                    refusals.log(format_args!("max-connections reached: closing TLS connection from {peer}"));
+                    continue;
                 };
                 let _ = stream.set_nodelay(true);
                 let acceptor = tls_listener.as_ref().expect("accepted on it").1.clone();
                 let shared = shared.clone();
+                let failures = handshake_failures.clone();
+                let handshake = Duration::from_secs(
+                    shared.current.load().cfg.server.tls_handshake_timeout_secs.get(),
+                );
                 tokio::spawn(async move {
                     // The handshake runs in the connection's task: a slow client holds up no one.
-                    match tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => serve_conn(shared, tls, Conn { peer, https: true }),
-                        Ok(Err(e)) => eprintln!("gateway: TLS handshake with {peer}: {e}"),
-                        Err(_) => eprintln!("gateway: TLS handshake with {peer}: timed out"),
+                    match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => serve_conn(shared, tls, Conn { peer, https: true }, permit),
+                        Ok(Err(e)) => failures
+                            .lock()
+                            .expect("not poisoned")
+                            .log(format_args!("TLS handshake with {peer}: {e}")),
+                        Err(_) => failures
+                            .lock()
+                            .expect("not poisoned")
+                            .log(format_args!("TLS handshake with {peer}: timed out")),
                     }
                 });
             }

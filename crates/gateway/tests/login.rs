@@ -172,3 +172,54 @@ fn a_person_signs_in_with_chromium() {
     );
     assert!(out.contains("session cookie httpOnly: True"), "{out}");
 }
+
+#[test]
+fn next_forms_that_leave_the_site_go_to_the_root_even_in_chromium() {
+    let dir = scratch("login-next");
+    let (_gw, _up, port) = setup(&dir);
+    // The login form carries `next` as a hidden field: only a path on this site survives.
+    for (query, kept) in [
+        ("/app/x%3Fy%3D1", "/app/x?y=1"),
+        ("/%09/evil.test/", "/"),
+        ("//evil.test/", "/"),
+        ("/%5Cevil.test/", "/"),
+        ("https://evil.test/", "/"),
+        ("/%0d%0aSet-Cookie:%20a=b", "/"),
+        ("/%20/evil.test/", "/"),
+    ] {
+        let (s, _, body) = curl(
+            port,
+            "app.test",
+            &format!("/.gateway/login?next={query}"),
+            &[],
+        );
+        assert_eq!(s, 200, "{query}: {body}");
+        assert!(
+            body.contains(&format!("name=\"next\" value=\"{kept}\"")),
+            "{query}: {body}"
+        );
+    }
+    // A browser signing in with the tab form (issue 13's open redirect) stays on the site.
+    let o = Command::new("/usr/bin/python3")
+        .arg(peers().join("browser_next.py"))
+        .args([
+            &port.to_string(),
+            "app.example.test",
+            "/%09/evil.test/",
+            "anne",
+            "correct horse",
+            SECRET,
+        ])
+        .output()
+        .expect("python3");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        out.contains(&format!("landed on: http://app.example.test:{port}/\n")),
+        "{out}"
+    );
+}

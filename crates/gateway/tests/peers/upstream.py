@@ -37,12 +37,38 @@ class App(BaseHTTPRequestHandler):
             self.reply(200, b"slow")
         elif p.startswith("/status500"):
             self.reply(500, b"broken")
+        elif p.startswith("/judge-uri"):
+            # A forward-auth service as many are written: it believes the first
+            # X-Forwarded-Uri and lets /public/ through; it answers what it saw.
+            ok = (self.headers.get("X-Forwarded-Uri") or "").startswith("/public/")
+            seen = {k: self.headers.get_all(k) for k in
+                    ("X-Forwarded-Uri", "X-Forwarded-Host", "X-Forwarded-Proto",
+                     "X-Forwarded-For", "X-Forwarded-Method", "X-Forwarded-Prefix",
+                     "Forwarded", "X-Real-IP")}
+            self.reply(200 if ok else 401, json.dumps(seen).encode(),
+                       headers=[("Content-Type", "application/json")])
         elif p.startswith("/auth"):
             ok = self.headers.get("X-Token") == "let-me-in"
             self.reply(200 if ok else 401, b"auth", headers=[("X-Seen-Uri", self.headers.get("X-Forwarded-Uri", ""))])
         else:
             body = json.dumps({"path": p, "headers": {k.lower(): v for k, v in self.headers.items()}}).encode()
             self.reply(200, body, headers=[("Content-Type", "application/json")])
+
+
+    def do_POST(self):
+        # Reads the whole body (Content-Length or chunked), then echoes its length.
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            n = 0
+            while True:
+                size = int(self.rfile.readline().split(b";")[0], 16)
+                self.rfile.read(size + 2)
+                n += size
+                if size == 0:
+                    break
+        else:
+            n = len(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
+        body = json.dumps({"path": self.path, "body-bytes": n}).encode()
+        self.reply(200, body, headers=[("Content-Type", "application/json")])
 
 
 async def echo(ws, path=None):
