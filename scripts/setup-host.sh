@@ -198,9 +198,6 @@ if [ ${#miss[@]} -gt 0 ]; then
     read -r pool pkg _ <<<"$l"
     case $pool in release) release+=("$pkg") ;; backports) backports+=("$pkg") ;; foreign) foreign+=("$pkg") ;; esac
   done
-  # A package whose check fails though a package manager has it (the libc headers of a
-  # machine set up without Recommends) is reinstalled the same way: apt takes it as named.
-
   # shellcheck disable=SC1091
   . /etc/os-release
   codename=${VERSION_CODENAME:?no VERSION_CODENAME in /etc/os-release}
@@ -254,7 +251,9 @@ else
   installed="nothing to install"
 fi
 
-if [ $want_arm64 = 1 ]; then
+if [ $want_arm64 = 1 ] && [ $check_only = 1 ]; then
+  binfmt_ok || { printf 'setup-host: missing: qemu-aarch64 in binfmt_misc (with the F flag)\n' >&2; exit 1; }
+elif [ $want_arm64 = 1 ]; then
   t=$(now)
   ensure_binfmt
   binfmt_runs || die "a static aarch64 program does not run through binfmt_misc ($(tr '\n' ' ' <$binfmt_entry))"
