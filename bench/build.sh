@@ -23,10 +23,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup-host.sh --arch all --test >/dev/null
-# As scripts/build: imgforge, gateway and worker in one build that the binaries stage reuses.
+# As scripts/build: gateway and worker, then imgforge, in the target folder the binaries
+# stage reuses (CARGO_TARGET_DIR stays the shared one when IMGFORGE_CACHE is emptied below).
 . scripts/cargo-env.sh
-cargo build --release --locked --workspace --bins --quiet
-bin=$PWD/target/release/imgforge
+cargo build --release --locked --quiet -p gateway -p worker
+cargo build --release --locked --quiet -p imgforge
+bin=$CARGO_TARGET_DIR/release/imgforge
 work=$(mktemp -d /tmp/imgforge-bench.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 

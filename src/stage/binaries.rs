@@ -94,7 +94,13 @@ pub fn start(plan: &Plan, opts: &BuildOptions) -> Result<Started> {
     let rustc_vv = String::from_utf8_lossy(&rustc);
     let native = host_triple(&rustc_vv) == Some(plan.rust_target.as_str());
     let (target_dir, out_dir) = if native {
-        let dir = host_target_dir(opts.cache.root());
+        // CARGO_TARGET_DIR, as cargo itself reads it (relative to the workspace, where cargo
+        // runs), when the caller set one: scripts/cargo-env.sh does, and bench/build.sh keeps
+        // it while it points the stage cache elsewhere.
+        let dir = match std::env::var_os("CARGO_TARGET_DIR") {
+            Some(d) if !d.is_empty() => src.join(d),
+            _ => host_target_dir(opts.cache.root()),
+        };
         (dir.clone(), dir.join("release"))
     } else {
         let dir = opts.cache.aux_dir(tc.target_dir)?;
@@ -198,8 +204,9 @@ fn host_triple(rustc_vv: &str) -> Option<&str> {
     rustc_vv.lines().find_map(|l| l.strip_prefix("host: "))
 }
 
-/// Where cargo builds for this machine's own triple: scripts/cargo-env.sh's
-/// CARGO_TARGET_DIR, under the cache, shared with scripts/build and scripts/test.
+/// Where cargo builds for this machine's own triple when CARGO_TARGET_DIR is not set:
+/// scripts/cargo-env.sh's CARGO_TARGET_DIR, under the cache, shared with scripts/build and
+/// scripts/test.
 pub fn host_target_dir(cache_root: &Path) -> PathBuf {
     cache_root.join("cargo-target")
 }

@@ -11,8 +11,8 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::disk::layout::{self, MIB};
-use crate::site::firewall::PROXY_ROLE;
 use crate::plan::Plan;
+use crate::site::firewall::PROXY_ROLE;
 use crate::site::{SiteView, Sources};
 
 /// The summary. Its JSON form (`plan --json`) is documented in the README; keep the two in
