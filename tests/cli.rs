@@ -4,17 +4,8 @@
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-fn imgforge(cwd: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_imgforge"))
-        .current_dir(cwd)
-        .args(args)
-        .output()
-        .expect("run imgforge")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+mod common;
+use common::{imgforge_in as imgforge, text};
 
 /// A copy of the repository's profiles in a fresh folder, to edit.
 fn profiles_copy(dir: &Path) -> std::path::PathBuf {

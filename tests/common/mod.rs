@@ -22,6 +22,16 @@ pub fn imgforge(args: &[&str]) -> Output {
         .expect("run imgforge")
 }
 
+/// Runs the imgforge under test in `cwd` (a scratch folder: its ./profiles adds to the
+/// embedded profiles).
+pub fn imgforge_in(cwd: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_imgforge"))
+        .current_dir(cwd)
+        .args(args)
+        .output()
+        .expect("run imgforge")
+}
+
 pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }

@@ -21,18 +21,7 @@ fn raw(port: u16, head: &str) -> (u16, String, String) {
     let _ = write!(s, "{head}Connection: close\r\n\r\n");
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);
-    split(&out)
-}
-
-fn split(out: &[u8]) -> (u16, String, String) {
-    let text = String::from_utf8_lossy(out).replace("\r\n", "\n");
-    let (head, body) = text.split_once("\n\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, head.to_lowercase(), body.to_string())
+    split_response(&out)
 }
 
 fn get(port: u16, host: &str, target: &str, headers: &str) -> (u16, String, String) {
@@ -267,7 +256,7 @@ fn read_response(s: &mut TcpStream) -> (u16, String, String) {
                 .map(|v| v.trim().parse().unwrap())
                 .unwrap_or(0);
             if out.len() >= end + 4 + len {
-                return split(&out);
+                return split_response(&out);
             }
         }
     }
@@ -404,7 +393,7 @@ fn oversized_heads_targets_and_bodies_are_refused() {
         .unwrap();
         let mut out = Vec::new();
         let _ = s.read_to_end(&mut out);
-        split(&out)
+        split_response(&out)
     };
     let (s, _, body) = post(5000);
     assert_eq!(s, 413, "{body}");
@@ -422,7 +411,7 @@ fn oversized_heads_targets_and_bodies_are_refused() {
     .unwrap();
     let mut out = Vec::new();
     let _ = c.read_to_end(&mut out);
-    let (s, _, body) = split(&out);
+    let (s, _, body) = split_response(&out);
     assert_eq!(s, 408, "{body}");
     assert!(body.contains("stopped arriving for 2 s"), "{body}");
 }
@@ -485,7 +474,7 @@ fn running_out_of_file_descriptors_does_not_spin_or_flood_the_log() {
         let _ = s.write_all(b"GET /back HTTP/1.1\r\nHost: x.test\r\nConnection: close\r\n\r\n");
         let mut out = Vec::new();
         let _ = s.read_to_end(&mut out);
-        let (st, _, body) = split(&out);
+        let (st, _, body) = split_response(&out);
         if st == 200 {
             assert_eq!(upstream_path(&body).as_deref(), Some("/back"));
             break;
@@ -541,7 +530,7 @@ fn host_forms_follow_rfc_9112_and_the_access_log_is_escaped() {
     .unwrap();
     let mut out = Vec::new();
     let _ = c.read_to_end(&mut out);
-    let (s, _, body) = split(&out);
+    let (s, _, body) = split_response(&out);
     assert_eq!(s, 400, "{body}");
     assert!(body.contains("malformed"), "{body}");
     std::thread::sleep(Duration::from_millis(200));

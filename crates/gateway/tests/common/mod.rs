@@ -89,7 +89,12 @@ pub fn curl(port: u16, host: &str, path: &str, extra: &[&str]) -> (u16, String, 
         .arg(format!("http://127.0.0.1:{port}{path}"))
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&o.stdout).replace("\r\n", "\n");
+    split_response(&o.stdout)
+}
+
+/// An HTTP/1 response as read off the wire: (status, the head in lower case, the body).
+pub fn split_response(out: &[u8]) -> (u16, String, String) {
+    let text = String::from_utf8_lossy(out).replace("\r\n", "\n");
     let (head, body) = text.split_once("\n\n").unwrap_or((&text, ""));
     let status = head
         .split_whitespace()
