@@ -65,6 +65,9 @@ pub struct ProfileArgs {
     /// Host of the site to build (default: the first host running the role).
     #[arg(long)]
     pub host: Option<String>,
+    /// The image's version: root slot A's name and what the node reports; letters, digits and `.+~^_-`, starting with a letter or digit (default: `0~` and a hash of the inputs).
+    #[arg(long = "version", value_name = "VERSION")]
+    pub image_version: Option<String>,
     /// Profiles folder adding to the embedded profiles, its files winning (default: ./profiles if present).
     #[arg(long, value_name = "DIR", help_heading = "Inputs")]
     pub profiles: Option<PathBuf>,

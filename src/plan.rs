@@ -29,6 +29,8 @@ pub struct Request {
     pub target: String,
     pub site: String,
     pub host: Option<String>,
+    /// `--version`: the image's version, else `default_version`.
+    pub version: Option<String>,
 }
 
 /// The effective, validated build plan.
@@ -58,6 +60,9 @@ pub struct Plan {
     pub root_free_mib: u64,
     pub boot_timeout_secs: u64,
     pub source_date_epoch: u64,
+    /// The image's version: named in root slot A's partition name, written into the root
+    /// (seed_area::version::PATH) and reported by the worker (see `default_version`).
+    pub version: String,
     #[serde(rename = "service")]
     pub services: Vec<Service>,
     #[serde(rename = "slot")]
@@ -362,7 +367,7 @@ pub fn resolve(src: &ProfileSource, req: &Request) -> Result<Plan> {
     let strings = |v: &[crate::profile::unit_values::Line]| -> Vec<String> {
         v.iter().map(|l| l.to_string()).collect()
     };
-    Ok(Plan {
+    let mut plan = Plan {
         role: req.role.clone(),
         target: req.target.clone(),
         site: req.site.clone(),
@@ -389,6 +394,7 @@ pub fn resolve(src: &ProfileSource, req: &Request) -> Result<Plan> {
         root_free_mib: layer.root_free_mib.unwrap_or(256),
         boot_timeout_secs: layer.boot_timeout_secs.unwrap_or(300),
         source_date_epoch,
+        version: String::new(),
         services: layer.services,
         slots: layer.slots,
         databases: layer.databases,
@@ -399,7 +405,38 @@ pub fn resolve(src: &ProfileSource, req: &Request) -> Result<Plan> {
         site_hosts,
         qemu,
         inputs,
-    })
+    };
+    plan.version = match &req.version {
+        Some(v) => check_version(v)?,
+        None => default_version(&plan),
+    };
+    Ok(plan)
+}
+
+/// A version as systemd-sysupdate reads it from a partition name (`root_@v`) and file
+/// names: letters, digits and `.+~^_-`, starting with a letter or digit, at most 64 bytes.
+fn check_version(v: &str) -> Result<String> {
+    let ok = !v.is_empty()
+        && v.len() <= 64
+        && v.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".+~^_-".contains(c));
+    if !ok {
+        bail!(
+            "--version `{}`: a version is 1 to 64 letters, digits and `.+~^_-`, starting with a letter or digit",
+            v.escape_debug()
+        );
+    }
+    Ok(v.to_string())
+}
+
+/// The version of an image no one named: `0~` and the first 12 hex digits of the plan's
+/// hash, so the same inputs give the same version. `~` sorts before everything in
+/// systemd's version comparison, so any version a user names (`1`, `2024.1`) is newer than
+/// every default one.
+fn default_version(plan: &Plan) -> String {
+    let json = serde_json::to_vec(plan).expect("plan serializes");
+    format!("0~{}", &crate::cache::sha256_bytes(&json)[..12])
 }
 
 /// What one item of the merged layers says of another: a service's app slot and the
@@ -560,6 +597,7 @@ mod tests {
 
     fn req(role: &str, target: &str) -> Request {
         Request {
+            version: None,
             role: role.into(),
             target: target.into(),
             site: DEFAULT_SITE.into(),

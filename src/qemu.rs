@@ -136,7 +136,7 @@ pub enum Verdict {
 
 /// Classifies one console line, if it decides the boot.
 pub fn classify(line: &str) -> Option<Verdict> {
-    if let Some(i) = line.find("IMGFORGE-READY") {
+    if let Some(i) = line.find(seed_area::ready::MARKER) {
         return Some(Verdict::Ready(line[i..].trim_end().to_string()));
     }
     if let Some(i) = line.find("IMGFORGE-FAILED") {

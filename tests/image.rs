@@ -95,7 +95,9 @@ fn image_passes_sfdisk_fsck_fat_and_e2fsck() {
         "::/loader/entries/imgforge.conf",
     ]));
     assert!(
-        entry.contains("options root=PARTUUID=") && entry.contains("console=ttyS0"),
+        entry.contains("options root=UUID=")
+            && entry.contains(" ro ")
+            && entry.contains("console=ttyS0"),
         "{entry}"
     );
 
@@ -103,6 +105,17 @@ fn image_passes_sfdisk_fsck_fat_and_e2fsck() {
         .arg("-fn")
         .arg(format!("{}?offset={root_off}", img.display())));
     assert!(e2.contains("files") && !e2.contains("Fix?"), "{e2}");
+    // Slot B is as large as A and empty; the data partition is an empty ext4 (the node
+    // fills it from the slot's /var at first boot).
+    let (b_off, b_len) = partition(&img, 4);
+    let (a_off, a_len) = partition(&img, 3);
+    assert_eq!(b_len, a_len);
+    assert_eq!(b_off, a_off + a_len);
+    let (data_off, _) = partition(&img, 5);
+    let e2 = run(Command::new("e2fsck")
+        .arg("-fn")
+        .arg(format!("{}?offset={data_off}", img.display())));
+    assert!(e2.contains("imgforge-data") && !e2.contains("Fix?"), "{e2}");
 
     // What compose put in the root, and what it kept out.
     let ssh = debugfs(&img, root_off, "ls -l /etc/ssh");
@@ -267,10 +280,21 @@ fn boot_test_reaches_ready_through_uefi_firmware() {
     let err = text(&o.stderr);
     assert!(o.status.success(), "imgforge test failed:\n{err}");
     assert!(err.contains("(UEFI firmware, systemd-boot)"), "{err}");
+    let line = text(&o.stdout).trim().to_string();
+    let ready =
+        seed_area::ready::parse(&line).unwrap_or_else(|| panic!("not a ready line: {line}"));
     assert_eq!(
-        text(&o.stdout).trim(),
-        "IMGFORGE-READY role=proxy target=x86_64-vm checks=8/8"
+        (
+            ready.role.as_str(),
+            ready.target.as_str(),
+            ready.passed,
+            ready.total
+        ),
+        ("proxy", "x86_64-vm", 8, 8),
+        "{line}"
     );
+    // The version the image was built with (by default `0~` and a hash of the plan).
+    assert!(ready.version.starts_with("0~"), "{line}");
     assert!(
         err.contains("==> seed: the boot copy with throwaway test values for jupyter-htpasswd"),
         "{err}"

@@ -46,6 +46,7 @@ fn resolve_plan(a: &ProfileArgs) -> Result<Plan> {
         target: a.target.clone(),
         site: a.site.clone(),
         host: a.host.clone(),
+        version: a.image_version.clone(),
     };
     crate::plan::resolve(&src, &req).map_err(user)
 }

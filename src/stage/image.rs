@@ -51,13 +51,21 @@ pub fn run(
 ) -> Result<Image> {
     const NAME: &str = "image";
     let root_bytes = layout::root_size(c.data_bytes, c.entries, plan.root_free_mib);
-    let lay = layout::plan(plan.esp_size_mib, seed::SIZE, root_bytes);
+    let data_bytes = layout::data_size(c.var_bytes, c.var_entries);
+    let lay = layout::plan(
+        plan.partition_table,
+        plan.esp_size_mib,
+        seed::SIZE,
+        root_bytes,
+        data_bytes,
+    );
     let mut key = KeyBuilder::new(NAME);
     key.add_str("compose", &c.key)
         .add_str("layout", &format!("{lay:?}"))
         .add_str("table", plan.partition_table.as_str())
         .add_str("loader", &loader_entry(plan, c))
         .add_str("slots", &format!("{:?}", plan.slots))
+        .add_str("version", &plan.version)
         .add_str("epoch", &plan.source_date_epoch.to_string())
         .add_code(super::code::IMAGE);
     let key = key.finish();
@@ -94,7 +102,13 @@ pub fn run(
         .with_context(|| format!("sizing {}", disk_path.display()))?;
     match plan.partition_table.as_str() {
         "mbr" => mbr::write(&mut file, &lay, c.ids.mbr_signature),
-        _ => gpt::write(&mut file, &lay, &c.ids, gpt::root_type(plan.arch.as_str())?),
+        _ => gpt::write(
+            &mut file,
+            &lay,
+            &c.ids,
+            gpt::root_type(plan.arch.as_str())?,
+            &plan.version,
+        ),
     }
     .with_context(|| format!("writing the partition table of {}", disk_path.display()))?;
     // The seed area carries the slot names from the start: seeding checks against them.
@@ -124,9 +138,9 @@ pub fn run(
     let t = Instant::now();
     ext4::make_from_tar(&ext4::Ext4Options {
         disk: &disk_path,
-        offset: lay.root.offset,
-        size: lay.root.len,
-        tar: &c.root_tar(),
+        offset: lay.root_a.offset,
+        size: lay.root_a.len,
+        tar: Some(&c.root_tar()),
         uuid: c.ids.root_fs_uuid,
         hash_seed: c.ids.root_hash_seed,
         label: "root",
@@ -138,6 +152,22 @@ pub fn run(
         "root ext4 written in {:.1}s",
         t.elapsed().as_secs_f64()
     ));
+    // The data partition starts empty: the node copies the slot's /var into it at first
+    // boot (imgforge-var.service), so the image carries /var once, in the slot. Slot B
+    // stays zeros (sparse) until an update writes it.
+    ext4::make_from_tar(&ext4::Ext4Options {
+        disk: &disk_path,
+        offset: lay.data.offset,
+        size: lay.data.len,
+        tar: None,
+        uuid: c.ids.data_fs_uuid,
+        hash_seed: c.ids.data_hash_seed,
+        // fstab and the MBR grow unit find the data partition by this label.
+        label: seed_area::disk::DATA_PART_NAME,
+        epoch: plan.source_date_epoch,
+        entries: c.var_entries,
+        free_bytes: lay.data.len,
+    })?;
     File::open(&disk_path)?.sync_all()?;
     let dir = pending.commit()?;
     progress.done("filesystems");

@@ -121,6 +121,8 @@ pub(crate) mod code {
         include_bytes!("../site/mod.rs"),
         include_bytes!("../overlay.rs"),
         include_bytes!("../disk/ids.rs"),
+        include_bytes!("../../crates/seed-area/src/disk.rs"),
+        include_bytes!("../../crates/seed-area/src/version.rs"),
     ];
     pub const IMAGE: &[&[u8]] = &[
         include_bytes!("image.rs"),
@@ -133,6 +135,7 @@ pub(crate) mod code {
         include_bytes!("../disk/layout.rs"),
         include_bytes!("../seed.rs"),
         include_bytes!("../../crates/seed-area/src/lib.rs"),
+        include_bytes!("../../crates/seed-area/src/disk.rs"),
     ];
     pub const OUTPUTS: &[&[u8]] = &[
         include_bytes!("outputs.rs"),
