@@ -22,6 +22,7 @@ fn aarch64_binaries() -> Vec<(String, PathBuf)> {
             target: "aarch64-vm".into(),
             site: "example".into(),
             host: None,
+            version: None,
         },
     )
     .unwrap();

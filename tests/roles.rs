@@ -20,6 +20,7 @@ fn plan(role: &str) -> imgforge::plan::Plan {
         &ProfileSource::Dir(profiles),
         &Request {
             role: role.into(),
+            version: None,
             target: "x86_64-vm".into(),
             site: "example".into(),
             host: None,
