@@ -146,9 +146,18 @@ fn check_boot_partition(target: &str, model_files: &[&str], console: &str) {
         1,
         "{target}: cmdline.txt is one line"
     );
+    // The root by its filesystem UUID, which travels with a slot's bytes: root slot A is
+    // logical partition 6 of the card.
+    let (slot_a, _) = partition(&img, 6);
+    let stats = common::debugfs(&img, slot_a, "stats");
+    let fs_uuid = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("Filesystem UUID:"))
+        .unwrap_or_else(|| panic!("{target}: no ext4 in slot A: {stats}"))
+        .trim();
     assert!(
-        cmdline.contains(&format!("root=PARTUUID={signature}-03")),
-        "{target}: the root by the card's PARTUUID ({signature}-03): {cmdline}"
+        cmdline.contains(&format!("root=UUID={fs_uuid}")) && cmdline.contains(" ro "),
+        "{target}: the root read-only by slot A's filesystem UUID ({fs_uuid}, card {signature}): {cmdline}"
     );
     assert!(
         cmdline.contains(console) && cmdline.contains("rootwait"),
