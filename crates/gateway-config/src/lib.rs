@@ -61,6 +61,11 @@ pub struct Server {
     pub http: Option<SocketAddr>,
     /// HTTPS listener (needs `[tls]`).
     pub https: Option<SocketAddr>,
+    /// Offer HTTP/2 on the HTTPS listener (ALPN h2; plain HTTP stays HTTP/1.1). Routing,
+    /// path normalisation, access and auth are the same whatever the version; WebSockets
+    /// use HTTP/1.1 (browsers open one for them).
+    #[serde(default = "yes")]
+    pub http2: bool,
     /// Peers whose X-Forwarded-For/-Proto/-Host are believed; from anyone else they are
     /// replaced.
     #[serde(default)]
@@ -162,6 +167,7 @@ impl Default for Server {
         Server {
             http: default_http(),
             https: None,
+            http2: true,
             trusted_proxies: vec![],
             lan: default_lan(),
             access_log: true,
