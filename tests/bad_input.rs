@@ -191,6 +191,23 @@ fn an_unknown_route_auth_or_access_is_refused_at_its_line() {
 }
 
 #[test]
+fn a_public_path_opening_a_whole_lan_route_is_refused_at_its_line() {
+    let c = Copy::new();
+    let line = c.edit(
+        "sites/example.toml",
+        "access = \"lan\"\npublic-paths = [\"/track/\"]",
+        "access = \"lan\"\npublic-paths = [\"/\"]",
+    ) + 1;
+    expect(
+        &c.plan_refused(),
+        &format!(
+            "profiles/sites/example.toml:{line}:17: key `route[2].public-paths[0]`: route `prospectlab.example.test/`: public path `/` covers the whole route"
+        ),
+        &["access = \"any\""],
+    );
+}
+
+#[test]
 fn an_invalid_host_address_is_refused_at_its_line() {
     let c = Copy::new();
     let line = c.edit(
