@@ -36,10 +36,45 @@ impl Failures {
         }
     }
 
+    /// Starts an attempt: Err(wait) if a key is over its limit, else the attempt is
+    /// counted as a failure at once (under the same lock), and `forgive` takes it back if
+    /// it succeeds. Counting only after the check would let a thousand attempts sent at
+    /// once all pass the limit while their hashes queue.
+    pub fn begin(&self, keys: &[Key]) -> Result<(), Duration> {
+        let mut seen = self.seen.lock().expect("not poisoned");
+        if let Some(wait) = self.wait(&mut seen, keys) {
+            return Err(wait);
+        }
+        self.note(&mut seen, keys);
+        Ok(())
+    }
+
+    /// An attempt that `begin` counted succeeded: it is not a failure, and the address's
+    /// earlier failures are cleared (a user who mistyped twice starts over).
+    pub fn forgive(&self, keys: &[Key]) {
+        let mut seen = self.seen.lock().expect("not poisoned");
+        for k in keys {
+            match k {
+                Key::Addr(_) => {
+                    seen.remove(k);
+                }
+                Key::User(_) => {
+                    if let Some(l) = seen.get_mut(k) {
+                        l.pop_back();
+                    }
+                }
+            }
+        }
+    }
+
     /// How long until an attempt under all of `keys` may be made, if one is over its
     /// limit now.
     pub fn blocked(&self, keys: &[Key]) -> Option<Duration> {
         let mut seen = self.seen.lock().expect("not poisoned");
+        self.wait(&mut seen, keys)
+    }
+
+    fn wait(&self, seen: &mut HashMap<Key, VecDeque<Instant>>, keys: &[Key]) -> Option<Duration> {
         let now = Instant::now();
         keys.iter()
             .filter_map(|k| {
@@ -56,6 +91,10 @@ impl Failures {
     /// Notes a failed attempt under each of `keys`.
     pub fn failed(&self, keys: &[Key]) {
         let mut seen = self.seen.lock().expect("not poisoned");
+        self.note(&mut seen, keys);
+    }
+
+    fn note(&self, seen: &mut HashMap<Key, VecDeque<Instant>>, keys: &[Key]) {
         let now = Instant::now();
         if seen.len() > SWEEP_ABOVE {
             seen.retain(|_, l| l.back().is_some_and(|t| now - *t < self.window));
@@ -68,14 +107,6 @@ impl Failures {
                 list.pop_front();
             }
         }
-    }
-
-    /// A good sign-in clears the address's count (a user who mistyped twice starts over).
-    pub fn succeeded(&self, addr: IpAddr) {
-        self.seen
-            .lock()
-            .expect("not poisoned")
-            .remove(&Key::Addr(addr));
     }
 }
 
@@ -103,7 +134,14 @@ mod tests {
         assert!(f.blocked(&[a.clone(), bob.clone()]).is_none(), "a once");
         f.failed(&[a.clone(), bob.clone()]);
         assert!(f.blocked(&[a.clone(), Key::User("carol".into())]).is_some());
-        f.succeeded("192.0.2.1".parse().unwrap());
+        let only_a = [a.clone()];
+        f.forgive(&only_a);
         assert!(f.blocked(&[a, Key::User("carol".into())]).is_none());
+        // Attempts begun count at once: the third of three sent together is refused.
+        let g = Failures::new(2, Duration::from_secs(60));
+        assert!(g.begin(&only_a).is_ok() && g.begin(&only_a).is_ok());
+        assert!(g.begin(&only_a).is_err());
+        g.forgive(&only_a);
+        assert!(g.begin(&only_a).is_ok(), "a success clears the address");
     }
 }

@@ -135,7 +135,7 @@ impl LoginState {
     /// both cost the same), then the TOTP code, spent once for good.
     pub async fn attempt(&self, client: IpAddr, user: &str, password: &str, code: &str) -> Outcome {
         let keys = [Key::Addr(client), Key::User(user.to_string())];
-        if let Some(wait) = self.failures.blocked(&keys) {
+        if let Err(wait) = self.failures.begin(&keys) {
             return Outcome::TooMany(wait);
         }
         let known = self.users.get(user);
@@ -146,12 +146,11 @@ impl LoginState {
             _ => false,
         };
         if ok {
-            self.failures.succeeded(client);
+            self.failures.forgive(&keys);
             Outcome::Ok {
                 cookie: self.sign(user, now() + self.session_secs),
             }
         } else {
-            self.failures.failed(&keys);
             Outcome::Refused
         }
     }

@@ -418,14 +418,13 @@ async fn basic_auth(
             return Ok(());
         }
         let keys = [Key::Addr(client), Key::User(c.user.clone())];
-        if let Some(wait) = rt.basic_failures.blocked(&keys) {
+        if let Err(wait) = rt.basic_failures.begin(&keys) {
             return Err(too_many(wait));
         }
         if h.verify(c).await {
-            rt.basic_failures.succeeded(client);
+            rt.basic_failures.forgive(&keys);
             return Ok(());
         }
-        rt.basic_failures.failed(&keys);
     }
     let realm = match &route.auth {
         Some(Auth::Basic { realm, .. }) => realm.replace('"', ""),

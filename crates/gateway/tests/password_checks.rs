@@ -254,3 +254,32 @@ fn basic_and_login_failures_are_limited_per_address_and_per_user() {
     assert_eq!(s, 429, "anne's name under attack from three addresses");
     assert!(head.contains("retry-after: "), "{head}");
 }
+
+#[test]
+fn wrong_passwords_sent_all_at_once_are_limited_too() {
+    let (_up, http, _) = upstream();
+    let dir = scratch("pw-burst");
+    let pw = htpasswd(&dir, 10, &[("anne", "anne-pass")]);
+    let port = free_port();
+    let cfg = config(
+        &dir,
+        &format!(
+            "[server]\nauth-failure-limit = 3\n\n\
+             [[route]]\nupstream = \"http://127.0.0.1:{http}\"\n\
+             auth = {{ kind = \"basic\", htpasswd = \"{}\" }}\n",
+            pw.display()
+        ),
+    );
+    let _gw = gateway(&cfg, port);
+    let before = checks(port);
+    // Twenty at once: had the limit been checked before and counted after each hash, all
+    // twenty would pass the check while the hashes queue.
+    let burst: Vec<_> = (0..20)
+        .map(|i| std::thread::spawn(move || get(port, "/x", &basic("anne", &format!("g{i}"))).0))
+        .collect();
+    let codes: Vec<u16> = burst.into_iter().map(|t| t.join().unwrap()).collect();
+    let refused = codes.iter().filter(|c| **c == 401).count();
+    let limited = codes.iter().filter(|c| **c == 429).count();
+    assert_eq!((refused, limited), (3, 17), "{codes:?}");
+    assert_eq!(checks(port) - before, 3, "three hashes, not twenty");
+}
