@@ -60,8 +60,9 @@ pub const NODE_DRIVERS_TSV: &str = "/usr/share/imgforge/initramfs-drivers.tsv";
 const MODULES_D: &str = "/usr/share/initramfs-tools/modules.d/imgforge";
 
 /// raspi-firmware's hooks, which rewrite config.txt and cmdline.txt their own way on every
-/// kernel update: diverted before the package is unpacked (the `.imgforge-diverted` names
-/// are ones run-parts skips), and replaced by firmware/z50-imgforge-boot-files.
+/// kernel update: diverted before the package is unpacked (to `.imgforge-diverted` names,
+/// which run-parts skips), and firmware/z50-imgforge-boot-files put in their place (the
+/// package's postinst calls the kernel hook by its path).
 const RASPI_HOOKS: &[&str] = &[
     "/etc/kernel/postinst.d/z50-raspi-firmware",
     "/etc/kernel/postrm.d/z50-raspi-firmware",
@@ -69,7 +70,6 @@ const RASPI_HOOKS: &[&str] = &[
 ];
 const BOOT_FILES_HOOK: &str = include_str!("../../firmware/z50-imgforge-boot-files");
 const BOOT_FILES_HOOK_NAME: &str = "z50-imgforge-boot-files";
-const BOOT_FILES_HOOK_DIRS: &[&str] = &["/etc/kernel/postinst.d", "/etc/initramfs/post-update.d"];
 
 /// `name/suite` packages from a suite other than the image's own or its backports (a
 /// newer Raspberry Pi firmware from the next release): (name, suite).
@@ -273,18 +273,16 @@ fn mmdebstrap_command(
         .arg(format!(r#"--customize-hook=rm -f "$1{UPDATE_INITRAMFS}" && chroot "$1" dpkg-divert --quiet --local --rename --remove {UPDATE_INITRAMFS}"#));
     if derive_with.is_some() {
         for hook in RASPI_HOOKS {
+            let dir = Path::new(hook).parent().unwrap().display().to_string();
             cmd.arg(format!(
                 r#"--essential-hook=chroot "$1" dpkg-divert --quiet --local --rename --divert {hook}.imgforge-diverted --add {hook}"#
-            ));
-        }
-        for dir in BOOT_FILES_HOOK_DIRS {
-            let inside = format!("{dir}/{BOOT_FILES_HOOK_NAME}");
-            cmd.arg(format!(r#"--customize-hook=mkdir -p "$1{dir}""#))
-                .arg(format!(
-                    "--customize-hook=upload {} {inside}",
-                    q(&out.join(BOOT_FILES_HOOK_NAME))
-                ))
-                .arg(format!(r#"--customize-hook=chmod 755 "$1{inside}""#));
+            ))
+            .arg(format!(r#"--essential-hook=mkdir -p "$1{dir}""#))
+            .arg(format!(
+                "--essential-hook=upload {} {hook}",
+                q(&out.join(BOOT_FILES_HOOK_NAME))
+            ))
+            .arg(format!(r#"--essential-hook=chmod 755 "$1{hook}""#));
         }
     }
     if let Some(exe) = derive_with {
