@@ -75,6 +75,7 @@ boot-arm64 backports  qemu-system-arm        qemu-raspi4b
 boot-arm64 release    qemu-efi-aarch64       file:/usr/share/AAVMF/AAVMF_CODE.fd
 test       release    dosfstools             cmd:fsck.fat
 test       release    mtools                 cmd:mcopy
+test       release    cpio                   cmd:cpio
 test       release    bmap-tools             cmd:bmaptool
 test       release    systemd                cmd:systemd-analyze
 test       release    nftables               cmd:nft

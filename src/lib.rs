@@ -9,6 +9,7 @@
 pub mod app_source;
 pub mod apt_sources;
 pub mod artifact;
+pub mod board;
 pub mod cache;
 pub mod cli;
 pub mod commands;

@@ -282,6 +282,22 @@ pub fn resolve(src: &ProfileSource, req: &Request) -> Result<Plan> {
             setter("boot", |l| l.boot.is_some())
         );
     }
+    if let Some(r) = &layer.raspi {
+        if !r.storage.contains_key(&r.root_device) {
+            bail!(
+                "{}: `root-device = \"{}\"` has no [raspi.storage.{}] table saying where that \
+                 storage sits in the boards' device trees (the target describes: {})",
+                setter("raspi", |l| l.raspi.is_some()),
+                r.root_device,
+                r.root_device,
+                r.storage
+                    .keys()
+                    .map(|k| k.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+    }
     let suite = layer
         .suite
         .as_ref()
@@ -602,7 +618,7 @@ mod tests {
         );
         assert_eq!(
             rpi4.raspi.as_ref().unwrap().firmware,
-            ["start4.elf", "fixup4.dat"]
+            ["start4.elf", "fixup4.dat", "start4cd.elf", "fixup4cd.dat"]
         );
         assert_eq!(rpi4.apt_components, ["non-free-firmware"]);
         assert_eq!(rpi4.outputs, [Output::ImgXz]);

@@ -5,6 +5,7 @@ mod boot_disk;
 mod build;
 mod flash;
 mod generate;
+mod initramfs_drivers;
 mod inspect;
 mod list;
 mod plan;
@@ -35,6 +36,7 @@ pub fn run(command: Command) -> Result<()> {
         Command::Seed(a) => seed::run(a),
         Command::Flash(a) => flash::run(a),
         Command::Generate(a) => generate::run(a),
+        Command::InitramfsDrivers(a) => initramfs_drivers::run(a),
     }
 }
 

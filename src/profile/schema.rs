@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::machine::{Arch, BootMethod, Output, PartitionTable, RaspiModel};
+use super::machine::{Arch, BootMethod, Output, PartitionTable, RaspiModel, RootDevice};
 use super::unit_values::{
     Capability, HealthUrl, Line, PackageName, Port, StateDir, UnitName, UnitRef, UserName,
 };
@@ -198,6 +198,15 @@ pub struct Raspi {
     pub firmware: Vec<String>,
     /// Device tree file names from the kernel's broadcom/ folder (bcm2711-rpi-4-b.dtb, ...).
     pub device_trees: Vec<String>,
+    /// Where the root lives (sd, nvme, usb); a site's host may choose another the target
+    /// describes in `storage`.
+    #[serde(default)]
+    pub root_device: RootDevice,
+    /// For each root device the boards support: where its storage sits in their device
+    /// trees. The initramfs's drivers are derived from it at build time
+    /// (src/board/root_drivers.rs).
+    #[serde(default)]
+    pub storage: std::collections::BTreeMap<RootDevice, crate::board::root_drivers::Storage>,
 }
 
 /// QEMU settings of a target. Fields merge one by one (a role may raise memory-mib alone).

@@ -108,6 +108,10 @@ pub(crate) mod code {
     pub const BASE: &[&[u8]] = &[
         include_bytes!("base.rs"),
         include_bytes!("../apt_sources.rs"),
+        include_bytes!("../board/device_tree.rs"),
+        include_bytes!("../board/kernel_tables.rs"),
+        include_bytes!("../board/root_drivers.rs"),
+        include_bytes!("../../firmware/z50-imgforge-boot-files"),
     ];
     pub const APPS: &[&[u8]] = &[
         include_bytes!("apps.rs"),
