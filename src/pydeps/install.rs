@@ -7,7 +7,6 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Read;
 use std::os::unix::fs::symlink;
 use std::path::Path;
 
@@ -129,7 +128,6 @@ pub fn debian_dists(root_tar: &Path) -> Result<BTreeMap<String, (String, String)
                 out.insert(normalize(name), (version.to_string(), format!("/{p}")));
             }
         }
-        let _ = e.bytes().next();
     }
     Ok(out)
 }
