@@ -33,15 +33,24 @@ use crate::tool;
 /// The locks of the role's PyPI apps and their wheels, checked and cached.
 #[derive(Default)]
 pub struct Wheels {
-    by_app: Vec<(String, Lock, Fetched)>,
+    /// Each PyPI app with the files its lock was read from (the apps stage installs those
+    /// files, not a later read of the source), the lock and its wheels.
+    by_app: Vec<(String, Vec<AppFile>, Lock, Fetched)>,
 }
 
 impl Wheels {
     fn of(&self, app: &str) -> Option<(&Lock, &Fetched)> {
         self.by_app
             .iter()
-            .find(|(a, _, _)| a == app)
-            .map(|(_, l, f)| (l, f))
+            .find(|(a, ..)| a == app)
+            .map(|(_, _, l, f)| (l, f))
+    }
+
+    fn files(&self, app: &str) -> Option<&Vec<AppFile>> {
+        self.by_app
+            .iter()
+            .find(|(a, ..)| a == app)
+            .map(|(_, files, ..)| files)
     }
 }
 
@@ -104,7 +113,7 @@ pub fn fetch_wheels(plan: &Plan, opts: &BuildOptions, progress: &mut Progress) -
                 fetched.secs
             ));
         }
-        out.by_app.push((app.name.clone(), lock, fetched));
+        out.by_app.push((app.name.clone(), files, lock, fetched));
     }
     if started {
         progress.done(NAME);
@@ -141,8 +150,11 @@ pub fn run(
         .add_code(super::code::APPS)
         .add_code(super::code::PYDEPS);
     for app in &plan.apps {
-        let files = app_source::read(&app.source)
-            .with_context(|| format!("app slot `{}` of role `{}`", app.name, plan.role))?;
+        let files = match wheels.files(&app.name) {
+            Some(f) => f.clone(),
+            None => app_source::read(&app.source)
+                .with_context(|| format!("app slot `{}` of role `{}`", app.name, plan.role))?,
+        };
         key.add_str("app", &app.name)
             .add_str("requirements", &app.requirements)
             .add_str("deps", &format!("{:?}", app.deps))
