@@ -1,9 +1,8 @@
 //! A venv for the target assembled without running the target's Python: the layout
 //! `python -m venv` makes (its interpreter links point at the image's /usr/bin/pythonX.Y),
 //! then each wheel unpacked into it by pypa's installer on the build machine's Debian
-//! Python. No .pyc is written: compiling would need the target's interpreter (emulated on
-//! arm64), and the venv then holds exactly the files the wheels' RECORDs list, the same
-//! bytes on every build; the services compile in memory at start.
+//! Python. The installer writes no .pyc (its Python is not the target's): the apps stage
+//! compiles them afterwards with the image's interpreter (see `stage::apps`).
 
 use std::collections::BTreeMap;
 use std::fs;

@@ -195,9 +195,6 @@ pub fn run(
         .iter()
         .filter(|(a, _)| a.deps == Deps::Debian)
         .collect();
-    if !debian.is_empty() {
-        debian_venvs(plan, base, &root, &debian, progress)?;
-    }
     let pypi: Vec<_> = sources
         .iter()
         .filter(|(a, _)| a.deps == Deps::Pypi)
@@ -238,6 +235,14 @@ pub fn run(
             ));
         }
     }
+    // The image's own Python, in a chroot of the base root: the Debian apps' venvs, and
+    // every app's bytecode (emulated for arm64; see `in_image_python`).
+    let compile_only: Vec<&str> = sources
+        .iter()
+        .filter(|(a, _)| a.deps == Deps::Pypi)
+        .map(|(a, _)| a.name.as_str())
+        .collect();
+    in_image_python(plan, base, &root, &debian, &compile_only, progress)?;
     let mut tar = Command::new("tar");
     tar.arg("-C")
         .arg(&root)
@@ -261,13 +266,19 @@ pub fn run(
     })
 }
 
-/// Today's path: venvs made by the image's own Python in a chroot of the base root, their
-/// requirements met by the role's Debian packages.
-fn debian_venvs(
+/// The image's own Python in a chroot of the base root: the Debian apps' venvs (their
+/// requirements met by the role's Debian packages), and the bytecode of every app, its venv
+/// included. The PyPI apps' wheels are unpacked without emulation, but their .pyc are
+/// written here by the target's interpreter (under qemu-user for arm64): without them every
+/// service start compiles the whole dependency tree in memory, which on a slow machine
+/// outlasts Gunicorn's worker timeout. `--invalidation-mode unchecked-hash` and
+/// PYTHONHASHSEED=0 make them the same bytes on every build.
+fn in_image_python(
     plan: &Plan,
     base: &Base,
     root: &Path,
     apps: &[&(&AppPlan, Vec<AppFile>)],
+    compile_only: &[&str],
     progress: &mut Progress,
 ) -> Result<()> {
     if !rustix::process::geteuid().is_root() {
@@ -296,6 +307,14 @@ fn debian_venvs(
              fi\n\
              {dir}/venv/bin/python -m compileall -q --invalidation-mode unchecked-hash -x /venv/ {dir}\n",
             name = app.name,
+        ));
+    }
+    for name in compile_only {
+        script.push_str(&format!(
+            "echo \"apps: {name}: bytecode\"\n\
+             started=$(date +%s)\n\
+             /opt/{name}/venv/bin/python -m compileall -q --invalidation-mode unchecked-hash /opt/{name} >/dev/null || echo \"apps: {name}: some files did not compile (kept as source)\"\n\
+             echo \"apps: {name}: bytecode in $(( $(date +%s) - started )) s\"\n"
         ));
     }
     // A private mount namespace: /proc and /dev exist for the chroot and vanish with it,
