@@ -2,10 +2,8 @@
 //! venv bytes, a warm rebuild of the apps stage opens no connection, and a lock that
 //! contradicts the role's Debian Python is refused. Slow (they build images): `#[ignore]`d.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::SystemTime;
 
 mod common;
 use common::{serial, text, tmp};
@@ -14,17 +12,26 @@ fn cache_dir() -> PathBuf {
     imgforge::cache::default_dir()
 }
 
-/// Every apps stage output in the cache with its modification time.
-fn apps_tars() -> BTreeMap<PathBuf, SystemTime> {
-    let dir = cache_dir().join("stages/apps");
-    let mut out = BTreeMap::new();
-    for e in std::fs::read_dir(&dir).into_iter().flatten() {
-        let p = e.unwrap().path().join("apps.tar");
-        if let Ok(m) = std::fs::metadata(&p) {
-            out.insert(p, m.modified().unwrap());
+/// A cache that is the machine's (base roots, binaries, apt, tools, wheels, later stages)
+/// but with no apps stage output: a build with it runs the apps stage, and its output is
+/// the one tar in `<dir>/stages/apps`.
+fn cache_without_apps(name: &str) -> PathBuf {
+    let dir = tmp(name);
+    let shared = cache_dir();
+    std::fs::create_dir_all(dir.join("stages/apps")).unwrap();
+    for e in std::fs::read_dir(&shared).unwrap() {
+        let e = e.unwrap();
+        if e.file_name() != "stages" {
+            std::os::unix::fs::symlink(e.path(), dir.join(e.file_name())).unwrap();
         }
     }
-    out
+    for e in std::fs::read_dir(shared.join("stages")).unwrap() {
+        let e = e.unwrap();
+        if e.file_name() != "apps" {
+            std::os::unix::fs::symlink(e.path(), dir.join("stages").join(e.file_name())).unwrap();
+        }
+    }
+    dir
 }
 
 /// `imgforge build` (in the checkout), under `unshare -n` (no network at all) when `offline`.
@@ -44,34 +51,30 @@ fn build(args: &[&str], offline: bool) -> Output {
         .expect("run imgforge")
 }
 
-/// Rebuilds the apps stage (and what follows) with the network cut; returns the apps tar
-/// it wrote and the build's stderr.
-fn rebuild_apps_offline(out: &Path) -> (PathBuf, String) {
-    let before = apps_tars();
+/// Builds prospectlab with the network cut and no apps stage output cached, so the apps
+/// stage runs from the wheel cache; returns the apps tar it wrote and the build's stderr.
+fn rebuild_apps_offline(out: &Path, name: &str) -> (PathBuf, String) {
+    let cache = cache_without_apps(name);
     let o = build(
         &[
             "--role",
             "prospectlab",
             "--out",
             out.to_str().unwrap(),
-            "--rebuild",
-            "compose",
+            "--cache",
+            cache.to_str().unwrap(),
         ],
         true,
     );
     let err = text(&o.stderr);
     assert!(o.status.success(), "offline rebuild failed:\n{err}");
-    let changed: Vec<_> = apps_tars()
-        .into_iter()
-        .filter(|(p, t)| before.get(p) != Some(t))
-        .map(|(p, _)| p)
+    let tars: Vec<_> = std::fs::read_dir(cache.join("stages/apps"))
+        .unwrap()
+        .map(|e| e.unwrap().path().join("apps.tar"))
+        .filter(|p| p.is_file())
         .collect();
-    assert_eq!(
-        changed.len(),
-        1,
-        "one apps stage output rewritten: {changed:?}\n{err}"
-    );
-    (changed[0].clone(), err)
+    assert_eq!(tars.len(), 1, "one apps stage output: {tars:?}\n{err}");
+    (tars[0].clone(), err)
 }
 
 fn sha256(p: &Path) -> String {
@@ -90,12 +93,16 @@ fn the_same_lock_gives_the_same_venv_bytes_and_a_warm_rebuild_downloads_nothing(
     );
     assert!(o.status.success(), "{}", text(&o.stderr));
 
-    let (tar1, err1) = rebuild_apps_offline(&out);
+    let (tar1, err1) = rebuild_apps_offline(&out, "pypi-repro-cache1");
     let first = sha256(&tar1);
     assert!(err1.contains("wheels       cached"), "{err1}");
     assert!(err1.contains("36 wheels unpacked for x86_64"), "{err1}");
-    let (tar2, _) = rebuild_apps_offline(&out);
-    assert_eq!(tar1, tar2, "same inputs, same stage key");
+    let (tar2, _) = rebuild_apps_offline(&out, "pypi-repro-cache2");
+    assert_eq!(
+        tar1.parent().unwrap().file_name(),
+        tar2.parent().unwrap().file_name(),
+        "same inputs, same stage key"
+    );
     assert_eq!(
         sha256(&tar2),
         first,
