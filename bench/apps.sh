@@ -54,7 +54,7 @@ pip_for() {
   for y in $(seq 41 -1 17); do plats+=(--platform "manylinux_2_${y}_$m"); done
   plats+=(--platform "manylinux2014_$m")
   env -i PATH=/usr/bin:/bin HOME="$HOME" /usr/bin/python3 -m pip install --quiet --disable-pip-version-check \
-    --no-deps --only-binary=:all: --require-hashes --implementation cp --python-version 3.13 --abi cp313 \
+    --no-deps --only-binary=:all: --require-hashes --ignore-requires-python --root-user-action=ignore --implementation cp --python-version 3.13 --abi cp313 \
     "${plats[@]}" --cache-dir "$cache" --target "$work/pip-$m-$RANDOM" -r "$lock" "$@"
 }
 for m in x86_64 $($arm64 && echo aarch64); do
