@@ -38,6 +38,9 @@ pub enum Command {
     /// ports and who may reach each, the gateway's routes, the secret slots and the apps.
     /// `--toml` prints the effective merged profile instead, `--json` the summary for scripts.
     Plan(PlanArgs),
+    /// Write an app's lock: its requirements pinned, with hashes, for the image's Python
+    /// on x86_64 and aarch64, and fetch their wheels into the cache.
+    Lock(LockArgs),
     /// List the roles, targets and sites.
     List(ListArgs),
     /// Show an image's partitions, filesystems and manifest.
@@ -76,6 +79,19 @@ pub struct InitramfsDriversArgs {
     /// Write each driver with its reason (TSV) here; stdout otherwise.
     #[arg(long, value_name = "FILE")]
     pub reasons: Option<PathBuf>,
+}
+
+/// `imgforge lock APP --role ROLE`
+#[derive(Args, Debug)]
+pub struct LockArgs {
+    /// The app slot whose requirements to lock (its folder is the one the site names).
+    #[arg(value_name = "APP")]
+    pub app: String,
+    #[command(flatten)]
+    pub profile: ProfileArgs,
+    /// Cache folder (wheels, the uv tool) instead of ~/.cache/imgforge.
+    #[arg(long, value_name = "DIR", help_heading = "Advanced")]
+    pub cache: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -22,6 +22,7 @@ pub mod overlay;
 pub mod plan;
 pub mod profile;
 pub mod progress;
+pub mod pydeps;
 pub mod qemu;
 pub mod seed;
 pub mod site;

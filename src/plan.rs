@@ -98,6 +98,9 @@ pub struct AppPlan {
     pub name: String,
     pub description: String,
     pub requirements: String,
+    pub deps: crate::profile::schema::Deps,
+    /// The venv sees the role's Debian Python packages.
+    pub system_site_packages: bool,
     /// A path, or `embedded:examples/...` (see `app_source`).
     pub source: String,
 }
@@ -337,6 +340,10 @@ pub fn resolve(src: &ProfileSource, req: &Request) -> Result<Plan> {
             name: app.name.clone(),
             description: app.description.to_string(),
             requirements: app.requirements.clone(),
+            deps: app.deps,
+            system_site_packages: app
+                .system_site_packages
+                .unwrap_or(app.deps == crate::profile::schema::Deps::Debian),
             source: crate::app_source::resolve(sfile.dir.as_deref(), rel),
         });
     }

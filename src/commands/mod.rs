@@ -8,6 +8,7 @@ mod generate;
 mod initramfs_drivers;
 mod inspect;
 mod list;
+mod lock;
 mod plan;
 mod seed;
 mod test;
@@ -32,6 +33,7 @@ pub fn run(command: Command) -> Result<()> {
         Command::Boot(a) => boot::run(a),
         Command::Plan(a) => plan::run(a),
         Command::List(a) => list::run(a),
+        Command::Lock(a) => lock::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Seed(a) => seed::run(a),
         Command::Flash(a) => flash::run(a),
