@@ -61,6 +61,8 @@ build      release    qemu-utils             cmd:qemu-img
 build      release    xz-utils               cmd:xz
 build      release    tar                    cmd:tar
 build      release    util-linux             cmd:unshare
+build      release    python3-pip            py:pip
+build      release    python3-installer      py:installer
 arm64      release    arch-test              cmd:arch-test
 arm64      backports  qemu-user              cmd:qemu-aarch64
 arm64      backports  qemu-user-binfmt       file:/usr/lib/binfmt.d/qemu-aarch64.conf
