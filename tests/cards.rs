@@ -142,7 +142,11 @@ fn check_boot_partition(target: &str, model_files: &[&str], console: &str) {
         );
     }
     // The kernel is the arm64 Image the root's modules belong to (its magic at 0x38).
-    let kernel = mtools_read(&volume, &named[0]);
+    let kernel_name = config
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("kernel="))
+        .expect("config.txt names a kernel");
+    let kernel = mtools_read(&volume, kernel_name);
     assert_eq!(
         &kernel[0x38..0x3c],
         b"ARM\x64",
@@ -425,17 +429,20 @@ fn heavy_aarch64_vm_boots_under_aavmf_to_ready() {
 /// The script the kernel-reinstall test puts in the card's root: it records the boot
 /// partition's config.txt and cmdline.txt and the initramfs's modules (lsinitramfs, the
 /// image's own), reinstalls the kernel package with apt from the host (QEMU's user network
-/// reaches the host at 10.0.2.2) and rebuilds the initramfs, then prints what changed on the
+/// reaches it at the default route's gateway) and rebuilds the initramfs, then prints what changed on the
 /// serial console. It runs before imgforge-ready.service, so the worker powers off after it.
 const KERNEL_REINSTALL_SCRIPT: &str = r#"#!/bin/sh
 exec >/dev/ttyAMA0 2>&1
 say() { echo "KERNEL-TEST: $*"; }
 fw=/boot/firmware
+say "boot partition: $(findmnt -n -o SOURCE,FSTYPE $fw || echo not mounted)"
 modules() { lsinitramfs "$fw/initrd.img" | grep '\.ko' | sed 's#.*/##' | sort; }
 sha256sum "$fw/config.txt" "$fw/cmdline.txt" > /run/boot-files.before
 modules > /run/modules.before
 say "before: $(wc -l < /run/modules.before) modules in the initramfs"
-/usr/lib/apt/apt-helper download-file "http://10.0.2.2:@PORT@/@DEB@" /var/tmp/kernel.deb || { say "FAILED download"; exit 1; }
+# QEMU's user network puts the host at the site's gateway address: the default route.
+host=$(ip -4 route show default | awk '{print $3; exit}')
+/usr/lib/apt/apt-helper download-file "http://$host:@PORT@/@DEB@" /var/tmp/kernel.deb || { say "FAILED download from $host"; exit 1; }
 apt-get install --reinstall -y /var/tmp/kernel.deb > /run/apt.log 2>&1 || { tail -n 20 /run/apt.log; say "FAILED apt-get install --reinstall"; exit 1; }
 grep -i 'imgforge' /run/apt.log | sed 's/^/KERNEL-TEST: apt: /'
 update-initramfs -u > /run/update-initramfs.log 2>&1 || { tail -n 20 /run/update-initramfs.log; say "FAILED update-initramfs -u"; exit 1; }
@@ -452,6 +459,7 @@ Description=imgforge test: reinstall the kernel and rebuild the initramfs
 After=imgforge-growroot.service network-online.target
 Wants=network-online.target
 Before=imgforge-ready.service
+RequiresMountsFor=/boot/firmware
 
 [Service]
 Type=oneshot
