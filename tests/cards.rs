@@ -302,19 +302,16 @@ fn bmaptool_copy_of_the_xz_card_gives_the_raw_images_bytes() {
     let _ = std::fs::remove_dir_all(&out);
 }
 
-/// A seeded copy of `target`'s card, 1 GiB larger, boots its own kernel, initramfs and root
-/// on QEMU's virt machine, and grow-root makes the root fill the card.
-fn card_root_boots_on_virt_and_grows_to_fill_the_card(target: &str) {
-    let out = build(target);
+/// `out`'s card for `target` copied to `card.img`, 1 GiB larger as real cards are, with the
+/// proxy's one required slot seeded as the operator would.
+fn seeded_card_copy(out: &Path, target: &str) -> PathBuf {
     let img = out.join(format!("proxy-{target}.img"));
     let disk = out.join("card.img");
     run(Command::new("cp")
         .arg("--sparse=always")
         .arg(&img)
         .arg(&disk));
-    // A card 1 GiB larger than the image, as real cards are.
     run(Command::new("truncate").arg("-s").arg("+1G").arg(&disk));
-    // The proxy's one required slot, as the operator would seed it.
     let htpasswd = run(Command::new("htpasswd").args(["-nbB", "ops", "correct horse"]));
     let secrets = out.join("secrets.toml");
     std::fs::write(
@@ -329,6 +326,14 @@ fn card_root_boots_on_virt_and_grows_to_fill_the_card(target: &str) {
         secrets.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "seed: {}", text(&o.stderr));
+    disk
+}
+
+/// A seeded copy of `target`'s card, 1 GiB larger, boots its own kernel, initramfs and root
+/// on QEMU's virt machine, and grow-root makes the root fill the card.
+fn card_root_boots_on_virt_and_grows_to_fill_the_card(target: &str) {
+    let out = build(target);
+    let disk = seeded_card_copy(&out, target);
     let log = out.join("card.serial.log");
     let o = imgforge(&[
         "test",
@@ -477,27 +482,7 @@ TimeoutStartSec=1500
 fn heavy_rpi4_kernel_reinstall_keeps_the_cards_boot_files_and_drivers() {
     let _g = serial();
     let out = build("rpi4");
-    let img = out.join("proxy-rpi4.img");
-    let disk = out.join("card.img");
-    run(Command::new("cp")
-        .arg("--sparse=always")
-        .arg(&img)
-        .arg(&disk));
-    run(Command::new("truncate").arg("-s").arg("+1G").arg(&disk));
-    let htpasswd = run(Command::new("htpasswd").args(["-nbB", "ops", "correct horse"]));
-    let secrets = out.join("secrets.toml");
-    std::fs::write(
-        &secrets,
-        format!("jupyter-htpasswd = '''\n{}'''\n", htpasswd.trim_end()),
-    )
-    .unwrap();
-    let o = imgforge(&[
-        "seed",
-        disk.to_str().unwrap(),
-        "--secrets",
-        secrets.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "seed: {}", text(&o.stderr));
+    let disk = seeded_card_copy(&out, "rpi4");
 
     // The kernel package the card was built from, from imgforge's apt cache, served on
     // the host's loopback.
