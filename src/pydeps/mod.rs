@@ -100,11 +100,10 @@ pub fn machine(arch: Arch) -> &'static str {
     }
 }
 
-/// Debian's Python with a cleared environment: no pyenv, no `PIP_*`, no user site; HOME
-/// kept so the machine's pip configuration (`/etc/pip.conf`, `~/.config/pip/pip.conf`)
-/// and proxies apply.
-pub fn debian_python() -> Command {
-    let mut c = Command::new("/usr/bin/python3");
+/// `program` with a cleared environment: no pyenv, no `PIP_*`, no user settings; HOME and
+/// the proxies kept so the machine's pip configuration and network apply. PATH is Debian's.
+pub fn clean_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut c = Command::new(program);
     c.env_clear();
     for k in [
         "HOME",
@@ -119,8 +118,14 @@ pub fn debian_python() -> Command {
             c.env(k, v);
         }
     }
-    c.env("PATH", "/usr/bin:/bin")
-        .env("LC_ALL", "C.UTF-8")
+    c.env("PATH", "/usr/bin:/bin");
+    c
+}
+
+/// Debian's Python with a cleared environment (clean_command), no user site, no bytecode.
+pub fn debian_python() -> Command {
+    let mut c = clean_command("/usr/bin/python3");
+    c.env("LC_ALL", "C.UTF-8")
         .env("PYTHONNOUSERSITE", "1")
         .env("PYTHONDONTWRITEBYTECODE", "1");
     c

@@ -110,23 +110,8 @@ pub fn ensure(tools: &Path) -> Result<PathBuf> {
 /// uv with a cleared environment and its own cache in `tools`; the system's certificate
 /// store (the machine's authorities, as pip's configuration uses them).
 pub fn command(bin: &Path, tools: &Path) -> Command {
-    let mut c = Command::new(bin);
-    c.env_clear();
-    for k in [
-        "HOME",
-        "http_proxy",
-        "https_proxy",
-        "no_proxy",
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "NO_PROXY",
-    ] {
-        if let Some(v) = std::env::var_os(k) {
-            c.env(k, v);
-        }
-    }
-    c.env("PATH", "/usr/bin:/bin")
-        .env("UV_CACHE_DIR", tools.join("uv-cache"))
+    let mut c = super::clean_command(bin);
+    c.env("UV_CACHE_DIR", tools.join("uv-cache"))
         .env("UV_NO_CONFIG", "1")
         .env("UV_PYTHON_DOWNLOADS", "never");
     c
