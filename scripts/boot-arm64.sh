@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # boot-arm64.sh: the arm64 checks CI leaves out (tests/README.md): the rpi5 card's boot
-# partition, the aarch64 VM booted under AAVMF, and the rpi4 card booted in QEMU's raspi4b
-# machine with a patched device tree. Each arm64 target has its own base root: ~10-15 min
+# partition and drivers, a kernel reinstall inside the booted rpi4 card, the aarch64 VM
+# booted under AAVMF, and the rpi4 card booted in QEMU's raspi4b machine with a patched
+# device tree. Each arm64 target has its own base root: ~10-15 min
 # each from an empty cache, then ~5 min per boot.
 #
 # usage: scripts/boot-arm64.sh

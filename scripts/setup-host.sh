@@ -61,6 +61,8 @@ build      release    qemu-utils             cmd:qemu-img
 build      release    xz-utils               cmd:xz
 build      release    tar                    cmd:tar
 build      release    util-linux             cmd:unshare
+build      release    python3-pip            py:pip
+build      release    python3-installer      py:installer
 arm64      release    arch-test              cmd:arch-test
 arm64      backports  qemu-user              cmd:qemu-aarch64
 arm64      backports  qemu-user-binfmt       file:/usr/lib/binfmt.d/qemu-aarch64.conf
@@ -75,6 +77,7 @@ boot-arm64 backports  qemu-system-arm        qemu-raspi4b
 boot-arm64 release    qemu-efi-aarch64       file:/usr/share/AAVMF/AAVMF_CODE.fd
 test       release    dosfstools             cmd:fsck.fat
 test       release    mtools                 cmd:mcopy
+test       release    cpio                   cmd:cpio
 test       release    bmap-tools             cmd:bmaptool
 test       release    systemd                cmd:systemd-analyze
 test       release    nftables               cmd:nft

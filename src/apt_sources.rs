@@ -36,6 +36,19 @@ impl Mirrors {
     }
 }
 
+impl Mirrors {
+    /// The line for another suite of the same archive (the next release), if the machine
+    /// has a Debian mirror.
+    pub fn suite_line(&self, suite: &str, extra: &[String]) -> Option<String> {
+        let m = self.main.as_ref()?;
+        let components = std::iter::once("main")
+            .chain(extra.iter().map(String::as_str))
+            .collect::<Vec<_>>()
+            .join(" ");
+        Some(format!("deb {m} {suite} {components}"))
+    }
+}
+
 /// Reads `/etc/apt/sources.list` and `/etc/apt/sources.list.d/*` (one-line and deb822).
 pub fn host_mirrors() -> Mirrors {
     let mut texts = Vec::new();

@@ -38,6 +38,9 @@ pub enum Command {
     /// ports and who may reach each, the gateway's routes, the secret slots and the apps.
     /// `--toml` prints the effective merged profile instead, `--json` the summary for scripts.
     Plan(PlanArgs),
+    /// Write an app's lock: its requirements pinned, with hashes, for the image's Python
+    /// on x86_64 and aarch64, and fetch their wheels into the cache.
+    Lock(LockArgs),
     /// List the roles, targets and sites.
     List(ListArgs),
     /// Show an image's partitions, filesystems and manifest.
@@ -49,6 +52,46 @@ pub enum Command {
     /// Write the man pages or a shell's completion script (what `scripts/build` installs).
     #[command(hide = true)]
     Generate(GenerateArgs),
+    /// Derive a Raspberry Pi card's initramfs drivers from the device trees and kernel
+    /// installed in a root (the base stage runs it in mmdebstrap's hook; also for checks).
+    #[command(hide = true)]
+    InitramfsDrivers(InitramfsDriversArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InitramfsDriversArgs {
+    /// The root holding the kernel (/usr/lib/modules/<version>) and its device trees.
+    #[arg(long, value_name = "DIR")]
+    pub root: PathBuf,
+    /// The walk's spec (JSON: device trees, storage node, devices, modules), as the base
+    /// stage writes it.
+    #[arg(long, value_name = "FILE", required_unless_present = "target")]
+    pub spec: Option<PathBuf>,
+    /// Or a target's [raspi] table (profiles/targets/NAME.toml).
+    #[arg(long, conflicts_with = "spec")]
+    pub target: Option<String>,
+    /// With --target: the root device to derive for (default: the target's).
+    #[arg(long, requires = "target")]
+    pub root_device: Option<crate::profile::machine::RootDevice>,
+    /// Write the module list (one per line, initramfs-tools' modules format) here.
+    #[arg(long, value_name = "FILE")]
+    pub modules: Option<PathBuf>,
+    /// Write each driver with its reason (TSV) here; stdout otherwise.
+    #[arg(long, value_name = "FILE")]
+    pub reasons: Option<PathBuf>,
+}
+
+/// `imgforge lock APP --role ROLE`
+#[derive(Args, Debug)]
+pub struct LockArgs {
+    /// The app slot whose requirements to lock (its folder is the one the site names).
+    #[arg(value_name = "APP")]
+    pub app: String,
+    #[command(flatten)]
+    pub profile: ProfileArgs,
+    /// Cache folder (wheels, the uv tool) instead of ~/.cache/imgforge.
+    #[arg(long, value_name = "DIR", help_heading = "Advanced")]
+    pub cache: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -9,6 +9,7 @@
 pub mod app_source;
 pub mod apt_sources;
 pub mod artifact;
+pub mod board;
 pub mod cache;
 pub mod cli;
 pub mod commands;
@@ -21,6 +22,7 @@ pub mod overlay;
 pub mod plan;
 pub mod profile;
 pub mod progress;
+pub mod pydeps;
 pub mod qemu;
 pub mod seed;
 pub mod site;

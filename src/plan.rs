@@ -103,6 +103,9 @@ pub struct AppPlan {
     pub name: String,
     pub description: String,
     pub requirements: String,
+    pub deps: crate::profile::schema::Deps,
+    /// The venv sees the role's Debian Python packages.
+    pub system_site_packages: bool,
     /// A path, or `embedded:examples/...` (see `app_source`).
     pub source: String,
 }
@@ -287,6 +290,22 @@ pub fn resolve(src: &ProfileSource, req: &Request) -> Result<Plan> {
             setter("boot", |l| l.boot.is_some())
         );
     }
+    if let Some(r) = &layer.raspi {
+        if !r.storage.contains_key(&r.root_device) {
+            bail!(
+                "{}: `root-device = \"{}\"` has no [raspi.storage.{}] table saying where that \
+                 storage sits in the boards' device trees (the target describes: {})",
+                setter("raspi", |l| l.raspi.is_some()),
+                r.root_device,
+                r.root_device,
+                r.storage
+                    .keys()
+                    .map(|k| k.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+    }
     let suite = layer
         .suite
         .as_ref()
@@ -326,6 +345,10 @@ pub fn resolve(src: &ProfileSource, req: &Request) -> Result<Plan> {
             name: app.name.clone(),
             description: app.description.to_string(),
             requirements: app.requirements.clone(),
+            deps: app.deps,
+            system_site_packages: app
+                .system_site_packages
+                .unwrap_or(app.deps == crate::profile::schema::Deps::Debian),
             source: crate::app_source::resolve(sfile.dir.as_deref(), rel),
         });
     }
@@ -640,7 +663,7 @@ mod tests {
         );
         assert_eq!(
             rpi4.raspi.as_ref().unwrap().firmware,
-            ["start4.elf", "fixup4.dat"]
+            ["start4.elf", "fixup4.dat", "start4cd.elf", "fixup4cd.dat"]
         );
         assert_eq!(rpi4.apt_components, ["non-free-firmware"]);
         assert_eq!(rpi4.outputs, [Output::ImgXz]);

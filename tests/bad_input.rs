@@ -191,6 +191,23 @@ fn an_unknown_route_auth_or_access_is_refused_at_its_line() {
 }
 
 #[test]
+fn a_public_path_opening_a_whole_lan_route_is_refused_at_its_line() {
+    let c = Copy::new();
+    let line = c.edit(
+        "sites/example.toml",
+        "access = \"lan\"\npublic-paths = [\"/track/\"]",
+        "access = \"lan\"\npublic-paths = [\"/\"]",
+    ) + 1;
+    expect(
+        &c.plan_refused(),
+        &format!(
+            "profiles/sites/example.toml:{line}:17: key `route[2].public-paths[0]`: route `prospectlab.example.test/`: public path `/` covers the whole route"
+        ),
+        &["access = \"any\""],
+    );
+}
+
+#[test]
 fn an_invalid_host_address_is_refused_at_its_line() {
     let c = Copy::new();
     let line = c.edit(
@@ -703,4 +720,170 @@ fn a_version_sysupdate_could_not_read_is_refused_naming_it() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["disk"]["partitions"][2]["name"], "root_2.0~rc1");
+}
+
+// ---- an app's PyPI lock (deps = "pypi"); refused before the base stage builds anything ----
+
+/// six 1.17.0's wheel and sdist, as PyPI lists them.
+const SIX: &str = "six==1.17.0 \\\n    --hash=sha256:4721f391ed90541fddacab5acf947aa0d3dc7d27b2e1e8eda2be8970586c3274 \\\n    --hash=sha256:ff70335d468e7eb6ec65b95b99d3a2836546063f63acc5171de367e834932a81\n";
+
+impl Copy {
+    /// The copy with examples/flask-celery (prospectlab's app, deps = "pypi") whose lock is
+    /// `lock`; returns the lock's path.
+    fn with_prospectlab_lock(&self, lock: &str) -> PathBuf {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/flask-celery");
+        let dst = self.dir.path().join("examples/flask-celery");
+        std::fs::create_dir_all(&dst).unwrap();
+        for e in std::fs::read_dir(&src).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), dst.join(e.file_name())).unwrap();
+        }
+        std::fs::write(dst.join("requirements.txt"), lock).unwrap();
+        dst.join("requirements.txt")
+    }
+
+    /// `imgforge build --role prospectlab` with a cache of its own (no wheel cached).
+    fn build_prospectlab_refused(&self) -> String {
+        let cache = self.dir.path().join("cache");
+        self.refused(&[
+            "build",
+            "--quiet",
+            "--role",
+            "prospectlab",
+            "--cache",
+            cache.to_str().unwrap(),
+        ])
+    }
+}
+
+#[test]
+fn a_lock_made_for_another_python_is_refused_naming_app_file_and_line() {
+    let c = Copy::new();
+    c.with_prospectlab_lock(&format!(
+        "# imgforge-lock: python 3.11, for x86_64 and aarch64\n{SIX}"
+    ));
+    expect(
+        &c.build_prospectlab_refused(),
+        "app `prospectlab`: ",
+        &[
+            "examples/flask-celery/requirements.txt line 1: this lock was made for Python 3.11; the image's Python is 3.13",
+            "imgforge lock prospectlab --role prospectlab",
+        ],
+    );
+}
+
+#[test]
+fn an_unpinned_or_unhashed_requirement_is_refused_naming_app_file_line_and_requirement() {
+    let c = Copy::new();
+    c.with_prospectlab_lock("# pinned\nflask>=3\n");
+    expect(
+        &c.build_prospectlab_refused(),
+        "app `prospectlab`: ",
+        &["examples/flask-celery/requirements.txt line 2: `flask>=3` is not pinned with `==`"],
+    );
+    let c = Copy::new();
+    c.with_prospectlab_lock("six==1.17.0\n");
+    expect(
+        &c.build_prospectlab_refused(),
+        "app `prospectlab`: ",
+        &["requirements.txt line 1: `six==1.17.0` has no `--hash=sha256:`"],
+    );
+}
+
+// The next three ask the package index (network), as a build does.
+
+#[test]
+fn a_hash_the_index_file_does_not_match_is_refused_naming_the_requirement() {
+    let c = Copy::new();
+    c.with_prospectlab_lock(&format!("six==1.17.0 --hash=sha256:{}\n", "0".repeat(64)));
+    expect(
+        &c.build_prospectlab_refused(),
+        "app `prospectlab`: ",
+        &[
+            "examples/flask-celery/requirements.txt line 1: `six==1.17.0`: hash mismatch",
+            "which the lock does not list",
+        ],
+    );
+}
+
+#[test]
+fn a_version_that_does_not_exist_is_refused_naming_the_requirement() {
+    let c = Copy::new();
+    c.with_prospectlab_lock(&format!("six==99.0.0 --hash=sha256:{}\n", "0".repeat(64)));
+    expect(
+        &c.build_prospectlab_refused(),
+        "app `prospectlab`: ",
+        &[
+            "examples/flask-celery/requirements.txt line 1: `six==99.0.0`: version 99.0.0 of six does not exist",
+            "1.17.0",
+        ],
+    );
+}
+
+#[test]
+fn a_package_with_no_wheel_for_the_target_is_refused_naming_it() {
+    // psycopg2 (not -binary) publishes Linux sources only.
+    let c = Copy::new();
+    c.with_prospectlab_lock(&format!(
+        "psycopg2==2.9.10 --hash=sha256:{}\n",
+        "0".repeat(64)
+    ));
+    expect(
+        &c.build_prospectlab_refused(),
+        "app `prospectlab`: ",
+        &[
+            "requirements.txt line 1: `psycopg2==2.9.10`: no wheel of psycopg2 2.9.10 for the image (Python 3.13 (cp313), x86_64, glibc 2.41)",
+            "building it from source for the target is not supported",
+        ],
+    );
+}
+
+#[test]
+fn a_damaged_cached_wheel_is_refused_naming_the_file_and_requirement() {
+    let c = Copy::new();
+    let lock = c.with_prospectlab_lock(&format!("{SIX}\n"));
+    std::fs::write(lock.with_file_name("requirements.in"), "six==1.17.0\n").unwrap();
+    let cache = c.dir.path().join("cache");
+    // The uv tool from the machine's cache when it is there (17 MB otherwise).
+    let shared = imgforge::cache::default_dir().join("tools");
+    std::fs::create_dir_all(&cache).unwrap();
+    if shared.is_dir() {
+        std::os::unix::fs::symlink(&shared, cache.join("tools")).unwrap();
+    }
+    // `imgforge lock` writes the lock again and fetches six's wheel into the cache.
+    let out = imgforge(
+        c.dir.path(),
+        &[
+            "lock",
+            "prospectlab",
+            "--role",
+            "prospectlab",
+            "--cache",
+            cache.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let wheels: Vec<_> = std::fs::read_dir(cache.join("wheels"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().len() == 64)
+        .collect();
+    assert_eq!(wheels.len(), 1, "{wheels:?}");
+    let whl = std::fs::read_dir(&wheels[0])
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    std::fs::write(&whl, b"damaged").unwrap();
+    let err = c.build_prospectlab_refused();
+    expect(
+        &err,
+        "app `prospectlab`: ",
+        &[
+            "requirements.txt line 3: `six==1.17.0`: hash mismatch: the cached wheel",
+            "six-1.17.0-py2.py3-none-any.whl has sha256",
+            "the cache is damaged",
+        ],
+    );
 }

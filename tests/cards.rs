@@ -48,7 +48,8 @@ fn mtools_read(volume: &Path, path: &str) -> Vec<u8> {
 }
 
 /// What config.txt names: the `kernel=` file and the `initramfs` file.
-fn named_by_config(config: &str) -> Vec<String> {
+/// `pi4`: the Pi 4 family, whose firmware is start4*.elf.
+fn named_by_config(config: &str, pi4: bool) -> Vec<String> {
     let mut names = Vec::new();
     for line in config.lines().map(str::trim) {
         if let Some(k) = line.strip_prefix("kernel=") {
@@ -59,6 +60,14 @@ fn named_by_config(config: &str) -> Vec<String> {
         }
         if let Some(d) = line.strip_prefix("device_tree=") {
             names.push(d.to_string());
+        }
+        // The Pi 4's firmware takes the cut-down start4cd.elf and fixup4cd.dat when the
+        // GPU gets 16 MB or less (config.txt documentation, "gpu_mem"), and the Pi 4's
+        // firmware files are start4*.elf: a card that sets it must carry them.
+        if let Some(v) = line.strip_prefix("gpu_mem=") {
+            if v.trim().parse::<u32>().is_ok_and(|mb| mb <= 16) && pi4 {
+                names.extend(["start4cd.elf".to_string(), "fixup4cd.dat".to_string()]);
+            }
         }
     }
     names
@@ -117,7 +126,7 @@ fn check_boot_partition(target: &str, model_files: &[&str], console: &str) {
         config.contains("arm_64bit=1") && config.contains("upstream_kernel=1"),
         "{config}"
     );
-    let named = named_by_config(&config);
+    let named = named_by_config(&config, model_files.contains(&"start4.elf"));
     assert!(
         named.len() >= 2,
         "{target}: config.txt names a kernel and an initramfs:\n{config}"
@@ -133,7 +142,11 @@ fn check_boot_partition(target: &str, model_files: &[&str], console: &str) {
         );
     }
     // The kernel is the arm64 Image the root's modules belong to (its magic at 0x38).
-    let kernel = mtools_read(&volume, &named[0]);
+    let kernel_name = config
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("kernel="))
+        .expect("config.txt names a kernel");
+    let kernel = mtools_read(&volume, kernel_name);
     assert_eq!(
         &kernel[0x38..0x3c],
         b"ARM\x64",
@@ -181,6 +194,79 @@ fn rpi4_boot_partition_holds_every_file_config_txt_names_and_the_pi4_firmware() 
     );
 }
 
+/// scripts/check-card-drivers.py on `target`'s card: every device-tree node on the way to
+/// the root's storage (`node`) has its driver in the initramfs or built in, and the wired
+/// network's in the root. Then the same checker, started at a node whose driver is loaded
+/// from the root (the Ethernet controller), must fail naming it: the check can fail.
+fn card_has_the_drivers_its_device_trees_need(
+    target: &str,
+    node: &str,
+    root_only: &str,
+    module: &str,
+) {
+    let out = build(target);
+    let img = out.join(format!("proxy-{target}.img"));
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/check-card-drivers.py");
+    let o = Command::new(&script)
+        .arg(&img)
+        .args(["--node", node, "--network"])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{target}: the card cannot reach its root on a real board:\n{}{}",
+        text(&o.stdout),
+        text(&o.stderr)
+    );
+    assert!(
+        text(&o.stdout).contains("0 problems"),
+        "{}",
+        text(&o.stdout)
+    );
+    let o = Command::new(&script)
+        .arg(&img)
+        .args(["--node", root_only])
+        .output()
+        .unwrap();
+    let report = text(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{report}{}", text(&o.stderr));
+    assert!(
+        report.contains(&format!("needs module {module} "))
+            && report.contains("not in the initramfs"),
+        "{report}"
+    );
+    // imgforge inspect shows the derived drivers with the node that needs each.
+    let o = imgforge(&["inspect", img.to_str().unwrap()]);
+    let shown = text(&o.stdout);
+    assert!(shown.contains("root drivers (in the initramfs)"), "{shown}");
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
+#[ignore = "slow: builds the rpi4 card (~1 min warm) and reads its device trees (~1 min)"]
+fn rpi4_card_has_the_drivers_its_device_trees_need() {
+    let _g = serial();
+    card_has_the_drivers_its_device_trees_need(
+        "rpi4",
+        "/emmc2bus/mmc@7e340000",
+        "/scb/ethernet@7d580000",
+        "genet",
+    );
+}
+
+/// Not in CI (its own arm64 root): scripts/boot-arm64.sh runs it.
+#[test]
+#[ignore = "heavy: builds the rpi5 card (another arm64 root: ~10-15 min cold); scripts/boot-arm64.sh"]
+fn heavy_rpi5_card_has_the_drivers_its_device_trees_need() {
+    let _g = serial();
+    card_has_the_drivers_its_device_trees_need(
+        "rpi5",
+        "/soc@107c000000/mmc@fff000",
+        "/axi/pcie@1000120000/pci@0,0/dev@0,0/pci-ep-bus@1/ethernet@40100000",
+        "macb",
+    );
+}
+
 /// Not in CI (a third arm64 root, with the backports kernel): scripts/boot-arm64.sh runs it.
 #[test]
 #[ignore = "heavy: builds the rpi5 card (another arm64 root: ~10-15 min cold); scripts/boot-arm64.sh"]
@@ -225,19 +311,16 @@ fn bmaptool_copy_of_the_xz_card_gives_the_raw_images_bytes() {
     let _ = std::fs::remove_dir_all(&out);
 }
 
-/// A seeded copy of `target`'s card, 1 GiB larger, boots its own kernel, initramfs and root
-/// on QEMU's virt machine, and grow-root makes the root fill the card.
-fn card_root_boots_on_virt_and_grows_to_fill_the_card(target: &str) {
-    let out = build(target);
+/// `out`'s card for `target` copied to `card.img`, 1 GiB larger as real cards are, with the
+/// proxy's one required slot seeded as the operator would.
+fn seeded_card_copy(out: &Path, target: &str) -> PathBuf {
     let img = out.join(format!("proxy-{target}.img"));
     let disk = out.join("card.img");
     run(Command::new("cp")
         .arg("--sparse=always")
         .arg(&img)
         .arg(&disk));
-    // A card 1 GiB larger than the image, as real cards are.
     run(Command::new("truncate").arg("-s").arg("+1G").arg(&disk));
-    // The proxy's one required slot, as the operator would seed it.
     let htpasswd = run(Command::new("htpasswd").args(["-nbB", "ops", "correct horse"]));
     let secrets = out.join("secrets.toml");
     std::fs::write(
@@ -252,6 +335,14 @@ fn card_root_boots_on_virt_and_grows_to_fill_the_card(target: &str) {
         secrets.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "seed: {}", text(&o.stderr));
+    disk
+}
+
+/// A seeded copy of `target`'s card, 1 GiB larger, boots its own kernel, initramfs and root
+/// on QEMU's virt machine, and grow-root makes the root fill the card.
+fn card_root_boots_on_virt_and_grows_to_fill_the_card(target: &str) {
+    let out = build(target);
+    let disk = seeded_card_copy(&out, target);
     let log = out.join("card.serial.log");
     let o = imgforge(&[
         "test",
@@ -346,5 +437,170 @@ fn heavy_aarch64_vm_boots_under_aavmf_to_ready() {
         "{}",
         text(&o.stderr)
     );
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+/// The script the kernel-reinstall test puts in the card's root: it records the boot
+/// partition's config.txt and cmdline.txt and the initramfs's modules (lsinitramfs, the
+/// image's own), reinstalls the kernel package with apt from the host (QEMU's user network
+/// reaches it at the default route's gateway) and rebuilds the initramfs, then prints what changed on the
+/// serial console. It runs before imgforge-ready.service, so the worker powers off after it.
+const KERNEL_REINSTALL_SCRIPT: &str = r#"#!/bin/sh
+exec >/dev/ttyAMA0 2>&1
+say() { echo "KERNEL-TEST: $*"; }
+fw=/boot/firmware
+# The root slot is mounted read-only: on an A/B node packages change by publishing a new
+# version into the other slot, never by apt on the running one. The kernel hook still
+# matters (it runs when a version's root is built, and on a card whose owner remounts to
+# repair it), so this test opens the running slot for writing first.
+mount -o remount,rw / || { say "FAILED remount / read-write"; exit 1; }
+say "boot partition: $(findmnt -n -o SOURCE,FSTYPE $fw || echo not mounted)"
+modules() { lsinitramfs "$fw/initrd.img" | grep '\.ko' | sed 's#.*/##' | sort; }
+sha256sum "$fw/config.txt" "$fw/cmdline.txt" > /run/boot-files.before
+modules > /run/modules.before
+say "before: $(wc -l < /run/modules.before) modules in the initramfs"
+# QEMU's user network puts the host at the site's gateway address: the default route.
+host=$(ip -4 route show default | awk '{print $3; exit}')
+/usr/lib/apt/apt-helper download-file "http://$host:@PORT@/@DEB@" /var/tmp/kernel.deb || { say "FAILED download from $host"; exit 1; }
+apt-get install --reinstall -y /var/tmp/kernel.deb > /run/apt.log 2>&1 || { tail -n 20 /run/apt.log; say "FAILED apt-get install --reinstall"; exit 1; }
+grep -i 'imgforge' /run/apt.log | sed 's/^/KERNEL-TEST: apt: /'
+update-initramfs -u > /run/update-initramfs.log 2>&1 || { tail -n 20 /run/update-initramfs.log; say "FAILED update-initramfs -u"; exit 1; }
+modules > /run/modules.after
+say "after: $(wc -l < /run/modules.after) modules in the initramfs"
+if sha256sum -c --quiet /run/boot-files.before; then say "config.txt and cmdline.txt unchanged"; else say "CHANGED boot files"; cat "$fw/config.txt" "$fw/cmdline.txt"; fi
+if cmp -s /run/modules.before /run/modules.after; then say "initramfs driver set unchanged"; else say "CHANGED driver set"; diff /run/modules.before /run/modules.after; fi
+ls -l --time-style=+%s "$fw/vmlinuz" "$fw/initrd.img" | sed 's/^/KERNEL-TEST: /'
+say done
+"#;
+
+const KERNEL_REINSTALL_UNIT: &str = "[Unit]
+Description=imgforge test: reinstall the kernel and rebuild the initramfs
+After=imgforge-growroot.service imgforge-var.service network-online.target
+Wants=network-online.target
+Before=imgforge-ready.service
+RequiresMountsFor=/boot/firmware
+
+[Service]
+Type=oneshot
+ExecStart=/usr/local/sbin/kernel-reinstall-test
+TimeoutStartSec=1500
+";
+
+/// Not in CI (several minutes of emulated dpkg and mkinitramfs): scripts/boot-arm64.sh.
+/// Inside the booted rpi4 card (its root on virt), `apt-get install --reinstall` of the
+/// kernel package and `update-initramfs -u` leave config.txt and cmdline.txt as imgforge
+/// wrote them and the initramfs with the same drivers (raspi-firmware's hooks, which would
+/// rewrite both files, are diverted; imgforge's hook copies the new kernel and initramfs).
+#[test]
+#[ignore = "heavy: boots the rpi4 card on virt and reinstalls its kernel inside (~10 min)"]
+fn heavy_rpi4_kernel_reinstall_keeps_the_cards_boot_files_and_drivers() {
+    let _g = serial();
+    let out = build("rpi4");
+    let disk = seeded_card_copy(&out, "rpi4");
+
+    // The kernel package the card was built from, from imgforge's apt cache, served on
+    // the host's loopback.
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("proxy-rpi4.manifest.json")).unwrap())
+            .unwrap();
+    let kernel = manifest["kernel"].as_str().unwrap().to_string();
+    let apt = imgforge::cache::default_dir().join("apt/trixie-arm64");
+    let deb = std::fs::read_dir(&apt)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.starts_with(&format!("linux-image-{kernel}_")) && n.ends_with(".deb"))
+        .unwrap_or_else(|| panic!("no linux-image-{kernel} .deb in {}", apt.display()));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let mut server = Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--directory",
+        ])
+        .arg(&apt)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+
+    // The script and its unit, written into the card's root with debugfs: root slot A,
+    // logical partition 6 (the one cmdline.txt names).
+    let (root_off, _) = partition(&disk, 6);
+    let script = out.join("kernel-reinstall-test");
+    std::fs::write(
+        &script,
+        KERNEL_REINSTALL_SCRIPT
+            .replace("@PORT@", &port.to_string())
+            .replace("@DEB@", &deb),
+    )
+    .unwrap();
+    let unit = out.join("kernel-reinstall-test.service");
+    std::fs::write(&unit, KERNEL_REINSTALL_UNIT).unwrap();
+    let commands = out.join("debugfs.cmd");
+    std::fs::write(
+        &commands,
+        format!(
+            "write {} /usr/local/sbin/kernel-reinstall-test\n\
+             sif /usr/local/sbin/kernel-reinstall-test mode 0100755\n\
+             write {} /etc/systemd/system/kernel-reinstall-test.service\n\
+             symlink /etc/systemd/system/multi-user.target.wants/kernel-reinstall-test.service /etc/systemd/system/kernel-reinstall-test.service\n",
+            script.display(),
+            unit.display()
+        ),
+    )
+    .unwrap();
+    run(Command::new("debugfs")
+        .arg("-w")
+        .arg("-f")
+        .arg(&commands)
+        .arg(format!("{}?offset={root_off}", disk.display())));
+
+    let log = out.join("card.serial.log");
+    let o = imgforge(&[
+        "test",
+        "--target",
+        "rpi4",
+        "--out",
+        out.to_str().unwrap(),
+        "--disk",
+        disk.to_str().unwrap(),
+        "--timeout",
+        "1800",
+        "--serial-log",
+        log.to_str().unwrap(),
+    ]);
+    let _ = server.kill();
+    let console = std::fs::read_to_string(&log).unwrap_or_default();
+    let report: Vec<&str> = console
+        .lines()
+        .filter(|l| l.contains("KERNEL-TEST:"))
+        .collect();
+    eprintln!("{}", report.join("\n"));
+    assert!(
+        o.status.success(),
+        "boot: {}\n{}",
+        text(&o.stderr),
+        report.join("\n")
+    );
+    for want in [
+        "config.txt and cmdline.txt unchanged",
+        "initramfs driver set unchanged",
+        "boot partition updated to kernel",
+        "KERNEL-TEST: done",
+    ] {
+        assert!(
+            console.contains(want),
+            "missing `{want}`:\n{}",
+            report.join("\n")
+        );
+    }
+    // The card's drivers, derived at build time, were in the initramfs before and after.
+    assert!(!console.contains("CHANGED"), "{}", report.join("\n"));
     let _ = std::fs::remove_dir_all(&out);
 }

@@ -1,8 +1,15 @@
-"""Flask + Celery + PostgreSQL + Redis, as ProspectLab runs them (Gunicorn, eventlet worker)."""
+"""Flask + Celery + PostgreSQL + Redis, as ProspectLab runs them (Gunicorn, eventlet worker).
+
+Its dependencies come from PyPI (requirements.txt, locked with hashes): psycopg 3 with its
+binary wheel (psycopg_binary, compiled code), requests and BeautifulSoup for scraping.
+"""
 import os
 
-import psycopg2
+import bs4
+import psycopg
+import psycopg_binary
 import redis
+import requests
 from flask import Flask, jsonify, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -20,12 +27,19 @@ def index():
 @app.route("/health")
 def health():
     # The database with the password from the secret slot, and the broker.
-    with psycopg2.connect(os.environ["DATABASE_URL"], connect_timeout=5) as conn:
-        with conn.cursor() as cur:
-            cur.execute("select current_user")
-            user = cur.fetchone()[0]
+    # The compiled dependency is the one in use: psycopg's "binary" implementation.
+    with psycopg.connect(os.environ["DATABASE_URL"], connect_timeout=5) as conn:
+        user = conn.execute("select current_user").fetchone()[0]
     redis.Redis.from_url(os.environ["CELERY_BROKER_URL"], socket_timeout=5).ping()
-    return jsonify(database_user=user, broker="ok")
+    return jsonify(
+        database_user=user,
+        broker="ok",
+        psycopg=psycopg.__version__,
+        psycopg_impl=psycopg.pq.__impl__,
+        psycopg_binary=psycopg_binary.__version__,
+        requests=requests.__version__,
+        bs4=bs4.__version__,
+    )
 
 
 @app.route("/tasks/add")

@@ -141,6 +141,8 @@ struct ManifestReport {
     build_key: serde_json::Value,
     packages: usize,
     inputs: usize,
+    /// A card's drivers with their reasons (`initramfs-drivers` in the manifest).
+    drivers: Vec<serde_json::Value>,
 }
 
 pub fn run(a: InspectArgs) -> Result<()> {
@@ -244,6 +246,10 @@ fn manifest(image: &Path) -> Result<Option<ManifestReport>> {
         build_key: v["build-key"].clone(),
         packages: count("packages"),
         inputs: count("inputs"),
+        drivers: v["initramfs-drivers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default(),
         path,
     }))
 }
@@ -340,5 +346,31 @@ fn print_text(r: &Report) {
         }
         println!("  packages   {}", m.packages);
         println!("  inputs     {}", m.inputs);
+        // A card's drivers: which module each node on the way to the root (or the
+        // network) needs, derived from the boards' device trees at build time.
+        for part in ["root", "network"] {
+            let rows: Vec<&serde_json::Value> =
+                m.drivers.iter().filter(|d| d["part"] == part).collect();
+            if rows.is_empty() {
+                continue;
+            }
+            println!(
+                "  {part} drivers ({}):",
+                if part == "root" {
+                    "in the initramfs"
+                } else {
+                    "loaded from the root"
+                }
+            );
+            for d in rows {
+                let module = s(&d["module"]);
+                let kind = if d["built_in"] == true {
+                    "built in"
+                } else {
+                    "module"
+                };
+                println!("    {module:<28} {kind:<9} {}", s(&d["needed_by"]));
+            }
+        }
     }
 }

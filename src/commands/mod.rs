@@ -5,8 +5,10 @@ mod boot_disk;
 mod build;
 mod flash;
 mod generate;
+mod initramfs_drivers;
 mod inspect;
 mod list;
+mod lock;
 mod plan;
 mod seed;
 mod test;
@@ -31,10 +33,12 @@ pub fn run(command: Command) -> Result<()> {
         Command::Boot(a) => boot::run(a),
         Command::Plan(a) => plan::run(a),
         Command::List(a) => list::run(a),
+        Command::Lock(a) => lock::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Seed(a) => seed::run(a),
         Command::Flash(a) => flash::run(a),
         Command::Generate(a) => generate::run(a),
+        Command::InitramfsDrivers(a) => initramfs_drivers::run(a),
     }
 }
 

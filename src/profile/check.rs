@@ -184,6 +184,13 @@ pub fn check_file(f: &LayerFile) -> Result<()> {
                 app.requirements.escape_debug()
             );
         }
+        if app.deps == super::schema::Deps::Debian && app.system_site_packages == Some(false) {
+            bail!(
+                "{}: app slot `{}`: with deps = \"debian\" the venv is made of the role's Debian packages: system-site-packages = false would hide them (use deps = \"pypi\")",
+                f.at(&format!("app[{i}].system-site-packages")),
+                app.name
+            );
+        }
     }
     for (i, d) in l.databases.iter().enumerate() {
         for (what, key, n) in [("database", "name", &d.name), ("owner", "owner", &d.owner)] {

@@ -110,6 +110,40 @@ impl RaspiModel {
     }
 }
 
+/// Where a card's root filesystem lives: the SD card (the default), an NVMe drive on the
+/// PCIe connector (Pi 5), or a USB disk. The kernel command line names the root by its
+/// partition's identifier either way; the initramfs's drivers follow the device.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Deserialize,
+    Serialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum RootDevice {
+    #[default]
+    Sd,
+    Nvme,
+    Usb,
+}
+
+impl RootDevice {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RootDevice::Sd => "sd",
+            RootDevice::Nvme => "nvme",
+            RootDevice::Usb => "usb",
+        }
+    }
+}
+
 macro_rules! display_as_str {
     ($($t:ty),*) => {$(
         impl fmt::Display for $t {
@@ -120,7 +154,14 @@ macro_rules! display_as_str {
     )*};
 }
 
-display_as_str!(Arch, PartitionTable, BootMethod, Output, RaspiModel);
+display_as_str!(
+    Arch,
+    PartitionTable,
+    BootMethod,
+    Output,
+    RaspiModel,
+    RootDevice
+);
 
 #[cfg(test)]
 mod tests {

@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::machine::{Arch, BootMethod, Output, PartitionTable, RaspiModel};
+use super::machine::{Arch, BootMethod, Output, PartitionTable, RaspiModel, RootDevice};
 use super::unit_values::{
     Capability, HealthUrl, Line, PackageName, Port, StateDir, UnitName, UnitRef, UserName,
 };
@@ -137,6 +137,31 @@ pub struct App {
     /// Requirements file inside the app, installed into the venv at build time.
     #[serde(default = "requirements_txt")]
     pub requirements: String,
+    /// Where the requirements come from: the role's Debian packages, or PyPI through a
+    /// lock with hashes.
+    #[serde(default)]
+    pub deps: Deps,
+    /// Whether the venv also sees the role's Debian Python packages. Always so with
+    /// `deps = "debian"`; with `deps = "pypi"` off unless asked, and then a locked
+    /// package the Debian side also has at another version is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_site_packages: Option<bool>,
+}
+
+/// An app's dependency source.
+///
+/// The default is `debian`: the roles written before PyPI locks existed keep building the
+/// same venv, offline, from packages the distribution keeps patched; fetching code from
+/// PyPI at build time is something a role asks for, not something it gets by default.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Deps {
+    /// `pip --no-index` against the role's Debian packages (`python3-...`).
+    #[default]
+    Debian,
+    /// Wheels from PyPI pinned by the requirements file's `--hash=sha256:` lines
+    /// (`imgforge lock` writes it), unpacked for the target without emulation.
+    Pypi,
 }
 
 fn requirements_txt() -> String {
@@ -198,6 +223,15 @@ pub struct Raspi {
     pub firmware: Vec<String>,
     /// Device tree file names from the kernel's broadcom/ folder (bcm2711-rpi-4-b.dtb, ...).
     pub device_trees: Vec<String>,
+    /// Where the root lives (sd, nvme, usb); a site's host may choose another the target
+    /// describes in `storage`.
+    #[serde(default)]
+    pub root_device: RootDevice,
+    /// For each root device the boards support: where its storage sits in their device
+    /// trees. The initramfs's drivers are derived from it at build time
+    /// (src/board/root_drivers.rs).
+    #[serde(default)]
+    pub storage: std::collections::BTreeMap<RootDevice, crate::board::root_drivers::Storage>,
 }
 
 /// QEMU settings of a target. Fields merge one by one (a role may raise memory-mib alone).

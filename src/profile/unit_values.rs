@@ -208,8 +208,12 @@ checked_string!(
 );
 
 fn package_name(s: &str) -> Result<(), String> {
-    let name = s.strip_suffix("/backports").unwrap_or(s);
-    let ok = name.len() >= 2
+    // NAME/SUITE: `backports` (the image's suite's), or another suite's codename (a newer
+    // firmware from the next release, pinned to that one package: src/stage/base.rs).
+    let (name, suite) = s.split_once('/').unwrap_or((s, "backports"));
+    let suite_ok = !suite.is_empty() && suite.chars().all(|c| c.is_ascii_lowercase());
+    let ok = suite_ok
+        && name.len() >= 2
         && name
             .chars()
             .next()
@@ -221,14 +225,14 @@ fn package_name(s: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "`{}` is not a Debian package name (a-z, 0-9, '+', '-', '.'; `NAME/backports` for the suite's backports)",
+            "`{}` is not a Debian package name (a-z, 0-9, '+', '-', '.'; `NAME/backports` for the suite's backports, `NAME/CODENAME` for another suite's)",
             s.escape_debug()
         ))
     }
 }
 
 checked_string!(
-    /// A Debian package, `NAME` or `NAME/backports`.
+    /// A Debian package, `NAME`, `NAME/backports` or `NAME/CODENAME`.
     PackageName,
     package_name
 );
@@ -360,6 +364,9 @@ mod tests {
             assert!(bad.parse::<StateDir>().is_err(), "{bad}");
         }
         assert!("linux-image-arm64/backports".parse::<PackageName>().is_ok());
+        assert!("raspi-firmware/forky".parse::<PackageName>().is_ok());
+        assert!("raspi-firmware/".parse::<PackageName>().is_err());
+        assert!("raspi-firmware/Forky1".parse::<PackageName>().is_err());
         assert!("g++".parse::<PackageName>().is_ok());
         assert!("Bad_Name".parse::<PackageName>().is_err());
         assert!("http://127.0.0.1:80/health".parse::<HealthUrl>().is_ok());

@@ -9,7 +9,7 @@ use anyhow::{bail, Result};
 
 use super::firewall::PROXY_ROLE;
 use super::gateway_toml::{gateway_service, render};
-use super::route::{Peer, RouteTo};
+use super::route::{Peer, RouteAccess, RouteTo};
 use super::SiteView;
 use crate::profile::Layer;
 
@@ -169,6 +169,24 @@ pub fn check(view: &SiteView, roles: &BTreeMap<String, Layer>) -> Result<()> {
                 r.label(),
                 line_of(&format!("route[{j}]"))
             );
+        }
+        // `access = "lan"` with a public path covering the whole prefix would make the
+        // route public: refused here at the site's own line (the gateway's parser refuses
+        // it too, but at the rendered file's).
+        if r.access == RouteAccess::Lan {
+            if let Some((k, p)) = r
+                .public_paths
+                .iter()
+                .enumerate()
+                .find(|(_, p)| r.prefix.as_str().starts_with(p.as_str()))
+            {
+                bail!(
+                    "{}: route `{}`: public path `{p}` covers the whole route (prefix `{}`), which `access = \"lan\"` keeps to the LAN: name the public part under the prefix, or set access = \"any\"",
+                    view.at(&format!("route[{i}].public-paths[{k}]")),
+                    r.label(),
+                    r.prefix
+                );
+            }
         }
         if let RouteTo::Host { host, port } = &r.to {
             let key = format!("route[{i}].to");

@@ -635,6 +635,8 @@ mod tests {
                 model: crate::profile::machine::RaspiModel::Pi5,
                 firmware: vec!["start4.elf".into()],
                 device_trees: vec!["bcm2712-rpi-5-b.dtb".into()],
+                root_device: Default::default(),
+                storage: Default::default(),
             }),
         };
         let cap = |p: &str| c.capture(p);

@@ -64,12 +64,15 @@ pub fn build(plan: &Plan, opts: &BuildOptions, progress: &mut Progress) -> Resul
 fn run_stages(plan: &Plan, opts: &BuildOptions, progress: &mut Progress) -> Result<Built> {
     use crate::interrupt::check;
     // cargo builds the binaries while mmdebstrap builds the base.
+    // A bad lock fails here, before anything is built; the wheels download once.
+    let wheels = apps::fetch_wheels(plan, opts, progress)?;
+    check()?;
     let bins = binaries::start(plan, opts)?;
     let base = base::run(plan, opts, progress)?;
     check()?;
     let bins = binaries::finish(bins, opts, progress)?;
     check()?;
-    let apps = apps::run(plan, opts, &base, progress)?;
+    let apps = apps::run(plan, opts, &base, &wheels, progress)?;
     check()?;
     let composed = compose::run(plan, opts, &base, &bins, &apps, progress)?;
     check()?;
@@ -108,10 +111,20 @@ pub(crate) mod code {
     pub const BASE: &[&[u8]] = &[
         include_bytes!("base.rs"),
         include_bytes!("../apt_sources.rs"),
+        include_bytes!("../board/device_tree.rs"),
+        include_bytes!("../board/kernel_tables.rs"),
+        include_bytes!("../board/root_drivers.rs"),
+        include_bytes!("../../firmware/z50-imgforge-boot-files"),
     ];
     pub const APPS: &[&[u8]] = &[
         include_bytes!("apps.rs"),
         include_bytes!("../app_source.rs"),
+    ];
+    pub const PYDEPS: &[&[u8]] = &[
+        include_bytes!("../pydeps/mod.rs"),
+        include_bytes!("../pydeps/lock.rs"),
+        include_bytes!("../pydeps/install.rs"),
+        include_bytes!("../pydeps/install_wheels.py"),
     ];
     pub const COMPOSE: &[&[u8]] = &[
         include_bytes!("compose.rs"),

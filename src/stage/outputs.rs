@@ -236,6 +236,11 @@ fn manifest(
             .iter()
             .map(|(p, h)| json!({"path": format!("overlay:/{p}"), "sha256": h})),
     );
+    // A card's root drivers, each with the node that needs it (src/board/root_drivers.rs).
+    let drivers = match &base.initramfs_drivers {
+        Some(tsv) => crate::board::root_drivers::read_tsv(tsv)?,
+        None => vec![],
+    };
     Ok(json!({
         "imgforge": env!("CARGO_PKG_VERSION"),
         "build-key": key,
@@ -256,6 +261,7 @@ fn manifest(
         "esp-volume-id": c.ids.fat_uuid(),
         "files": files,
         "packages": packages,
+        "initramfs-drivers": drivers,
         // Secret slots: names only, never values.
         "slots": plan.slots.iter().map(|s| json!({
             "name": s.name, "description": s.description, "service": s.service,

@@ -24,7 +24,7 @@
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
-use std::num::{NonZeroU64, NonZeroUsize};
+use std::num::{NonZeroU32, NonZeroU64, NonZeroUsize};
 use std::path::PathBuf;
 use std::str::FromStr;
 
@@ -40,6 +40,16 @@ pub struct Config {
     pub login: Option<Login>,
     #[serde(default, rename = "route")]
     pub routes: Vec<Route>,
+    /// The file's name and text, so a check made later (a file a key names cannot be
+    /// read) still names the file, line and key (`Config::at`).
+    #[serde(skip)]
+    pub source: Source,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Source {
+    pub display: String,
+    pub text: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -51,6 +61,11 @@ pub struct Server {
     pub http: Option<SocketAddr>,
     /// HTTPS listener (needs `[tls]`).
     pub https: Option<SocketAddr>,
+    /// Offer HTTP/2 on the HTTPS listener (ALPN h2; plain HTTP stays HTTP/1.1). Routing,
+    /// path normalisation, access and auth are the same whatever the version; WebSockets
+    /// use HTTP/1.1 (browsers open one for them).
+    #[serde(default = "yes")]
+    pub http2: bool,
     /// Peers whose X-Forwarded-For/-Proto/-Host are believed; from anyone else they are
     /// replaced.
     #[serde(default)]
@@ -102,6 +117,25 @@ pub struct Server {
     /// client_body_timeout is 60 s). A route's `body-idle-timeout-secs` overrides it.
     #[serde(default = "sixty_nz")]
     pub body_idle_timeout_secs: NonZeroU64,
+    /// Longest silence inside an upstream's response body; then the client's connection
+    /// is cut (the response cannot be completed) and the stall logged. nginx's
+    /// proxy_read_timeout (60 s) is the same clock. A route's
+    /// `upstream-body-idle-timeout-secs` overrides it.
+    #[serde(default = "sixty_nz")]
+    pub upstream_body_idle_timeout_secs: NonZeroU64,
+    /// Failed HTTP Basic attempts allowed per client address, and per user name, within
+    /// `auth-failure-window-secs`; past it the gateway answers 429 with Retry-After and
+    /// checks no password (a password hash costs a core tens of milliseconds).
+    #[serde(default = "ten_nz32")]
+    pub auth_failure_limit: NonZeroU32,
+    /// The window of `auth-failure-limit`, and of the login page's
+    /// `max-failures-per-minute` (whose name says its default).
+    #[serde(default = "sixty_nz")]
+    pub auth_failure_window_secs: NonZeroU64,
+}
+
+fn ten_nz32() -> NonZeroU32 {
+    NonZeroU32::new(10).expect("not zero")
 }
 
 fn ten_nz() -> NonZeroU64 {
@@ -133,6 +167,7 @@ impl Default for Server {
         Server {
             http: default_http(),
             https: None,
+            http2: true,
             trusted_proxies: vec![],
             lan: default_lan(),
             access_log: true,
@@ -145,6 +180,9 @@ impl Default for Server {
             max_uri_bytes: uri_bytes(),
             max_body_bytes: body_bytes(),
             body_idle_timeout_secs: sixty_nz(),
+            upstream_body_idle_timeout_secs: sixty_nz(),
+            auth_failure_limit: ten_nz32(),
+            auth_failure_window_secs: sixty_nz(),
         }
     }
 }
@@ -184,9 +222,19 @@ pub struct Login {
     pub session_key: PathBuf,
     #[serde(default = "twelve")]
     pub session_hours: u64,
-    /// Failed logins allowed per client address per minute.
+    /// Failed logins allowed per client address, and per user name, within the server's
+    /// `auth-failure-window-secs` (60 s unless set).
     #[serde(default = "five")]
     pub max_failures_per_minute: u32,
+    /// Where the login keeps what must outlive a reload or a restart: the TOTP codes
+    /// already used and the sessions signed out, each until it would have expired anyway.
+    #[serde(default = "login_state_dir")]
+    pub state_dir: PathBuf,
+}
+
+/// Under the gateway unit's StateDirectory (the proxy role's `state-dir = "gateway"`).
+fn login_state_dir() -> PathBuf {
+    "/var/lib/gateway/login".into()
 }
 
 fn twelve() -> u64 {
@@ -268,6 +316,14 @@ pub struct Route {
     pub max_body_bytes: Option<NonZeroU64>,
     /// Longest silence inside a request's body for this route, instead of the server's.
     pub body_idle_timeout_secs: Option<NonZeroU64>,
+    /// Longest silence inside the upstream's response body, instead of the server's.
+    pub upstream_body_idle_timeout_secs: Option<NonZeroU64>,
+    /// Pass the gateway's own credentials to the upstream: its session cookie and, on a
+    /// route with `auth = { kind = "basic" }`, the Authorization header it checked. Off by
+    /// default: an app has no use for them, and one that logs or leaks headers would leak
+    /// a working login.
+    #[serde(default)]
+    pub forward_credentials: bool,
 }
 
 impl Route {
@@ -473,7 +529,11 @@ pub fn load(path: &std::path::Path) -> Result<Config, String> {
 
 /// Parses and checks; errors are `FILE:LINE:COL: key `K`: message`.
 pub fn parse(display: &str, text: &str) -> Result<Config, String> {
-    let cfg: Config = toml_errors::parse(display, text)?;
+    let mut cfg: Config = toml_errors::parse(display, text)?;
+    cfg.source = Source {
+        display: display.to_string(),
+        text: text.to_string(),
+    };
     // Checks across values, located by the route's table in the text.
     let route_at = |i: usize| -> String {
         let mut seen = 0;
@@ -517,6 +577,25 @@ pub fn parse(display: &str, text: &str) -> Result<Config, String> {
                 route_at(i)
             ));
         }
+        // An error, not a warning: `access = "lan"` says the route is private, and a
+        // public path covering the whole route says the opposite. Whoever means public
+        // writes `access = "any"`; a warning in a journal nobody reads would leave a LAN
+        // app on the internet.
+        if r.access == Access::Lan {
+            if let Some((k, p)) = r
+                .public_paths
+                .iter()
+                .enumerate()
+                .find(|(_, p)| r.prefix.0.starts_with(p.as_str()))
+            {
+                return Err(format!(
+                    "{}: public path `{p}` covers the whole route (prefix `{}`), which `access = \"lan\"` keeps to the LAN: name the public part under the prefix (e.g. \"{}track/\"), or set access = \"any\"",
+                    toml_errors::at(display, text, &format!("route[{i}].public-paths[{k}]")),
+                    r.prefix.0,
+                    r.prefix.0
+                ));
+            }
+        }
     }
     if cfg.server.https.is_some() && cfg.tls.is_none() {
         return Err(format!(
@@ -542,6 +621,11 @@ pub fn parse(display: &str, text: &str) -> Result<Config, String> {
 }
 
 impl Config {
+    /// `FILE:LINE:COL: key `KEY`` for a key of this file, for errors found after parsing.
+    pub fn at(&self, key: &str) -> String {
+        toml_errors::at(&self.source.display, &self.source.text, key)
+    }
+
     /// The names ACME certifies: the configured list, else every named route host.
     pub fn acme_domains(&self) -> Vec<String> {
         let Some(a) = self.tls.as_ref().and_then(|t| t.acme.as_ref()) else {
@@ -634,6 +718,29 @@ auth = { kind = "basic", htpasswd = "/etc/gw/htpasswd" }
         assert!(parse("g.toml", &bad)
             .unwrap_err()
             .contains("key `server.trusted-proxies[0]`"));
+    }
+
+    #[test]
+    fn a_public_path_covering_a_lan_route_is_refused() {
+        let bad = GOOD.replace(
+            "public-paths = [\"/chat/track/\"]",
+            "public-paths = [\"/chat/track/\", \"/\"]",
+        );
+        let e = parse("g.toml", &bad).unwrap_err();
+        assert!(
+            e.starts_with("g.toml:16:33: key `route[1].public-paths[1]`: public path `/` covers the whole route (prefix `/chat/`)"),
+            "{e}"
+        );
+        let bad = GOOD.replace(
+            "public-paths = [\"/chat/track/\"]",
+            "public-paths = [\"/chat/\"]",
+        );
+        assert!(parse("g.toml", &bad)
+            .unwrap_err()
+            .contains("key `route[1].public-paths[0]`"));
+        // On a route open to all, public paths change nothing.
+        let ok = bad.replace("access = \"lan\"\n", "");
+        assert!(parse("g.toml", &ok).is_ok());
     }
 
     #[test]

@@ -10,6 +10,7 @@
 
 pub mod acme;
 pub mod basic_auth;
+pub mod failures;
 /// The configuration file: its own crate, so imgforge checks what it renders with this
 /// parser without depending on the server.
 pub use gateway_config as config;
@@ -18,8 +19,10 @@ pub mod login;
 pub mod pages;
 pub mod path;
 pub mod proxy;
+pub mod random;
 pub mod rewrite;
 pub mod router;
 pub mod server;
+pub mod spent;
 pub mod tls;
 pub mod watchdog;

@@ -6,13 +6,15 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use hmac::{Hmac, Mac};
 
 use crate::config::Login;
+use crate::failures::{Failures, Key};
+use crate::spent::Spent;
 
 pub const LOGIN_PATH: &str = "/.gateway/login";
 pub const LOGOUT_PATH: &str = "/.gateway/logout";
@@ -25,34 +27,62 @@ struct User {
 
 pub struct LoginState {
     users: HashMap<String, User>,
+    /// Checked for a user name the file does not hold: the same work as a wrong password.
+    dummy: String,
     key: Vec<u8>,
     pub session_secs: u64,
-    max_failures: u32,
-    failures: Mutex<HashMap<IpAddr, Vec<Instant>>>,
-    /// The last TOTP step each user logged in with: a code is good once.
-    last_step: Mutex<HashMap<String, u64>>,
+    failures: Failures,
+    /// TOTP steps used and sessions signed out, kept in the state folder.
+    spent: Arc<Spent>,
 }
 
 pub enum Outcome {
-    Ok { cookie: String },
+    Ok {
+        cookie: String,
+    },
     Refused,
-    TooMany,
+    /// Too many failures from the address or for the user: wait this long.
+    TooMany(Duration),
+}
+
+/// A valid session cookie's content.
+pub struct Session {
+    pub user: String,
+    nonce: String,
+    expiry: u64,
 }
 
 impl LoginState {
-    pub fn load(cfg: &Login) -> Result<LoginState, String> {
+    /// `window` is the server's auth-failure-window-secs.
+    pub fn load(cfg: &Login, window: Duration) -> Result<LoginState, String> {
         let text = std::fs::read_to_string(&cfg.users)
             .map_err(|e| format!("{}: {e}", cfg.users.display()))?;
         let key = std::fs::read(&cfg.session_key)
             .map_err(|e| format!("{}: {e}", cfg.session_key.display()))?;
-        Self::parse(&cfg.users.display().to_string(), &text, key, cfg)
+        let spent = Spent::open(&cfg.state_dir)?;
+        Self::parse(
+            &cfg.users.display().to_string(),
+            &text,
+            key,
+            cfg,
+            window,
+            spent,
+        )
     }
 
-    fn parse(display: &str, text: &str, key: Vec<u8>, cfg: &Login) -> Result<LoginState, String> {
+    fn parse(
+        display: &str,
+        text: &str,
+        key: Vec<u8>,
+        cfg: &Login,
+        window: Duration,
+        spent: Arc<Spent>,
+    ) -> Result<LoginState, String> {
         if key.len() < 16 {
             return Err("the session key has fewer than 16 bytes".into());
         }
         let mut users = HashMap::new();
+        let mut first = None;
         for (n, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
@@ -81,6 +111,7 @@ impl LoginState {
                         n + 1
                     )
                 })?;
+            first.get_or_insert_with(|| hash.to_string());
             users.insert(
                 user.to_string(),
                 User {
@@ -91,40 +122,35 @@ impl LoginState {
         }
         Ok(LoginState {
             users,
+            dummy: crate::basic_auth::dummy_like(first.as_deref()),
             key,
             session_secs: cfg.session_hours * 3600,
-            max_failures: cfg.max_failures_per_minute,
-            failures: Mutex::new(HashMap::new()),
-            last_step: Mutex::new(HashMap::new()),
+            failures: Failures::new(cfg.max_failures_per_minute.max(1), window),
+            spent,
         })
     }
 
-    /// Checks a login attempt from `client`.
-    pub fn attempt(&self, client: IpAddr, user: &str, password: &str, code: &str) -> Outcome {
-        {
-            let mut f = self.failures.lock().expect("not poisoned");
-            let list = f.entry(client).or_default();
-            list.retain(|t| t.elapsed() < Duration::from_secs(60));
-            if list.len() as u32 >= self.max_failures {
-                return Outcome::TooMany;
-            }
+    /// Checks a login attempt from `client`: limited per address and per user name, the
+    /// password hashed off the async threads (against a dummy hash for an unknown user, so
+    /// both cost the same), then the TOTP code, spent once for good.
+    pub async fn attempt(&self, client: IpAddr, user: &str, password: &str, code: &str) -> Outcome {
+        let keys = [Key::Addr(client), Key::User(user.to_string())];
+        if let Err(wait) = self.failures.begin(&keys) {
+            return Outcome::TooMany(wait);
         }
-        let ok = self.users.get(user).is_some_and(|u| {
-            crate::basic_auth::verify_password(password, &u.hash)
-                && self.code_ok(user, &u.totp_secret, code, now())
-        });
+        let known = self.users.get(user);
+        let hash = known.map_or(self.dummy.clone(), |u| u.hash.clone());
+        let password_ok = crate::basic_auth::verify_off_thread(password.to_string(), hash).await;
+        let ok = match known {
+            Some(u) if password_ok => self.code_ok(user, &u.totp_secret, code, now()),
+            _ => false,
+        };
         if ok {
-            self.failures.lock().expect("not poisoned").remove(&client);
+            self.failures.forgive(&keys);
             Outcome::Ok {
                 cookie: self.sign(user, now() + self.session_secs),
             }
         } else {
-            self.failures
-                .lock()
-                .expect("not poisoned")
-                .entry(client)
-                .or_default()
-                .push(Instant::now());
             Outcome::Refused
         }
     }
@@ -133,38 +159,66 @@ impl LoginState {
         let step = t / 30;
         for s in [step, step.wrapping_sub(1), step + 1] {
             if constant_eq(totp(secret, s).as_bytes(), code.trim().as_bytes()) {
-                let mut last = self.last_step.lock().expect("not poisoned");
-                if last.get(user).is_some_and(|l| *l >= s) {
-                    return false;
-                }
-                last.insert(user.to_string(), s);
-                return true;
+                return match self.spent.spend(user, s, t) {
+                    Ok(fresh) => fresh,
+                    Err(e) => {
+                        eprintln!("gateway: login refused: the spent code cannot be recorded: {e}");
+                        false
+                    }
+                };
             }
         }
         false
     }
 
-    /// `user.expiry.signature`, all base64url.
+    /// `user.expiry.nonce.signature`, all base64url. The signature covers the user's
+    /// password hash too, so a changed password ends the user's sessions.
     fn sign(&self, user: &str, expiry: u64) -> String {
         let b = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-        let payload = format!("{}.{}", b.encode(user), expiry);
-        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&self.key).expect("any key length");
-        mac.update(payload.as_bytes());
-        format!("{payload}.{}", b.encode(mac.finalize().into_bytes()))
+        let mut nonce = [0u8; 16];
+        crate::random::fill(&mut nonce);
+        let payload = format!("{}.{}.{}", b.encode(user), expiry, b.encode(nonce));
+        let hash = self.users.get(user).map_or("", |u| u.hash.as_str());
+        format!("{payload}.{}", b.encode(self.mac(&payload, hash)))
     }
 
-    /// The user of a valid, unexpired session cookie value.
-    pub fn verify(&self, cookie: &str) -> Option<String> {
-        let b = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-        let (payload, sig) = cookie.rsplit_once('.')?;
+    fn mac(&self, payload: &str, hash: &str) -> Vec<u8> {
         let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&self.key).expect("any key length");
         mac.update(payload.as_bytes());
+        mac.update(b"\0");
+        mac.update(hash.as_bytes());
+        mac.finalize().into_bytes().to_vec()
+    }
+
+    /// The session of a valid cookie value: signed with the current key, unexpired, not
+    /// signed out, its user still in the users file with the same password.
+    pub fn verify(&self, cookie: &str) -> Option<Session> {
+        let b = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let (payload, sig) = cookie.rsplit_once('.')?;
+        let mut parts = payload.split('.');
+        let (user, expiry, nonce) = (parts.next()?, parts.next()?, parts.next()?);
+        let user = String::from_utf8(b.decode(user).ok()?).ok()?;
+        let u = self.users.get(&user)?;
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&self.key).expect("any key length");
+        mac.update(payload.as_bytes());
+        mac.update(b"\0");
+        mac.update(u.hash.as_bytes());
         mac.verify_slice(&b.decode(sig).ok()?).ok()?;
-        let (user, expiry) = payload.split_once('.')?;
-        if expiry.parse::<u64>().ok()? <= now() {
+        let expiry = expiry.parse::<u64>().ok()?;
+        if expiry <= now() || self.spent.is_revoked(nonce) {
             return None;
         }
-        String::from_utf8(b.decode(user).ok()?).ok()
+        Some(Session {
+            user,
+            nonce: nonce.to_string(),
+            expiry,
+        })
+    }
+
+    /// Signs a session out for good (logout): its cookie is refused from now on, even if
+    /// a copy of it is replayed.
+    pub fn revoke(&self, s: &Session) -> Result<(), String> {
+        self.spent.revoke(&s.nonce, s.expiry, now())
     }
 }
 
@@ -196,6 +250,16 @@ pub fn cookie_value<'a>(header: &'a str, name: &str) -> Option<&'a str> {
         .filter_map(|c| c.trim().split_once('='))
         .find(|(k, _)| *k == name)
         .map(|(_, v)| v)
+}
+
+/// Every Cookie header of a request as one value (HTTP/2 clients send one header per
+/// cookie).
+pub fn cookie_header(h: &hyper::HeaderMap) -> String {
+    h.get_all(hyper::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// A Cookie header without the gateway's own cookie (apps never see the session).
@@ -253,13 +317,16 @@ pub fn page(next: &str, message: Option<&str>) -> String {
 mod tests {
     use super::*;
 
-    fn state() -> LoginState {
+    fn state(name: &str) -> LoginState {
         let hash = bcrypt::hash("pw", 4).unwrap();
+        let dir = std::env::temp_dir().join(format!("login-test-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
         let cfg = Login {
             users: "u".into(),
             session_key: "k".into(),
             session_hours: 1,
             max_failures_per_minute: 3,
+            state_dir: dir.clone(),
         };
         // RFC 6238's test secret, "12345678901234567890", in base32.
         LoginState::parse(
@@ -267,6 +334,8 @@ mod tests {
             &format!("anne:{hash}:GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ\n"),
             vec![7u8; 32],
             &cfg,
+            Duration::from_secs(60),
+            Spent::open(&dir).unwrap(),
         )
         .unwrap()
     }
@@ -280,42 +349,57 @@ mod tests {
         assert_eq!(totp(secret, 20000000000 / 30), "353130");
     }
 
-    #[test]
-    fn a_code_is_good_once_and_failures_are_limited() {
-        let s = state();
+    #[tokio::test]
+    async fn a_code_is_good_once_sessions_revoke_and_failures_are_limited() {
+        let s = state("once");
         let t = now();
         let code = totp(b"12345678901234567890", t / 30);
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
-        let cookie = match s.attempt(ip, "anne", "pw", &code) {
+        let cookie = match s.attempt(ip, "anne", "pw", &code).await {
             Outcome::Ok { cookie } => cookie,
             _ => panic!("refused"),
         };
-        assert_eq!(s.verify(&cookie).as_deref(), Some("anne"));
+        let session = s.verify(&cookie).expect("valid");
+        assert_eq!(session.user, "anne");
         let mut bad = cookie.clone();
         bad.replace_range(0..1, if bad.starts_with('Y') { "Z" } else { "Y" });
-        assert_eq!(s.verify(&bad), None, "a changed cookie is refused");
+        assert!(s.verify(&bad).is_none(), "a changed cookie is refused");
+        s.revoke(&session).unwrap();
+        assert!(s.verify(&cookie).is_none(), "signed out");
         assert!(
-            matches!(s.attempt(ip, "anne", "pw", &code), Outcome::Refused),
+            matches!(s.attempt(ip, "anne", "pw", &code).await, Outcome::Refused),
             "replayed code"
         );
         assert!(matches!(
-            s.attempt(ip, "anne", "wrong", "000000"),
+            s.attempt(ip, "anne", "wrong", "000000").await,
             Outcome::Refused
         ));
         assert!(matches!(
-            s.attempt(ip, "anne", "wrong", "000000"),
+            s.attempt(ip, "anne", "wrong", "000000").await,
             Outcome::Refused
         ));
         assert!(
-            matches!(s.attempt(ip, "anne", "pw", &code), Outcome::TooMany),
+            matches!(
+                s.attempt(ip, "anne", "pw", &code).await,
+                Outcome::TooMany(_)
+            ),
             "3 failures in a minute"
         );
         assert!(
             matches!(
-                s.attempt("192.0.2.2".parse().unwrap(), "nobody", "x", "1"),
+                s.attempt("192.0.2.2".parse().unwrap(), "nobody", "x", "1")
+                    .await,
                 Outcome::Refused
             ),
             "per address"
+        );
+        assert!(
+            matches!(
+                s.attempt("192.0.2.3".parse().unwrap(), "anne", "pw", "1")
+                    .await,
+                Outcome::TooMany(_)
+            ),
+            "and per user"
         );
     }
 

@@ -5,7 +5,9 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::{Response, StatusCode};
 
-pub type Body = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
+/// Boxed errors: a proxied body fails with hyper's error or with the gateway's own (an
+/// upstream that stalls, `proxy::UpstreamBody`).
+pub type Body = http_body_util::combinators::BoxBody<Bytes, crate::proxy::BoxError>;
 
 pub fn full(b: impl Into<Bytes>) -> Body {
     Full::new(b.into()).map_err(|never| match never {}).boxed()

@@ -17,6 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::basic_auth::Htpasswd;
 use crate::config::{Access, Auth, Config, Route};
+use crate::failures::{self, Failures, Key};
 use crate::login::{self, LoginState};
 use crate::pages::{self, Body};
 use crate::{rewrite, router};
@@ -28,6 +29,8 @@ pub struct Runtime {
     /// Certificates read from `[[tls.certs]]` files.
     pub file_certs: Vec<Arc<rustls::sign::CertifiedKey>>,
     htpasswd: Vec<Option<Htpasswd>>,
+    /// Failed Basic attempts per address and per user (server.auth-failure-*).
+    basic_failures: Failures,
     clients: Vec<Client<HttpConnector, UpBody>>,
     /// With no route at all (no --config), the gateway answers a page naming the node.
     pub node_page: Option<String>,
@@ -37,15 +40,23 @@ pub struct Runtime {
 
 impl Runtime {
     pub fn new(cfg: Config, node_page: Option<String>) -> Result<Runtime, String> {
+        // Files the configuration names are read here: their errors name the key too.
         let mut file_certs = Vec::new();
-        for c in cfg.tls.iter().flat_map(|t| &t.certs) {
-            file_certs.push(Arc::new(crate::tls::load_files(&c.cert, &c.key)?));
+        for (k, c) in cfg.tls.iter().flat_map(|t| &t.certs).enumerate() {
+            file_certs
+                .push(Arc::new(crate::tls::load_files(&c.cert, &c.key).map_err(
+                    |e| format!("{}: {e}", cfg.at(&format!("tls.certs[{k}]"))),
+                )?));
         }
         let mut htpasswd = Vec::new();
         let mut clients = Vec::new();
-        for r in &cfg.routes {
+        for (i, r) in cfg.routes.iter().enumerate() {
             htpasswd.push(match &r.auth {
-                Some(Auth::Basic { htpasswd, .. }) => Some(Htpasswd::load(htpasswd)?),
+                Some(Auth::Basic { htpasswd, .. }) => {
+                    Some(Htpasswd::load(htpasswd).map_err(|e| {
+                        format!("{}: {e}", cfg.at(&format!("route[{i}].auth.htpasswd")))
+                    })?)
+                }
                 _ => None,
             });
             let mut conn = HttpConnector::new();
@@ -57,12 +68,19 @@ impl Runtime {
                     .build(conn),
             );
         }
-        let login = cfg.login.as_ref().map(LoginState::load).transpose()?;
+        let window = Duration::from_secs(cfg.server.auth_failure_window_secs.get());
+        let login = cfg
+            .login
+            .as_ref()
+            .map(|l| LoginState::load(l, window).map_err(|e| format!("{}: {e}", cfg.at("login"))))
+            .transpose()?;
+        let basic_failures = Failures::new(cfg.server.auth_failure_limit.get(), window);
         let health = crate::health::Health::new(cfg.routes.len());
         Ok(Runtime {
             cfg,
             file_certs,
             htpasswd,
+            basic_failures,
             clients,
             node_page,
             login,
@@ -100,6 +118,9 @@ const CHALLENGE_PATH: &str = "/.well-known/acme-challenge/";
 /// Answered `ok` to clients on the node itself (the worker's readiness check), whatever the
 /// routes: the gateway is up and serving. Other clients reach the routes as usual.
 pub const HEALTH_PATH: &str = "/.well-known/imgforge/health";
+/// The gateway's counters, to clients on the node itself: `password-checks N` (hashes
+/// computed since the start).
+pub const COUNTERS_PATH: &str = "/.well-known/imgforge/counters";
 
 pub async fn handle(
     rt: Arc<Runtime>,
@@ -170,6 +191,15 @@ pub async fn handle(
             Response::builder()
                 .header("content-type", "text/plain")
                 .body(pages::full("ok\n"))
+                .expect("valid"),
+            None,
+        )
+    } else if req.uri().path() == COUNTERS_PATH && conn.peer.ip().is_loopback() {
+        let checks = crate::basic_auth::PASSWORD_CHECKS.load(Ordering::Relaxed);
+        (
+            Response::builder()
+                .header("content-type", "text/plain")
+                .body(pages::full(format!("password-checks {checks}\n")))
                 .expect("valid"),
             None,
         )
@@ -326,35 +356,13 @@ async fn route_request(
         return (pages::forbidden(), Some(i));
     }
     if let Some(h) = &rt.htpasswd[i] {
-        let auth = req
-            .headers()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok());
-        if h.check(auth).is_none() {
-            let realm = match &route.auth {
-                Some(Auth::Basic { realm, .. }) => realm.replace('"', ""),
-                _ => String::new(),
-            };
-            let mut r = pages::html(
-                StatusCode::UNAUTHORIZED,
-                "Unauthorized",
-                "This application needs a user name and password.",
-            );
-            r.headers_mut().insert(
-                "www-authenticate",
-                HeaderValue::from_str(&format!("Basic realm=\"{realm}\"")).expect("ascii realm"),
-            );
-            return (r, Some(i));
+        if let Err(resp) = basic_auth(rt, h, route, client, &req).await {
+            return (resp, Some(i));
         }
     }
-    let mut req = req;
     if let (Some(Auth::Login), Some(state)) = (&route.auth, &rt.login) {
-        let cookie = req
-            .headers()
-            .get("cookie")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        if login::cookie_value(cookie, login::COOKIE)
+        let cookie = login::cookie_header(req.headers());
+        if login::cookie_value(&cookie, login::COOKIE)
             .and_then(|c| state.verify(c))
             .is_none()
         {
@@ -380,12 +388,6 @@ async fn route_request(
                 Some(i),
             );
         }
-        // The app never sees the gateway's session.
-        let rest = login::without_session(cookie);
-        match HeaderValue::from_str(&rest) {
-            Ok(v) if !rest.is_empty() => req.headers_mut().insert("cookie", v),
-            _ => req.headers_mut().remove("cookie"),
-        };
     }
     if let Some(Auth::Forward { url }) = &route.auth {
         match forward_auth(rt, i, url, &req, conn, client, host).await {
@@ -394,6 +396,64 @@ async fn route_request(
         }
     }
     (forward(rt, i, route, conn, host, req).await, Some(i))
+}
+
+/// HTTP Basic for a route: credentials checked good lately pass; past the failure limits
+/// (per address, per user) 429 with Retry-After and no hash computed; else the password is
+/// checked off the async threads, an unknown user against a dummy hash.
+async fn basic_auth(
+    rt: &Runtime,
+    h: &Htpasswd,
+    route: &Route,
+    client: std::net::IpAddr,
+    req: &Request<Incoming>,
+) -> Result<(), Response<Body>> {
+    let auth = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok());
+    let creds = crate::basic_auth::credentials(auth);
+    if let Some(c) = &creds {
+        if h.remembered(c) {
+            return Ok(());
+        }
+        let keys = [Key::Addr(client), Key::User(c.user.clone())];
+        if let Err(wait) = rt.basic_failures.begin(&keys) {
+            return Err(too_many(wait));
+        }
+        if h.verify(c).await {
+            rt.basic_failures.forgive(&keys);
+            return Ok(());
+        }
+    }
+    let realm = match &route.auth {
+        Some(Auth::Basic { realm, .. }) => realm.replace('"', ""),
+        _ => String::new(),
+    };
+    let mut r = pages::html(
+        StatusCode::UNAUTHORIZED,
+        "Unauthorized",
+        "This application needs a user name and password.",
+    );
+    r.headers_mut().insert(
+        "www-authenticate",
+        HeaderValue::from_str(&format!("Basic realm=\"{realm}\"")).expect("ascii realm"),
+    );
+    Err(r)
+}
+
+fn too_many(wait: Duration) -> Response<Body> {
+    let secs = failures::retry_after_secs(wait);
+    let mut r = pages::html(
+        StatusCode::TOO_MANY_REQUESTS,
+        "Too Many Requests",
+        &format!(
+            "Too many failed sign-ins from your address or for this user: try again in {secs} s."
+        ),
+    );
+    r.headers_mut()
+        .insert("retry-after", HeaderValue::from(secs));
+    r
 }
 
 /// Asks the auth URL with the request's headers and what was asked, as single
@@ -443,7 +503,9 @@ async fn forward_auth(
                     out = out.header(k, v);
                 }
             }
-            Err(out.body(r.into_body().boxed()).expect("valid response"))
+            Err(out
+                .body(r.into_body().map_err(Into::into).boxed())
+                .expect("valid response"))
         }
         Ok(Err(_)) => Err(pages::bad_gateway(&url.authority)),
         Err(_) => Err(pages::gateway_timeout(&url.authority)),
@@ -468,6 +530,24 @@ async fn login_endpoint(
             .expect("valid")
     };
     if req.uri().path() == login::LOGOUT_PATH {
+        // The session is signed out for good, not only its cookie cleared: a copy kept
+        // (by an attacker, or another tab) is refused from now on.
+        let cookie = login::cookie_header(req.headers());
+        if let Some(session) =
+            login::cookie_value(&cookie, login::COOKIE).and_then(|c| state.verify(c))
+        {
+            match state.revoke(&session) {
+                Ok(()) => println!("logout {client} user={}", session.user),
+                Err(e) => {
+                    eprintln!("gateway: logout of {}: {e}", session.user);
+                    return pages::html(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "Internal Server Error",
+                        "The sign-out could not be recorded; the session is still open.",
+                    );
+                }
+            }
+        }
         let mut r = pages::redirect(StatusCode::SEE_OTHER, login::LOGIN_PATH);
         let clear = format!(
             "{}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax{secure}",
@@ -506,7 +586,10 @@ async fn login_endpoint(
         form_urlencoded::parse(&body).into_owned().collect();
     let get = |k: &str| form.get(k).map(String::as_str).unwrap_or("");
     let next = login::safe_next(get("next")).to_string();
-    match state.attempt(client, get("user"), get("password"), get("code")) {
+    match state
+        .attempt(client, get("user"), get("password"), get("code"))
+        .await
+    {
         login::Outcome::Ok { cookie } => {
             println!("login {client} user={} ok", get("user"));
             let mut r = pages::redirect(StatusCode::SEE_OTHER, &next);
@@ -536,11 +619,19 @@ async fn login_endpoint(
                 Some("Wrong user name, password or code."),
             )
         }
-        login::Outcome::TooMany => page(
-            StatusCode::TOO_MANY_REQUESTS,
-            &next,
-            Some("Too many failed attempts from your address: wait a minute."),
-        ),
+        login::Outcome::TooMany(wait) => {
+            let secs = failures::retry_after_secs(wait);
+            let mut r = page(
+                StatusCode::TOO_MANY_REQUESTS,
+                &next,
+                Some(&format!(
+                    "Too many failed attempts from your address or for this user: wait {secs} s."
+                )),
+            );
+            r.headers_mut()
+                .insert("retry-after", HeaderValue::from(secs));
+            r
+        }
     }
 }
 
@@ -587,6 +678,9 @@ async fn forward(
     parts.uri = parsed;
     parts.version = hyper::Version::HTTP_11;
     rewrite::strip_hop_by_hop(&mut parts.headers, upgrade);
+    if !route.forward_credentials {
+        strip_credentials(&mut parts.headers, route);
+    }
     let proto = if conn.https { "https" } else { "http" };
     rewrite::set_forwarded(
         &mut parts.headers,
@@ -672,6 +766,19 @@ async fn forward(
     }
 
     let (mut parts, body) = resp.into_parts();
+    let idle_for = Duration::from_secs(
+        route
+            .upstream_body_idle_timeout_secs
+            .unwrap_or(rt.cfg.server.upstream_body_idle_timeout_secs)
+            .get(),
+    );
+    let body = UpstreamBody {
+        inner: body,
+        idle: Box::pin(tokio::time::sleep(idle_for)),
+        idle_for,
+        route: i,
+        upstream: route.upstream.authority.clone(),
+    };
     rewrite::strip_hop_by_hop(&mut parts.headers, None);
     if let Some(loc) = parts.headers.get("location").and_then(|v| v.to_str().ok()) {
         let new = rewrite::location(loc, route, host);
@@ -695,6 +802,76 @@ async fn forward(
         }
     }
     Response::from_parts(parts, body.boxed())
+}
+
+/// Removes the gateway's own credentials from a request to an upstream: its session cookie
+/// (any route: the browser sends it to every path of the host) and, on a Basic route, the
+/// Authorization it checked. A route with `forward-credentials = true` keeps them.
+fn strip_credentials(h: &mut hyper::HeaderMap, route: &Route) {
+    let cookie = login::cookie_header(h);
+    if login::cookie_value(&cookie, login::COOKIE).is_some() {
+        let rest = login::without_session(&cookie);
+        h.remove(hyper::header::COOKIE);
+        if let Ok(v) = HeaderValue::from_str(&rest) {
+            if !rest.is_empty() {
+                h.insert(hyper::header::COOKIE, v);
+            }
+        }
+    }
+    if matches!(route.auth, Some(Auth::Basic { .. })) {
+        h.remove(hyper::header::AUTHORIZATION);
+    }
+}
+
+/// An upstream's response body on its way to the client, failing when nothing arrives for
+/// `idle_for`: an upstream that sends half a body and stalls would otherwise hold the
+/// client (and a connection slot) for ever. Failing the body makes hyper cut the client's
+/// connection, the only honest end for a response whose head is already sent.
+struct UpstreamBody {
+    inner: Incoming,
+    idle: std::pin::Pin<Box<tokio::time::Sleep>>,
+    idle_for: Duration,
+    route: usize,
+    upstream: String,
+}
+
+impl hyper::body::Body for UpstreamBody {
+    type Data = hyper::body::Bytes;
+    type Error = BoxError;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        use std::task::Poll;
+        match std::pin::Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Pending => {
+                if std::future::Future::poll(self.idle.as_mut(), cx).is_ready() {
+                    eprintln!(
+                        "gateway: route {} upstream {}: the response body stopped for {} s; \
+                         the client's connection is closed",
+                        self.route,
+                        self.upstream,
+                        self.idle_for.as_secs()
+                    );
+                    return Poll::Ready(Some(Err("the upstream's body stopped".into())));
+                }
+                Poll::Pending
+            }
+            Poll::Ready(Some(Ok(f))) => {
+                let next = tokio::time::Instant::now() + self.idle_for;
+                self.idle.as_mut().reset(next);
+                Poll::Ready(Some(Ok(f)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+        }
+    }
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 const BODY_OK: u8 = 0;

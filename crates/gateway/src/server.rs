@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
-use hyper::server::conn::http1;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::Semaphore;
@@ -59,10 +59,18 @@ struct Shared {
     certs: Arc<CertStore>,
 }
 
+/// The HTTP version a connection speaks, as ALPN settled it (plain HTTP: always 1.1).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Version {
+    Http1,
+    Http2,
+}
+
 fn serve_conn<S>(
     shared: Arc<Shared>,
     stream: S,
     conn: Conn,
+    version: Version,
     permit: tokio::sync::OwnedSemaphorePermit,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -95,29 +103,43 @@ fn serve_conn<S>(
                 Ok::<_, std::convert::Infallible>(resp.map(|b| Tracked::new(b, act)))
             }
         });
-        // Over TLS, one flattened write per response makes one TLS record, where vectored
-        // writes would make one per header and body buffer.
-        let mut b = http1::Builder::new();
-        b.writev(!conn.https);
-        // A head over the limit answers 431; the read buffer (which also bounds what a
-        // head still arriving may use) stays at hyper's minimum or twice the limit.
-        b.max_header_size(max_head);
-        b.max_buf_size((2 * max_head).max(64 * 1024));
-        let c = b
-            .serve_connection(TokioIo::new(stream), svc)
-            .with_upgrades();
-        tokio::pin!(c);
-        tokio::select! {
-            r = c.as_mut() => {
-                if let Err(e) = r {
-                    if !e.is_incomplete_message() {
-                        eprintln!("gateway: connection from {}: {e}", conn.peer);
-                    }
-                }
+        let io = TokioIo::new(stream);
+        // ALPN has said which protocol the client speaks, so each connection gets the one
+        // builder it needs (hyper-util's auto builder would sniff the preface for nothing,
+        // and its HTTP/1 settings have no max_header_size, the 431 limit).
+        let r = if version == Version::Http2 {
+            let mut b = http2::Builder::new(TokioExecutor::new());
+            // The same head limit as HTTP/1 (h2 counts the decoded header list).
+            b.max_header_list_size(u32::try_from(max_head).unwrap_or(u32::MAX));
+            b.max_concurrent_streams(128);
+            let c = b.serve_connection(io, svc);
+            tokio::pin!(c);
+            tokio::select! {
+                r = c.as_mut() => r,
+                // Dropping the connection closes it: nothing is owed to a client that
+                // is idle or has not finished its head.
+                _ = watchdog::expired(&act) => Ok(()),
             }
-            // Dropping the connection closes it: nothing is owed to a client that is
-            // idle or has not finished its head.
-            _ = watchdog::expired(&act) => {}
+        } else {
+            // Over TLS, one flattened write per response makes one TLS record, where
+            // vectored writes would make one per header and body buffer.
+            let mut b = http1::Builder::new();
+            b.writev(!conn.https);
+            // A head over the limit answers 431; the read buffer (which also bounds what a
+            // head still arriving may use) stays at hyper's minimum or twice the limit.
+            b.max_header_size(max_head);
+            b.max_buf_size((2 * max_head).max(64 * 1024));
+            let c = b.serve_connection(io, svc).with_upgrades();
+            tokio::pin!(c);
+            tokio::select! {
+                r = c.as_mut() => r,
+                _ = watchdog::expired(&act) => Ok(()),
+            }
+        };
+        if let Err(e) = r {
+            if !e.is_incomplete_message() {
+                eprintln!("gateway: connection from {}: {e}", conn.peer);
+            }
         }
     });
 }
@@ -203,6 +225,7 @@ pub async fn serve(o: Options) -> Result<()> {
     let rt = load(&o).map_err(anyhow::Error::msg)?;
     let addr = rt.cfg.server.http.context("no listener: set server.http")?;
     let https = rt.cfg.server.https;
+    let rt_http2 = rt.cfg.server.http2;
     let certs = Arc::new(CertStore::default());
     for c in &rt.file_certs {
         certs.put(c.clone());
@@ -231,7 +254,7 @@ pub async fn serve(o: Options) -> Result<()> {
             TcpListener::bind(a)
                 .await
                 .with_context(|| format!("binding {a}"))?,
-            TlsAcceptor::from(crate::tls::server_config(certs)),
+            TlsAcceptor::from(crate::tls::server_config(certs, rt_http2)),
         )),
         None => None,
     };
@@ -276,7 +299,7 @@ pub async fn serve(o: Options) -> Result<()> {
                     continue;
                 };
                 let _ = stream.set_nodelay(true);
-                serve_conn(shared.clone(), stream, Conn { peer, https: false }, permit);
+                serve_conn(shared.clone(), stream, Conn { peer, https: false }, Version::Http1, permit);
             }
             r = accept_tls(&tls_listener) => {
                 let (stream, peer) = match r {
@@ -303,7 +326,13 @@ pub async fn serve(o: Options) -> Result<()> {
                 tokio::spawn(async move {
                     // The handshake runs in the connection's task: a slow client holds up no one.
                     match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => serve_conn(shared, tls, Conn { peer, https: true }, permit),
+                        Ok(Ok(tls)) => {
+                            let version = match tls.get_ref().1.alpn_protocol() {
+                                Some(b"h2") => Version::Http2,
+                                _ => Version::Http1,
+                            };
+                            serve_conn(shared, tls, Conn { peer, https: true }, version, permit)
+                        }
                         Ok(Err(e)) => failures
                             .lock()
                             .expect("not poisoned")

@@ -109,13 +109,18 @@ pub fn load_files(cert: &std::path::Path, key: &std::path::Path) -> Result<Certi
     certified_key(&c, &k, &cert.display().to_string())
 }
 
-pub fn server_config(store: Arc<CertStore>) -> Arc<rustls::ServerConfig> {
+/// With `http2`, ALPN offers h2 before http/1.1 (a client that speaks both picks h2).
+pub fn server_config(store: Arc<CertStore>, http2: bool) -> Arc<rustls::ServerConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .expect("ring supports the default versions")
         .with_no_client_auth()
         .with_cert_resolver(store);
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    cfg.alpn_protocols = if http2 {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
     Arc::new(cfg)
 }

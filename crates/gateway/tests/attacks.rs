@@ -205,7 +205,7 @@ fn forward_auth_and_the_upstream_see_the_gateways_own_forwarded_headers() {
 /// Starts the gateway like `common::gateway`, its standard error written to `log` (and
 /// its standard output, the access log, to `log` with `.out` added).
 fn gateway_logging(config: &Path, port: u16, log: &Path) -> Proc {
-    let c = Command::new(env!("CARGO_BIN_EXE_gateway"))
+    let c = Command::new(gateway_bin())
         .args(["serve", "--config", config.to_str().unwrap()])
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .stdout(std::fs::File::create(log.with_extension("out")).unwrap())
@@ -628,5 +628,45 @@ fn stalled_tls_handshakes_and_idle_tls_connections_are_closed_in_time() {
         !s_closed,
         !p_closed,
         !i_closed
+    );
+}
+
+#[test]
+fn an_upstream_that_stalls_half_way_through_its_body_is_cut_off_in_time() {
+    let (_up, http, _) = upstream();
+    let dir = scratch("attack-upstream-stall");
+    let port = free_port();
+    let log = dir.join("stderr");
+    let cfg = config(
+        &dir,
+        &format!(
+            "[[route]]\nupstream = \"http://127.0.0.1:{http}\"\n\
+             upstream-body-idle-timeout-secs = 2\n"
+        ),
+    );
+    let _gw = gateway_logging(&cfg, port, &log);
+    // The upstream announces 1000 bytes, sends 500, then nothing for 30 s.
+    let started = Instant::now();
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    s.write_all(b"GET /half-body HTTP/1.1\r\nHost: x.test\r\n\r\n")
+        .unwrap();
+    let mut out = Vec::new();
+    let r = s.read_to_end(&mut out);
+    let took = started.elapsed();
+    let (status, head, body) = split_response(&out);
+    assert_eq!(status, 200, "{head}");
+    assert!(r.is_ok() || took < Duration::from_secs(15), "{r:?}");
+    assert!(
+        took < Duration::from_secs(8),
+        "the client's connection stayed open {took:?} past the 2 s upstream body timeout"
+    );
+    assert_eq!(body.len(), 500, "the half that came");
+    // Meanwhile and after, the gateway answers.
+    assert_eq!(get(port, "x.test", "/after", "").0, 200);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("the response body stopped for 2 s"),
+        "the stall is logged: {text}"
     );
 }

@@ -37,10 +37,12 @@ fn setup(dir: &Path) -> (Proc, Proc, u16) {
     let cfg = config(
         dir,
         &format!(
-            "[login]\nusers = \"{}\"\nsession-key = \"{}\"\nmax-failures-per-minute = 3\n\n\
+            "[login]\nusers = \"{}\"\nsession-key = \"{}\"\nstate-dir = \"{}\"\n\
+             max-failures-per-minute = 3\n\n\
              [[route]]\nprefix = \"/app/\"\nupstream = \"http://127.0.0.1:{http}\"\nauth = {{ kind = \"login\" }}\n",
             dir.join("users").display(),
-            dir.join("session-key").display()
+            dir.join("session-key").display(),
+            dir.join("state").display()
         ),
     );
     (gateway(&cfg, port), up, port)

@@ -215,7 +215,7 @@ fn websockets_pass_both_ways_and_survive_a_reload() {
 fn check_names_the_line_and_key_and_a_bad_reload_keeps_the_running_config() {
     let dir = scratch("check");
     let cfg = config(&dir, "[[route]]\nprefix = \"/a/\"\nupstream = \"http://127.0.0.1:9\"\n\n[[route]]\nprefix = \"/b\"\nupstream = \"http://127.0.0.1:9\"\n");
-    let o = Command::new(env!("CARGO_BIN_EXE_gateway"))
+    let o = Command::new(gateway_bin())
         .args(["check", cfg.to_str().unwrap()])
         .output()
         .unwrap();
@@ -229,12 +229,57 @@ fn check_names_the_line_and_key_and_a_bad_reload_keeps_the_running_config() {
         "{err}"
     );
 
+    // A file a key names that cannot be read: the key, its line, and the file.
+    let missing = dir.join("no-such-htpasswd");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[[route]]\nupstream = \"http://127.0.0.1:9\"\n\
+             auth = {{ kind = \"basic\", htpasswd = \"{}\" }}\n",
+            missing.display()
+        ),
+    )
+    .unwrap();
+    let o = Command::new(gateway_bin())
+        .args(["check", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}:3:37: key `route[0].auth.htpasswd`: {}: No such file or directory",
+            cfg.display(),
+            missing.display()
+        )),
+        "{err}"
+    );
+    // `public-paths = ["/"]` would open a LAN-only route to everyone.
+    std::fs::write(
+        &cfg,
+        "[[route]]\nupstream = \"http://127.0.0.1:9\"\naccess = \"lan\"\npublic-paths = [\"/\"]\n",
+    )
+    .unwrap();
+    let o = Command::new(gateway_bin())
+        .args(["check", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}:4:17: key `route[0].public-paths[0]`: public path `/` covers the whole route",
+            cfg.display()
+        )),
+        "{err}"
+    );
+
     std::fs::write(
         &cfg,
         "[[route]]\nprefix = \"/a/\"\nupstream = \"http://127.0.0.1:9\"\n",
     )
     .unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_gateway"))
+    let o = Command::new(gateway_bin())
         .args(["check", cfg.to_str().unwrap()])
         .output()
         .unwrap();

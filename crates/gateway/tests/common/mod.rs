@@ -53,9 +53,17 @@ pub fn scratch(name: &str) -> PathBuf {
     d
 }
 
+/// The gateway binary under test: this build's, or the one $GATEWAY_BIN names (to run a
+/// new attack test against an older gateway and see it fail).
+pub fn gateway_bin() -> PathBuf {
+    std::env::var_os("GATEWAY_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_gateway").into())
+}
+
 /// Starts the gateway on `config` and waits until it accepts connections.
 pub fn gateway(config: &Path, port: u16) -> Proc {
-    let c = Command::new(env!("CARGO_BIN_EXE_gateway"))
+    let c = Command::new(gateway_bin())
         .args([
             "serve",
             "--config",

@@ -35,6 +35,14 @@ class App(BaseHTTPRequestHandler):
         elif p.startswith("/slow"):
             time.sleep(3)
             self.reply(200, b"slow")
+        elif p.startswith("/half-body"):
+            # Half of the body it announces, then nothing for 30 s (a stalled upstream).
+            self.send_response(200)
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            self.wfile.write(b"h" * 500)
+            self.wfile.flush()
+            time.sleep(30)
         elif p.startswith("/status500"):
             self.reply(500, b"broken")
         elif p.startswith("/judge-uri"):

@@ -1,0 +1,226 @@
+//! Apps with their dependencies from PyPI (deps = "pypi"): the same lock gives the same
+//! venv bytes, a warm rebuild of the apps stage opens no connection, and a lock that
+//! contradicts the role's Debian Python is refused. Slow (they build images): `#[ignore]`d.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+mod common;
+use common::{serial, text, tmp};
+
+fn cache_dir() -> PathBuf {
+    imgforge::cache::default_dir()
+}
+
+/// A cache that is the machine's (base roots, binaries, apt, tools, wheels, later stages)
+/// but with no apps stage output: a build with it runs the apps stage, and its output is
+/// the one tar in `<dir>/stages/apps`.
+fn cache_without_apps(name: &str) -> PathBuf {
+    let dir = tmp(name);
+    let shared = cache_dir();
+    std::fs::create_dir_all(dir.join("stages/apps")).unwrap();
+    for e in std::fs::read_dir(&shared).unwrap() {
+        let e = e.unwrap();
+        if e.file_name() != "stages" {
+            std::os::unix::fs::symlink(e.path(), dir.join(e.file_name())).unwrap();
+        }
+    }
+    for e in std::fs::read_dir(shared.join("stages")).unwrap() {
+        let e = e.unwrap();
+        if e.file_name() != "apps" {
+            std::os::unix::fs::symlink(e.path(), dir.join("stages").join(e.file_name())).unwrap();
+        }
+    }
+    dir
+}
+
+/// `imgforge build` (in the checkout), under `unshare -n` (no network at all) when `offline`.
+fn build(args: &[&str], offline: bool) -> Output {
+    let exe = env!("CARGO_BIN_EXE_imgforge");
+    let mut cmd = if offline {
+        let mut c = Command::new("unshare");
+        c.args(["--net", "--"]).arg(exe);
+        c
+    } else {
+        Command::new(exe)
+    };
+    cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
+        .arg("build")
+        .args(args)
+        .output()
+        .expect("run imgforge")
+}
+
+/// Builds prospectlab with the network cut and no apps stage output cached, so the apps
+/// stage runs from the wheel cache; returns the apps tar it wrote and the build's stderr.
+fn rebuild_apps_offline(out: &Path, name: &str) -> (PathBuf, String) {
+    let cache = cache_without_apps(name);
+    let o = build(
+        &[
+            "--role",
+            "prospectlab",
+            "--out",
+            out.to_str().unwrap(),
+            "--cache",
+            cache.to_str().unwrap(),
+        ],
+        true,
+    );
+    let err = text(&o.stderr);
+    assert!(o.status.success(), "offline rebuild failed:\n{err}");
+    let tars: Vec<_> = std::fs::read_dir(cache.join("stages/apps"))
+        .unwrap()
+        .map(|e| e.unwrap().path().join("apps.tar"))
+        .filter(|p| p.is_file())
+        .collect();
+    assert_eq!(tars.len(), 1, "one apps stage output: {tars:?}\n{err}");
+    (tars[0].clone(), err)
+}
+
+fn sha256(p: &Path) -> String {
+    imgforge::cache::sha256_file(p).unwrap()
+}
+
+#[test]
+#[ignore = "slow: builds prospectlab three times (~3 min warm); needs root, network for the first"]
+fn the_same_lock_gives_the_same_venv_bytes_and_a_warm_rebuild_downloads_nothing() {
+    let _g = serial();
+    let out = tmp("pypi-repro");
+    // Warm the caches (wheels included) with the network.
+    let o = build(
+        &["--role", "prospectlab", "--out", out.to_str().unwrap()],
+        false,
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+
+    let (tar1, err1) = rebuild_apps_offline(&out, "pypi-repro-cache1");
+    let first = sha256(&tar1);
+    assert!(err1.contains("wheels       cached"), "{err1}");
+    assert!(err1.contains("36 wheels unpacked for x86_64"), "{err1}");
+    let (tar2, _) = rebuild_apps_offline(&out, "pypi-repro-cache2");
+    assert_eq!(
+        tar1.parent().unwrap().file_name(),
+        tar2.parent().unwrap().file_name(),
+        "same inputs, same stage key"
+    );
+    assert_eq!(
+        sha256(&tar2),
+        first,
+        "the same lock gives the same apps tar"
+    );
+
+    // What is in it: the venv's interpreter is the image's, the compiled wheel is there for
+    // the image's CPU, bytecode, RECORD sorted, INSTALLER ours.
+    let list = common::run(Command::new("tar").arg("-tvf").arg(&tar2));
+    assert!(
+        list.contains("opt/prospectlab/venv/bin/python3.13 -> /usr/bin/python3.13"),
+        "{list}"
+    );
+    assert!(list.contains("psycopg_binary/_psycopg.cpython-313-x86_64-linux-gnu.so"));
+    // Bytecode written by the image's Python (the same bytes twice, checked above).
+    assert!(
+        list.contains("site-packages/psycopg/__pycache__/connection.cpython-313.pyc"),
+        "{list}"
+    );
+    let scratch = tmp("pypi-repro-x");
+    common::run(
+        Command::new("tar")
+            .arg("-C")
+            .arg(&scratch)
+            .arg("-xf")
+            .arg(&tar2),
+    );
+    let site = scratch.join("opt/prospectlab/venv/lib/python3.13/site-packages");
+    let dist = std::fs::read_dir(&site)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.to_string_lossy().contains("psycopg_binary-")
+                && p.extension().is_some_and(|x| x == "dist-info")
+        })
+        .expect("psycopg_binary's dist-info");
+    assert_eq!(
+        std::fs::read_to_string(dist.join("INSTALLER")).unwrap(),
+        "imgforge\n"
+    );
+    let record = std::fs::read_to_string(dist.join("RECORD")).unwrap();
+    let lines: Vec<_> = record.lines().collect();
+    let mut sorted = lines.clone();
+    sorted.sort();
+    assert_eq!(lines, sorted, "RECORD is sorted");
+    let cfg = std::fs::read_to_string(scratch.join("opt/prospectlab/venv/pyvenv.cfg")).unwrap();
+    assert!(
+        cfg.contains("include-system-site-packages = false"),
+        "{cfg}"
+    );
+    let gunicorn =
+        std::fs::read_to_string(scratch.join("opt/prospectlab/venv/bin/gunicorn")).unwrap();
+    assert!(
+        gunicorn.starts_with("#!/opt/prospectlab/venv/bin/python\n"),
+        "{gunicorn}"
+    );
+    let _ = std::fs::remove_dir_all(&scratch);
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
+#[ignore = "slow: builds vm-ia up to its apps stage (~1 min with its base cached); needs root"]
+fn a_locked_package_the_roles_debian_python_has_at_another_version_is_refused_naming_both() {
+    let _g = serial();
+    let dir = tmp("pypi-debian-conflict");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for sub in [
+        "profiles/roles",
+        "profiles/sites",
+        "profiles/targets",
+        "examples/chat-pydantic/templates",
+        "examples/flask-prefix/templates",
+    ] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+        for e in std::fs::read_dir(src.join(sub)).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_file() {
+                std::fs::copy(e.path(), dir.join(sub).join(e.file_name())).unwrap();
+            }
+        }
+    }
+    for f in ["examples/chat-pydantic", "examples/flask-prefix"] {
+        for e in std::fs::read_dir(src.join(f)).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_file() {
+                std::fs::copy(e.path(), dir.join(f).join(e.file_name())).unwrap();
+            }
+        }
+    }
+    // The chat app's venv sees the Debian side, where JupyterLab and Flask bring their
+    // own (older) versions of what the lock pins.
+    let role = dir.join("profiles/roles/vm-ia.toml");
+    let t = std::fs::read_to_string(&role).unwrap();
+    std::fs::write(
+        &role,
+        t.replacen(
+            "deps = \"pypi\"\n",
+            "deps = \"pypi\"\nsystem-site-packages = true\n",
+            1,
+        ),
+    )
+    .unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_imgforge"))
+        .current_dir(&dir)
+        .args(["build", "--quiet", "--role", "vm-ia", "--out"])
+        .arg(dir.join("images"))
+        .output()
+        .unwrap();
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    for part in [
+        "imgforge: error: app `chat`: examples/chat-pydantic/requirements.txt line ",
+        "the role's Debian Python already provides ",
+        "(/usr/lib/python3/dist-packages/",
+        "system-site-packages = true",
+    ] {
+        assert!(err.contains(part), "missing {part:?} in\n{err}");
+    }
+    assert!(!dir.join("images").join("vm-ia-x86_64-vm.img").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
