@@ -94,6 +94,10 @@ pub struct HostPlan {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gateway: Option<IpAddr>,
     pub dns: Vec<IpAddr>,
+    /// The site's `updates` for this host: the image carries sysupdate's transfers and a
+    /// timer (see stage::updates).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub updates: Option<crate::site::updates::HostUpdates>,
 }
 
 /// An app slot with the source the site gives it.
@@ -429,12 +433,34 @@ pub fn resolve(src: &ProfileSource, req: &Request) -> Result<Plan> {
         qemu,
         inputs,
     };
+    if plan.host.updates.is_some() {
+        if plan.boot != BootMethod::SystemdBoot {
+            bail!(
+                "{}: host `{}` has `updates`, but target {} boots with {}: updates in place run on the UEFI targets (systemd-sysupdate and systemd-boot's boot counting)",
+                view.display,
+                plan.host.name,
+                plan.target,
+                plan.boot.as_str()
+            );
+        }
+        // The engine and what it needs on the node (see stage::updates).
+        plan.packages
+            .extend(UPDATE_PACKAGES.iter().map(|p| p.to_string()));
+        plan.packages = sorted_unique(std::mem::take(&mut plan.packages));
+    }
     plan.version = match &req.version {
         Some(v) => check_version(v)?,
         None => default_version(&plan),
     };
     Ok(plan)
 }
+
+/// The Debian (trixie) packages a node that updates itself needs: systemd-container
+/// (/usr/lib/systemd/systemd-sysupdate, and systemd-pull, which fetches and verifies),
+/// systemd-boot (systemd-bless-boot and its generator, which mark a counted boot good once
+/// boot-complete.target is reached), gpg (/usr/bin/gpg: systemd-pull verifies
+/// SHA256SUMS.gpg by running it; gpgv alone is not what it runs).
+pub const UPDATE_PACKAGES: [&str; 3] = ["gpg", "systemd-boot", "systemd-container"];
 
 /// A version as systemd-sysupdate reads it from a partition name (`root_@v`) and file
 /// names: letters, digits and `.+~^_-`, starting with a letter or digit, at most 64 bytes.
@@ -567,6 +593,7 @@ fn pick_host(view: &SiteView, req: &Request) -> Result<HostPlan> {
         None => site.hosts.iter().find(|h| h.role == *req.role),
     };
     // A role with no host in the site still builds: the image is named after the role.
+    let updates = host.and_then(|h| h.updates.clone());
     let (name, address, gateway, dns) = match host {
         Some(h) => (h.name.to_string(), h.address, h.gateway, h.dns.clone()),
         None => {
@@ -586,6 +613,7 @@ fn pick_host(view: &SiteView, req: &Request) -> Result<HostPlan> {
         address,
         gateway,
         dns,
+        updates,
     })
 }
 

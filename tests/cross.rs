@@ -33,6 +33,7 @@ fn aarch64_binaries() -> Vec<(String, PathBuf)> {
         source_dir: root.to_path_buf(),
         out_dir: tmp("cross-out"),
         rebuild_from: None,
+        key_dir: None,
     };
     let mut progress = imgforge::progress::Progress::new(true);
     let started = binaries::start(&plan, &opts).unwrap_or_else(|e| panic!("{e:#}"));

@@ -44,6 +44,21 @@ fn stage_lines(stderr: &str) -> Vec<(String, String)> {
     rows
 }
 
+/// The version in root slot A's GPT name (`root_<version>`), as sfdisk reads it.
+fn slot_a_version(img: &Path) -> String {
+    let o = Command::new("sfdisk")
+        .arg("--json")
+        .arg(img)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    v["partitiontable"]["partitions"][2]["name"]
+        .as_str()
+        .and_then(|n| n.strip_prefix("root_"))
+        .unwrap_or_else(|| panic!("slot A is not named root_<version>: {v}"))
+        .to_string()
+}
+
 fn sha256(p: &Path) -> String {
     run(Command::new("sha256sum").arg(p))
         .split_whitespace()
@@ -77,29 +92,35 @@ fn image_passes_sfdisk_fsck_fat_and_e2fsck() {
         "fsck.fat found something to repair:\n{fsck}"
     );
     let listing = run(Command::new("mdir").args(["-i", esp.to_str().unwrap(), "-/", "-b", "::"]));
+    // Each version's files carry its version (what sysupdate's transfers match), the one
+    // slot A holds (its GPT name, root_<version>).
+    let version = slot_a_version(&img);
+    let entry_path = format!("::/loader/entries/imgforge_{version}.conf");
     for f in [
         "::/EFI/BOOT/BOOTX64.EFI",
         "::/loader/loader.conf",
-        "::/loader/entries/imgforge.conf",
-        "::/imgforge/vmlinuz",
-        "::/imgforge/initrd.img",
+        &entry_path,
+        &format!("::/imgforge/vmlinuz_{version}"),
+        &format!("::/imgforge/initrd_{version}"),
     ] {
         assert!(
             listing.lines().any(|l| l == f),
             "{f} missing from the ESP:\n{listing}"
         );
     }
-    let entry = run(Command::new("mtype").args([
-        "-i",
-        esp.to_str().unwrap(),
-        "::/loader/entries/imgforge.conf",
-    ]));
+    let entry = run(Command::new("mtype").args(["-i", esp.to_str().unwrap(), &entry_path]));
     assert!(
         entry.contains("options root=UUID=")
             && entry.contains(" ro ")
-            && entry.contains("console=ttyS0"),
+            && entry.contains("console=ttyS0")
+            && entry.contains(&format!("linux /imgforge/vmlinuz_{version}\n"))
+            && entry.contains(&format!("version {version}\n")),
         "{entry}"
     );
+    // No `default`: systemd-boot picks the newest entry whose tries are not used up.
+    let loader =
+        run(Command::new("mtype").args(["-i", esp.to_str().unwrap(), "::/loader/loader.conf"]));
+    assert!(!loader.contains("default"), "{loader}");
 
     let e2 = run(Command::new("e2fsck")
         .arg("-fn")

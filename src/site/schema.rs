@@ -110,4 +110,8 @@ pub struct Host {
     /// the site file.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub apps: BTreeMap<String, String>,
+    /// Where and when the node takes new versions (UEFI targets):
+    /// `updates = { url = "https://...", on-calendar = "daily" }`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub updates: Option<super::updates::HostUpdates>,
 }

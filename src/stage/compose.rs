@@ -93,6 +93,33 @@ enum Addition {
     Symlink { target: String },
 }
 
+/// Where systemd-pull's gpg finds the keys a publish folder's SHA256SUMS.gpg may be signed
+/// with (sysupdate.d(5), Verify=).
+const IMPORT_PUBRING: &str = "usr/lib/systemd/import-pubring.gpg";
+
+/// For a host with `updates`, the public key of the user's signing key folder (the image
+/// holds nothing else of it).
+pub fn update_public_key(plan: &Plan, opts: &BuildOptions) -> Result<Option<Vec<u8>>> {
+    if plan.host.updates.is_none() {
+        return Ok(None);
+    }
+    let keys = crate::signing::KeyDir::choose(
+        opts.key_dir.as_deref(),
+        &[("the checkout", opts.source_dir.as_path())],
+    )?;
+    if !keys.public_key().is_file() {
+        return Err(crate::exit::UserError(format!(
+            "host `{}` has `updates`: its image must hold the public key nodes check versions with, and {} has none; make the key with `imgforge keygen` (or pass --key-dir)",
+            plan.host.name,
+            keys.public_key().display()
+        ))
+        .into());
+    }
+    let k = fs::read(keys.public_key())
+        .with_context(|| format!("reading {}", keys.public_key().display()))?;
+    Ok(Some(k))
+}
+
 pub fn run(
     plan: &Plan,
     opts: &BuildOptions,
@@ -111,6 +138,10 @@ pub fn run(
         .add_code(super::code::COMPOSE);
     for (path, f) in &overlays {
         key.add(path, &f.content);
+    }
+    let update_key = update_public_key(plan, opts)?;
+    if let Some(k) = &update_key {
+        key.add(IMPORT_PUBRING, k);
     }
     let key = key.finish();
     let load = |dir: &Path| -> Result<Composed> {
@@ -154,6 +185,16 @@ pub fn run(
                 additions.insert(path, Addition::Symlink { target })
             }
         };
+    }
+    if let Some(k) = update_key {
+        // The only key sysupdate's gpg trusts: Debian's vendor keyring is replaced.
+        additions.insert(
+            IMPORT_PUBRING.into(),
+            Addition::File {
+                content: k,
+                mode: 0o644,
+            },
+        );
     }
     for (name, path) in &bins.files {
         let content = fs::read(path).with_context(|| format!("reading {}", path.display()))?;

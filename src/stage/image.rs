@@ -12,6 +12,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 
 use super::compose::Composed;
+use super::updates;
 use super::{BuildOptions, Stage};
 use crate::cache::KeyBuilder;
 use crate::disk::{gpt, layout, mbr};
@@ -26,19 +27,29 @@ pub struct Image {
     pub layout: layout::Layout,
 }
 
-/// systemd-boot's configuration: boot the one entry at once (a server has no one to choose).
-const LOADER_CONF: &str = "default imgforge.conf\ntimeout 0\nconsole-mode keep\neditor no\n";
+/// systemd-boot's configuration: boot at once (a server has no one to choose). No
+/// `default`: systemd-boot takes the first entry in its order, which is the newest version
+/// (`sort-key`, then `version`, newest first) whose boots are not used up, so an update's
+/// entry wins while it has tries left and the previous version once it has none.
+const LOADER_CONF: &str = "timeout 0\nconsole-mode keep\neditor no\n";
 
+/// A version's boot entry: its kernel and initramfs, its root by filesystem UUID.
 pub fn loader_entry(plan: &Plan, c: &Composed) -> String {
     format!(
-        "title imgforge {role} ({target}), Debian {suite}, Linux {kver}\n\
-         linux /imgforge/vmlinuz\n\
-         initrd /imgforge/initrd.img\n\
+        "title imgforge {role} ({target}) {version}, Debian {suite}, Linux {kver}\n\
+         sort-key imgforge\n\
+         version {version}\n\
+         linux /{dir}/{kernel}\n\
+         initrd /{dir}/{initrd}\n\
          options {cmdline}\n",
         role = plan.role,
         target = plan.target,
+        version = plan.version,
         suite = plan.suite,
         kver = c.kernel_version,
+        dir = updates::ESP_DIR,
+        kernel = updates::kernel_file(&plan.version),
+        initrd = updates::initrd_file(&plan.version),
         cmdline = c.cmdline(plan),
     )
 }
@@ -200,15 +211,23 @@ fn write_esp(file: &mut File, plan: &Plan, c: &Composed, lay: &layout::Layout) -
             content: LOADER_CONF.as_bytes(),
         },
         fat::FatFile {
-            path: "loader/entries/imgforge.conf".into(),
+            path: format!("loader/entries/{}", updates::entry_file(&plan.version)),
             content: entry.as_bytes(),
         },
         fat::FatFile {
-            path: "imgforge/vmlinuz".into(),
+            path: format!(
+                "{}/{}",
+                updates::ESP_DIR,
+                updates::kernel_file(&plan.version)
+            ),
             content: &kernel,
         },
         fat::FatFile {
-            path: "imgforge/initrd.img".into(),
+            path: format!(
+                "{}/{}",
+                updates::ESP_DIR,
+                updates::initrd_file(&plan.version)
+            ),
             content: &initrd,
         },
     ];

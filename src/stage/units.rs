@@ -164,12 +164,51 @@ pub fn generate(plan: &Plan, installed: &BTreeSet<String>, ids: &Ids) -> Vec<Gen
         content: sshd_host_keys().into_bytes(),
         mode: 0o644,
     });
-    add_unit(
-        &mut out,
-        "imgforge-ready.service",
-        READY_UNIT.to_string(),
-        "multi-user.target",
-    );
+    match &plan.host.updates {
+        Some(u) => {
+            // The role's readiness decides whether a new version is kept (stage/updates.rs).
+            let ready = READY_UNIT
+                .replace(
+                    "After=multi-user.target\n",
+                    &format!(
+                        "After=multi-user.target\n{}",
+                        super::updates::READY_GATES_BOOT_COMPLETE
+                    ),
+                )
+                .replace(
+                    "WantedBy=multi-user.target\n",
+                    &format!(
+                        "WantedBy=multi-user.target\nRequiredBy={}\n",
+                        super::updates::READY_REQUIRED_BY
+                    ),
+                );
+            add_unit(
+                &mut out,
+                "imgforge-ready.service",
+                ready,
+                "multi-user.target",
+            );
+            out.push(Generated::Symlink {
+                path: format!(
+                    "{UNIT_DIR}/{}.requires/imgforge-ready.service",
+                    super::updates::READY_REQUIRED_BY
+                ),
+                target: format!("/{UNIT_DIR}/imgforge-ready.service"),
+            });
+            let backups: Vec<String> = plan
+                .jobs
+                .iter()
+                .map(|j| format!("{}.service", job_name(j)))
+                .collect();
+            out.extend(super::updates::generate(plan, u, &backups));
+        }
+        None => add_unit(
+            &mut out,
+            "imgforge-ready.service",
+            READY_UNIT.to_string(),
+            "multi-user.target",
+        ),
+    }
     add_unit(
         &mut out,
         "imgforge-ssh-keygen.service",
@@ -830,6 +869,80 @@ mod tests {
                 _ => None,
             })
             .unwrap_or_else(|| panic!("no {want}"))
+    }
+
+    #[test]
+    fn a_host_with_updates_gets_transfers_a_timer_and_readiness_gating_boot_complete() {
+        let mut p = plan_of("prospectlab");
+        p.version = "7".into();
+        let plain = generate(&p, &BTreeSet::new(), &Ids::derive("t"));
+        assert!(
+            !file(&plain, "etc/systemd/system/imgforge-ready.service").contains("boot-complete")
+        );
+        assert!(!plain
+            .iter()
+            .any(|g| matches!(g, Generated::File { path, .. } if path.contains("sysupdate"))));
+
+        p.host.updates = Some(crate::site::updates::HostUpdates {
+            url: "http://10.0.2.2:8000/portal".parse().unwrap(),
+            on_calendar: "Sun 03:00".parse().unwrap(),
+        });
+        let gen = generate(&p, &BTreeSet::new(), &Ids::derive("t"));
+        let root = file(&gen, "usr/lib/sysupdate.d/10-root.transfer");
+        for want in [
+            "ProtectVersion=7\n",
+            "Path=http://10.0.2.2:8000/portal/\n",
+            "MatchPattern=prospectlab_@v.root.xz\n",
+            "Type=partition\nPath=auto\n",
+            "MatchPattern=root_@v\n",
+            "MatchPartitionType=root-x86-64\n",
+            "InstancesMax=2\n",
+        ] {
+            assert!(root.contains(want), "{want:?} not in\n{root}");
+        }
+        let entry = file(&gen, "usr/lib/sysupdate.d/90-entry.transfer");
+        assert!(
+            entry.contains(
+                "MatchPattern=imgforge_@v+@l-@d.conf imgforge_@v+@l.conf imgforge_@v.conf\n"
+            ) && entry.contains("TriesLeft=3\n")
+                && entry.contains("PathRelativeTo=esp\n"),
+            "{entry}"
+        );
+        let kernel = file(&gen, "usr/lib/sysupdate.d/20-kernel.transfer");
+        assert!(
+            kernel.contains("MatchPattern=vmlinuz_@v\n") && kernel.contains("Path=/imgforge\n"),
+            "{kernel}"
+        );
+        let ready = file(&gen, "etc/systemd/system/imgforge-ready.service");
+        assert!(
+            ready.contains("Before=boot-complete.target\n")
+                && ready.contains("OnFailure=imgforge-boot-bad.service\n")
+                && ready.contains("RequiredBy=boot-complete.target\n"),
+            "{ready}"
+        );
+        assert!(gen
+            .iter()
+            .any(|g| matches!(g, Generated::Symlink { path, .. }
+            if path == "etc/systemd/system/boot-complete.target.requires/imgforge-ready.service")));
+        let timer = file(&gen, "etc/systemd/system/imgforge-update.timer");
+        assert!(timer.contains("OnCalendar=Sun 03:00\n"), "{timer}");
+        // The role's backup jobs dump the databases before the other slot is written.
+        let script = file(&gen, "usr/lib/imgforge/update");
+        let job = p.jobs.first().expect("prospectlab has a pg_dump job");
+        let dump = format!("systemctl start {}.service\n", job_name(job));
+        let (before, after) = script
+            .split_once(&dump)
+            .unwrap_or_else(|| panic!("{script}"));
+        assert!(
+            before.contains("check-new") && after.contains("update \"$new\""),
+            "{script}"
+        );
+        let bad = file(&gen, "etc/systemd/system/imgforge-boot-bad.service");
+        assert!(
+            bad.contains("ConditionPathExists=/sys/firmware/efi/efivars/LoaderBootCountPath-")
+                && bad.contains("systemd-bless-boot bad"),
+            "{bad}"
+        );
     }
 
     #[test]
