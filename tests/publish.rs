@@ -273,13 +273,16 @@ fn a_published_version_is_the_slot_bytes_and_gpg_verifies_its_sums_with_the_publ
     }
 }
 
-/// A scratch folder whose ./profiles/sites/upd.toml gives host `edge` (role proxy) updates.
-fn site_with_updates() -> PathBuf {
-    let dir = tmp("publish-site");
+/// A scratch folder `scratch` whose ./profiles/sites/upd.toml gives host `edge` (role proxy) updates.
+fn site_with_updates(scratch: &str) -> PathBuf {
+    let dir = tmp(scratch);
     std::fs::create_dir_all(dir.join("profiles/sites")).unwrap();
     std::fs::write(
         dir.join("profiles/sites/upd.toml"),
-        "domain = \"example.test\"\nlan = [\"10.0.2.0/24\"]\n\n[[host]]\nname = \"edge\"\nrole = \"proxy\"\n\
+        "domain = \"example.test\"\nlan = [\"10.0.2.0/24\"]\n\n\
+         # The proxy's gateway listens on 443 (its tcp:443 check) when the site has TLS.\n\
+         [tls]\nacme-directory = \"https://acme-v02.api.letsencrypt.org/directory\"\n\
+         acme-email = \"admin@example.test\"\n\n[[host]]\nname = \"edge\"\nrole = \"proxy\"\n\
          updates = { url = \"http://10.0.2.2:8000/edge/\", on-calendar = \"Sun 03:00\" }\n",
     )
     .unwrap();
@@ -288,7 +291,7 @@ fn site_with_updates() -> PathBuf {
 
 #[test]
 fn updates_on_a_card_or_without_a_key_are_refused_naming_host_and_key() {
-    let dir = site_with_updates();
+    let dir = site_with_updates("publish-site-refused");
     let o = imgforge_in(&dir, &["plan", "--site", "upd", "--target", "rpi4"]);
     assert_eq!(o.status.code(), Some(1));
     let err = text(&o.stderr);
@@ -328,4 +331,82 @@ fn updates_on_a_card_or_without_a_key_are_refused_naming_host_and_key() {
         "{err}"
     );
     assert!(!out.exists() || std::fs::read_dir(&out).unwrap().count() == 0);
+}
+
+#[test]
+#[ignore = "slow: builds the proxy with `updates` (its own base, ~10 min cold) and boots it (~3 min)"]
+fn a_host_with_updates_boots_to_ready_with_the_engine_its_transfers_and_only_the_public_key() {
+    let _g = serial();
+    let dir = site_with_updates("publish-site-boot");
+    let home = key_home();
+    let keys = home.path().join("signing");
+    assert!(keygen(&keys).status.success());
+    let out = dir.join("images");
+    let o = imgforge_in(
+        &dir,
+        &[
+            "test",
+            "--site",
+            "upd",
+            "--version",
+            "1",
+            // Three packages more than the proxy's usual image, and a machine shared with
+            // other boots: more than the profile's 300 s.
+            "--timeout",
+            "900",
+            "--key-dir",
+            keys.to_str().unwrap(),
+            "--source",
+            env!("CARGO_MANIFEST_DIR"),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "boot test: {}", text(&o.stderr));
+    assert!(
+        text(&o.stdout).starts_with("IMGFORGE-READY role=proxy target=x86_64-vm version=1 "),
+        "{}",
+        text(&o.stdout)
+    );
+    // The generated units (update service and timer, boot-bad, ready gating
+    // boot-complete) pass the image's own systemd-analyze verify.
+    let units =
+        common::verify_generated_units(&out.join("proxy-x86_64-vm.manifest.json"), "upd-root");
+    for u in [
+        "imgforge-update.service",
+        "imgforge-update.timer",
+        "imgforge-boot-bad.service",
+    ] {
+        assert!(
+            units.iter().any(|p| p.ends_with(u)),
+            "{u} not verified: {units:?}"
+        );
+    }
+    // The engine's programs and the one trusted key, read from the image's root slot.
+    let img = out.join("proxy-x86_64-vm.img");
+    let (root_off, _) = common::partition(&img, 3);
+    for f in [
+        "/usr/lib/systemd/systemd-sysupdate",
+        "/usr/lib/systemd/systemd-bless-boot",
+        "/usr/bin/gpg",
+        "/usr/lib/sysupdate.d/10-root.transfer",
+        "/usr/lib/sysupdate.d/90-entry.transfer",
+    ] {
+        let stat = common::debugfs(&img, root_off, &format!("stat {f}"));
+        assert!(stat.contains("Inode:"), "{f} missing from the root: {stat}");
+    }
+    let dumped = dir.join("pubring.dump");
+    common::debugfs(
+        &img,
+        root_off,
+        &format!(
+            "dump /usr/lib/systemd/import-pubring.gpg {}",
+            dumped.display()
+        ),
+    );
+    assert_eq!(
+        std::fs::read(&dumped).unwrap(),
+        std::fs::read(keys.join("import-pubring.gpg")).unwrap(),
+        "the image trusts the key folder's public key, and only it"
+    );
 }
