@@ -165,6 +165,48 @@ fn a_boot_method_on_the_wrong_partition_table_names_the_file_and_line() {
 }
 
 #[test]
+fn a_hosts_root_device_is_refused_where_the_target_cannot_take_it() {
+    // The site may put a Pi host's root on NVMe or USB; the error names the site's line.
+    let c = Copy::new();
+    let dns = "dns = [\"192.168.50.1\"]\n";
+    let line = c.edit(
+        "sites/example.toml",
+        dns,
+        &format!("{dns}root-device = \"ssd\"\n"),
+    ) + 1;
+    let site = "profiles/sites/example.toml";
+    expect(
+        &c.refused(&["plan", "--role", "proxy", "--target", "rpi5"]),
+        &format!("{site}:{line}:15: key `host[0].root-device`: unknown variant `ssd`, expected one of `sd`, `nvme`, `usb`"),
+        &[],
+    );
+    c.edit("sites/example.toml", "\"ssd\"", "\"nvme\"");
+    // rpi4's device trees describe no NVMe controller.
+    expect(
+        &c.refused(&["plan", "--role", "proxy", "--target", "rpi4"]),
+        &format!("{site}:{line}:15: key `host[0].root-device`: `root-device = \"nvme\"` has no [raspi.storage.nvme] table"),
+        &["(the target describes: sd, usb)"],
+    );
+    // A VM's root is on the disk it boots from; there is nothing to choose.
+    expect(
+        &c.refused(&["plan", "--role", "proxy", "--target", "x86_64-vm"]),
+        &format!("{site}:{line}:15: key `host[0].root-device`: host `edge` sets `root-device = \"nvme\"`, which only a Raspberry Pi target chooses"),
+        &[],
+    );
+    // The same site is right for an rpi5, and the plan says where the root is.
+    let out = imgforge(
+        c.dir.path(),
+        &["plan", "--role", "proxy", "--target", "rpi5"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("root on nvme:"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
 fn an_unknown_route_auth_or_access_is_refused_at_its_line() {
     let c = Copy::new();
     let line = c.edit(

@@ -51,6 +51,9 @@ pub struct Host {
 pub struct Disk {
     pub partition_table: String,
     pub boot: String,
+    /// A Pi card's root storage (`sd`, `nvme`, `usb`): the initramfs's drivers follow it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub root_storage: Option<String>,
     pub partitions: Vec<Partition>,
 }
 
@@ -319,6 +322,7 @@ fn disk(plan: &Plan) -> Disk {
     Disk {
         partition_table: plan.partition_table.to_string(),
         boot: plan.boot.to_string(),
+        root_storage: plan.raspi.as_ref().map(|r| r.root_device.to_string()),
         partitions: vec![
             Partition {
                 number: 1,
@@ -377,6 +381,12 @@ pub fn render(s: &Summary) -> String {
         "\nDISK ({}, boots by {})",
         s.disk.partition_table, s.disk.boot
     );
+    if let Some(dev) = &s.disk.root_storage {
+        let _ = writeln!(
+            o,
+            "  root on {dev}: the build derives its initramfs drivers from the boards' device trees"
+        );
+    }
     let _ = writeln!(
         o,
         "  #  {:<14} {:<5} {:<8} {:<18} holds",
