@@ -237,8 +237,8 @@ fn a_public_path_opening_a_whole_lan_route_is_refused_at_its_line() {
     let c = Copy::new();
     let line = c.edit(
         "sites/example.toml",
-        "access = \"lan\"\npublic-paths = [\"/track/\"]",
-        "access = \"lan\"\npublic-paths = [\"/\"]",
+        "access = \"lan\"\npublic-paths = [\"/track/\", \"/api/public/\"]",
+        "access = \"lan\"\npublic-paths = [\"/\", \"/api/public/\"]",
     ) + 1;
     expect(
         &c.plan_refused(),
@@ -379,7 +379,7 @@ fn port_zero_is_refused_in_a_role_and_in_an_access_rule() {
     expect(
         &c.plan_refused(),
         &format!("profiles/sites/example.toml:{line}:"),
-        &["key `access[1].ports[0]`: port 0 is not a port"],
+        &["key `access[0].ports[0]`: port 0 is not a port"],
     );
     let c = Copy::new();
     let line = c.edit(
@@ -503,15 +503,14 @@ fn a_route_or_access_naming_an_unknown_host_is_refused() {
         &[],
     );
     let c = Copy::new();
-    let line = c.edit(
+    let line = c.append(
         "sites/example.toml",
-        "from = [\"portal\"]",
-        "from = [\"portl\"]",
-    );
+        "[[access]]\nto = \"vm-ia\"\nports = [5000]\nfrom = [\"portl\"]\n",
+    ) + 3;
     expect(
         &c.plan_refused(),
         &format!("profiles/sites/example.toml:{line}:"),
-        &["key `access[0].from[0]`: no host `portl` in the site"],
+        &["key `access[1].from[0]`: no host `portl` in the site"],
     );
     let c = Copy::new();
     let line = c.edit(
@@ -521,7 +520,7 @@ fn a_route_or_access_naming_an_unknown_host_is_refused() {
     );
     expect(
         &c.plan_refused(),
-        &format!("profiles/sites/example.toml:{line}:6: key `access[1].to`: no host `prospect` in the site"),
+        &format!("profiles/sites/example.toml:{line}:6: key `access[0].to`: no host `prospect` in the site"),
         &[],
     );
 }
@@ -544,7 +543,7 @@ fn a_route_or_access_to_a_port_nobody_serves_is_refused() {
     expect(
         &c.plan_refused(),
         &format!("profiles/sites/example.toml:{line}:"),
-        &["key `access[1].ports[0]`: [[access]] to `prospectlab` reaches port 5005 of `prospectlab`, but no service of role `prospectlab` listens on it"],
+        &["key `access[0].ports[0]`: [[access]] to `prospectlab` reaches port 5005 of `prospectlab`, but no service of role `prospectlab` listens on it"],
     );
 }
 
@@ -570,15 +569,14 @@ fn a_dhcp_host_named_where_its_address_is_needed_is_refused() {
         "address = \"192.168.50.11/24\"",
         "address = \"dhcp\"",
     );
-    let line = c.edit(
+    let line = c.append(
         "sites/example.toml",
-        "from = [\"portal\"]",
-        "from = [\"portal\"]",
-    );
+        "[[access]]\nto = \"vm-ia\"\nports = [5000]\nfrom = [\"portal\"]\n",
+    ) + 3;
     expect(
         &c.refused(&["plan", "--role", "proxy"]),
         &format!("profiles/sites/example.toml:{line}:"),
-        &["key `access[0].from[0]`: host `portal` has address \"dhcp\""],
+        &["key `access[1].from[0]`: host `portal` has address \"dhcp\""],
     );
 }
 
@@ -613,8 +611,8 @@ fn a_public_path_or_prefix_without_its_slashes_is_refused() {
     let c = Copy::new();
     let line = c.edit(
         "sites/example.toml",
-        "public-paths = [\"/track/\"]",
-        "public-paths = [\"track/\"]",
+        "public-paths = [\"/track/\", \"/api/public/\"]",
+        "public-paths = [\"track/\", \"/api/public/\"]",
     );
     expect(
         &c.plan_refused(),
