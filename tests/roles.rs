@@ -353,7 +353,8 @@ fn two_role_images_on_one_network_show_the_firewall_and_the_routes() {
     );
     let _edge = boot_on_tap("proxy", &lan.taps[0], &out, Some(&secrets));
     let _ia = boot_on_tap("vm-ia", &lan.taps[1], &out, None);
-    let deadline = Instant::now() + Duration::from_secs(480);
+    // Generous: JupyterLab starts last, and slowly under full emulation on a loaded machine.
+    let deadline = Instant::now() + Duration::from_secs(900);
 
     // The portal's /chat/ is vm-ia's chat app behind the gateway's sign-in (the seeds'
     // @login_required + @otp_required proxy views). Without a session: the sign-in page.
