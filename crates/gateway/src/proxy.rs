@@ -215,8 +215,11 @@ pub async fn handle(
             ),
             None => (pages::not_found(host_ok), None),
         }
-    } else if let (false, Some(https), true) =
-        (conn.https, rt.cfg.server.https, certs.covers(host_ok))
+    } else if let Some(https) = rt
+        .cfg
+        .server
+        .https
+        .filter(|_| !conn.https && certs.covers(host_ok))
     {
         // Only once a certificate for the name is held: before the first ACME order
         // succeeds (or on a LAN with no way to get one), plain HTTP keeps working instead of
