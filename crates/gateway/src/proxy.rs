@@ -15,6 +15,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::access_log::Escaped;
 use crate::basic_auth::Htpasswd;
 use crate::config::{Access, Auth, Config, Route};
 use crate::failures::{self, Failures, Key};
@@ -254,32 +255,18 @@ pub async fn handle(
         // What the client sent is escaped: a Host or path holding `"` or a control
         // character must not forge a field or a line of the log.
         let shown_host = match &host {
-            Ok(h) => h.clone(),
-            Err(_) => raw_host.unwrap_or_default(),
+            Ok(h) => h.as_str(),
+            Err(_) => raw_host.as_deref().unwrap_or_default(),
         };
-        println!(
-            "access {client} \"{method} {}{}\" {} {:.1}ms upstream={upstream}",
-            escape_log(shown_host.as_bytes()),
-            escape_log(path.as_bytes()),
+        crate::access_log::line(format_args!(
+            "access {client} \"{method} {}{}\" {} {} upstream={upstream}",
+            Escaped(shown_host.as_bytes()),
+            Escaped(path.as_bytes()),
             resp.status().as_u16(),
-            started.elapsed().as_secs_f64() * 1000.0
-        );
+            crate::access_log::Millis(started.elapsed()),
+        ));
     }
     resp
-}
-
-/// Bytes for the access log: printable ASCII other than `"` and `\` as is, the rest as
-/// `\xNN`.
-fn escape_log(b: &[u8]) -> String {
-    let mut out = String::with_capacity(b.len());
-    for &c in b {
-        if (0x21..0x7f).contains(&c) && c != b'"' && c != b'\\' {
-            out.push(c as char);
-        } else {
-            out.push_str(&format!("\\x{c:02x}"));
-        }
-    }
-    out
 }
 
 /// Replaces the request's URI with its normalised origin form (path normalised, query
@@ -540,7 +527,9 @@ async fn login_endpoint(
             login::cookie_value(&cookie, login::COOKIE).and_then(|c| state.verify(c))
         {
             match state.revoke(&session) {
-                Ok(()) => println!("logout {client} user={}", session.user),
+                Ok(()) => {
+                    crate::access_log::line(format_args!("logout {client} user={}", session.user))
+                }
                 Err(e) => {
                     eprintln!("gateway: logout of {}: {e}", session.user);
                     return pages::html(
@@ -594,7 +583,7 @@ async fn login_endpoint(
         .await
     {
         login::Outcome::Ok { cookie } => {
-            println!("login {client} user={} ok", get("user"));
+            crate::access_log::line(format_args!("login {client} user={} ok", get("user")));
             let mut r = pages::redirect(StatusCode::SEE_OTHER, &next);
             let c = format!(
                 "{}={cookie}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax{secure}",
@@ -608,14 +597,14 @@ async fn login_endpoint(
             r
         }
         login::Outcome::Refused => {
-            println!(
+            crate::access_log::line(format_args!(
                 "login {client} user={} refused",
                 get("user")
                     .chars()
                     .filter(|c| c.is_ascii_graphic())
                     .take(64)
                     .collect::<String>()
-            );
+            ));
             page(
                 StatusCode::UNAUTHORIZED,
                 &next,
