@@ -41,17 +41,26 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: Option<HeaderValue>) {
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
+            .map(str::trim)
+            // Removed below anyway, and what most upstreams send: not parsed again.
+            .filter(|s| !s.eq_ignore_ascii_case("keep-alive"))
             // from_bytes lower-cases the name.
-            .filter_map(|s| HeaderName::from_bytes(s.trim().as_bytes()).ok())
+            .filter_map(|s| HeaderName::from_bytes(s.as_bytes()).ok())
             .collect();
         for n in named {
             h.remove(n);
         }
     }
-    // One pass over the few headers present finds whether any is hop-by-hop; most
-    // requests have none, and nine removals cost a hash lookup each.
-    if h.keys().any(|k| HOP_BY_HOP.contains(k)) {
-        for n in &HOP_BY_HOP {
+    // One pass over the few headers present finds which are hop-by-hop (most requests have
+    // none, most responses only Connection): nine removals cost a hash lookup each.
+    let mut present = 0u16;
+    for k in h.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|n| n == k) {
+            present |= 1 << i;
+        }
+    }
+    for (i, n) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
             h.remove(n);
         }
     }
