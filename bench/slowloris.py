@@ -47,6 +47,10 @@ async def slow_client(stop):
             await asyncio.sleep(0.5)
         finally:
             held -= 1
+            # Closed here, not left to the collector: a server that closes slow clients
+            # made them reconnect faster than their sockets were freed, and this process
+            # ran out of descriptors (EMFILE) at 16384.
+            w.close()
 
 
 async def normal():
