@@ -361,7 +361,8 @@ fn plan_summary_shows_disk_outputs_services_who_may_reach_them_and_slots() {
         "    80/tcp    from anyone (public)\n",
         "    443/tcp   from anyone (public)\n",
         "    22/tcp    from lan (192.168.50.0/24)\n",
-        "  jupyter.example.test/      -> vm-ia:8888, from any, auth basic\n",
+        "  jupyter.example.test/            -> vm-ia:8888, from any, auth basic\n",
+        "  portal.example.test/chat/        -> vm-ia:5000, from any, auth login\n",
         "  jupyter-htpasswd  htpasswd  for gateway; required: give it when seeding\n",
         "  session-key       secret    for gateway; generated on first boot unless seeded\n",
         "  login-users       secret    for gateway; optional\n",
@@ -375,12 +376,14 @@ fn plan_summary_shows_disk_outputs_services_who_may_reach_them_and_slots() {
     let s = text(&out.stdout);
     for want in [
         "vm-ia on x86_64-vm: host vm-ia.example.test of site example",
-        "    5000/tcp  from portal (192.168.50.11)\n",
+        // The portal's /chat/ reaches the app through the proxy's sign-in, not the portal.
+        "    5000/tcp  from edge (192.168.50.10)\n",
         "    8888/tcp  from edge (192.168.50.10)\n",
         "APPS\n  chat",
     ] {
         assert!(s.contains(want), "`{want}` missing from:\n{s}");
     }
+    assert!(!s.contains("from portal"), "{s}");
 
     // A card: an MBR, the Pi's boot partition, an .img.xz.
     let out = imgforge(dir.path(), &["plan", "--target", "rpi4"]);
@@ -390,6 +393,7 @@ fn plan_summary_shows_disk_outputs_services_who_may_reach_them_and_slots() {
         "DISK (mbr, boots by raspi-firmware)",
         "  1  boot           vfat  1 MiB    256 MiB            Pi firmware",
         "  2  imgforge-seed  -     257 MiB  1 MiB              secrets",
+        "  root on sd: the build derives its initramfs drivers",
         "  proxy-rpi4.img.xz\n",
     ] {
         assert!(s.contains(want), "`{want}` missing from:\n{s}");
