@@ -504,8 +504,9 @@ pub fn env_slots(v: &str) -> Vec<&str> {
 }
 
 /// A site host's `root-device` replaces the target's. Returns where it was set (file, line
-/// and key), for a message about it; an error when the target is not a Raspberry Pi, whose
-/// root's storage is fixed by the machine.
+/// and key), for a message about it. On a target that is not a Raspberry Pi (a VM boots from
+/// the disk it is given) the key is an error rather than ignored: the site says the host is
+/// a Pi booting from that storage, and an image for another machine is not that host.
 fn apply_site_root_device(
     view: &SiteView,
     host: &str,
