@@ -363,9 +363,9 @@ fn plan_summary_shows_disk_outputs_services_who_may_reach_them_and_slots() {
         "    22/tcp    from lan (192.168.50.0/24)\n",
         "  jupyter.example.test/            -> vm-ia:8888, from any, auth basic\n",
         "  portal.example.test/chat/        -> vm-ia:5000, from any, auth login\n",
-        "  jupyter-htpasswd  htpasswd  for gateway; required: give it when seeding\n",
-        "  session-key       secret    for gateway; generated on first boot unless seeded\n",
-        "  login-users       secret    for gateway; optional\n",
+        "  jupyter-htpasswd  htpasswd     for gateway; required: give it when seeding\n",
+        "  session-key       secret       for gateway; generated on first boot unless seeded\n",
+        "  login-users       login-users  for gateway; optional\n",
     ] {
         assert!(s.contains(want), "`{want}` missing from:\n{s}");
     }

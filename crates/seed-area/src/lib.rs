@@ -55,6 +55,9 @@ pub enum SlotKind {
     Secret,
     /// htpasswd lines `user:hash` (bcrypt `$2y$`/`$2b$` or `$argon2id$`).
     Htpasswd,
+    /// The gateway's sign-in users: `user:hash:totp-secret` lines (the hash as htpasswd's,
+    /// the TOTP secret in base32, as authenticator apps take it).
+    LoginUsers,
 }
 
 impl SlotKind {
@@ -81,6 +84,36 @@ impl SlotKind {
                     if !ok {
                         return Err(format!(
                             "line {} is not `user:hash` with a bcrypt or argon2id hash (htpasswd -nB USER makes one)",
+                            i + 1
+                        ));
+                    }
+                }
+                Ok(())
+            }
+            SlotKind::LoginUsers => {
+                for (i, line) in value
+                    .lines()
+                    .enumerate()
+                    .filter(|(_, l)| !l.trim().is_empty() && !l.trim().starts_with('#'))
+                {
+                    let mut parts = line.trim().splitn(3, ':');
+                    let (user, hash, secret) = (
+                        parts.next().unwrap_or(""),
+                        parts.next().unwrap_or(""),
+                        parts.next().unwrap_or(""),
+                    );
+                    let hash_ok = ["$2y$", "$2b$", "$2a$", "$argon2id$"]
+                        .iter()
+                        .any(|p| hash.starts_with(p));
+                    let secret = secret.trim().trim_end_matches('=');
+                    let base32 = !secret.is_empty()
+                        && secret
+                            .chars()
+                            .all(|c| matches!(c.to_ascii_uppercase(), 'A'..='Z' | '2'..='7'));
+                    if user.is_empty() || !hash_ok || !base32 {
+                        return Err(format!(
+                            "line {} is not `user:hash:totp-secret` with a bcrypt or argon2id hash \
+                             (htpasswd -nB USER makes one) and a base32 TOTP secret",
                             i + 1
                         ));
                     }

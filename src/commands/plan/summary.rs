@@ -280,6 +280,7 @@ fn slot_kind(k: seed_area::SlotKind) -> &'static str {
     match k {
         seed_area::SlotKind::Secret => "secret",
         seed_area::SlotKind::Htpasswd => "htpasswd",
+        seed_area::SlotKind::LoginUsers => "login-users",
     }
 }
 
@@ -468,6 +469,7 @@ pub fn render(s: &Summary) -> String {
         let _ = writeln!(o, "  none");
     }
     let width = s.slots.iter().map(|x| x.name.len()).max().unwrap_or(0);
+    let kinds = s.slots.iter().map(|x| x.kind.len()).max().unwrap_or(0);
     for slot in &s.slots {
         let need = match (slot.required, slot.generate) {
             (_, true) => "generated on first boot unless seeded",
@@ -476,7 +478,7 @@ pub fn render(s: &Summary) -> String {
         };
         let _ = writeln!(
             o,
-            "  {:<width$}  {:<8}  for {}; {need}",
+            "  {:<width$}  {:<kinds$}  for {}; {need}",
             slot.name, slot.kind, slot.service
         );
     }
