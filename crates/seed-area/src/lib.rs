@@ -75,12 +75,9 @@ impl SlotKind {
                     .enumerate()
                     .filter(|(_, l)| !l.trim().is_empty())
                 {
-                    let ok = line.split_once(':').is_some_and(|(user, hash)| {
-                        !user.is_empty()
-                            && ["$2y$", "$2b$", "$2a$", "$argon2id$"]
-                                .iter()
-                                .any(|p| hash.starts_with(p))
-                    });
+                    let ok = line
+                        .split_once(':')
+                        .is_some_and(|(user, hash)| !user.is_empty() && is_password_hash(hash));
                     if !ok {
                         return Err(format!(
                             "line {} is not `user:hash` with a bcrypt or argon2id hash (htpasswd -nB USER makes one)",
@@ -102,15 +99,12 @@ impl SlotKind {
                         parts.next().unwrap_or(""),
                         parts.next().unwrap_or(""),
                     );
-                    let hash_ok = ["$2y$", "$2b$", "$2a$", "$argon2id$"]
-                        .iter()
-                        .any(|p| hash.starts_with(p));
                     let secret = secret.trim().trim_end_matches('=');
                     let base32 = !secret.is_empty()
                         && secret
                             .chars()
                             .all(|c| matches!(c.to_ascii_uppercase(), 'A'..='Z' | '2'..='7'));
-                    if user.is_empty() || !hash_ok || !base32 {
+                    if user.is_empty() || !is_password_hash(hash) || !base32 {
                         return Err(format!(
                             "line {} is not `user:hash:totp-secret` with a bcrypt or argon2id hash \
                              (htpasswd -nB USER makes one) and a base32 TOTP secret",
@@ -122,6 +116,13 @@ impl SlotKind {
             }
         }
     }
+}
+
+/// A hash the gateway verifies: bcrypt (`htpasswd -B`) or argon2id.
+fn is_password_hash(hash: &str) -> bool {
+    ["$2y$", "$2b$", "$2a$", "$argon2id$"]
+        .iter()
+        .any(|p| hash.starts_with(p))
 }
 
 fn yes() -> bool {
