@@ -21,8 +21,11 @@ qemu-system-aarch64 -machine help | grep -q '^raspi4b' || { echo "boot-raspi4b: 
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/boot-raspi4b.XXXXXX")
 trap 'rm -rf "$work"' EXIT
+# The same target folder and flags as scripts/build and scripts/test (its build is reused).
+source scripts/cargo-env.sh
 cargo build --release --quiet
-./target/release/imgforge build --target rpi4 --out "$work/out" --quiet
+imgforge=$CARGO_TARGET_DIR/release/imgforge
+"$imgforge" build --target rpi4 --out "$work/out" --quiet
 img="$work/out/proxy-rpi4.img"
 
 # The boot partition's files, read as the firmware would find them.
@@ -56,7 +59,7 @@ cp --sparse=always "$img" "$card"
 size=$(stat -c %s "$card"); p=1; while [ "$p" -lt "$size" ]; do p=$((p * 2)); done
 truncate -s "$p" "$card"
 printf "jupyter-htpasswd = '''\n%s'''\n" "$(htpasswd -nbB ops 'correct horse')" > "$work/secrets.toml"
-./target/release/imgforge seed "$card" --secrets "$work/secrets.toml" >/dev/null
+"$imgforge" seed "$card" --secrets "$work/secrets.toml" >/dev/null
 
 log=${SERIAL_LOG:-$work/raspi4b.serial.log}
 echo "boot-raspi4b: booting $card in QEMU raspi4b (serial console in $log)" >&2

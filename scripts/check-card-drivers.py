@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""check-card-drivers.py CARD.img --node PATH [--network]
+"""check-card-drivers.py CARD.img --node PATH [--device MODALIAS] [--network]
 
 An independent check that a Raspberry Pi card can reach its root on a real board: every
 device-tree node on the way to the root's storage has its driver in the card's initramfs
@@ -14,6 +14,10 @@ and walks the trees by the devicetree specification's rules in its own way.
   --node PATH   the storage controller's node (the SD slot: /emmc2bus/mmc@7e340000 on a
                 Pi 4, /soc@107c000000/mmc@fff000 on a Pi 5), as the boards' documentation
                 and device trees name it
+  --device MODALIAS
+                a device behind that controller that the root is on, by its modalias (an
+                NVMe drive: pci:v*d*sv*sd*bc01sc08i02); its driver (by modules.alias) and
+                the driver's dependencies must be in the initramfs
   --dtb NAME    check only these device trees (default: every bcm27*.dtb on the card)
   --network     also check the node of /aliases/ethernet0 against the root's modules
 
@@ -201,7 +205,7 @@ class Kernel:
         self.aliases = []
         for line in open(card.root_file(f"{base}/modules.alias")):
             w = line.split()
-            if len(w) == 3 and w[0] == "alias" and w[1].startswith(("of:", "pci:")):
+            if len(w) == 3 and w[0] == "alias" and w[1].startswith(("of:", "pci:", "usb:", "platform:")):
                 self.aliases.append((w[1], w[2].replace("-", "_")))
         self.files = {}
         self.deps = {}
@@ -236,6 +240,10 @@ class Kernel:
                 if found:
                     return found
         return []
+
+    def by_modalias(self, modalias):
+        """Modules whose alias pattern matches a device's modalias."""
+        return sorted({m for pat, m in self.aliases if fnmatch.fnmatchcase(modalias, pat)})
 
     def closure(self, module):
         seen, stack = [], [module]
@@ -292,6 +300,7 @@ def main():
     ap.add_argument("--node", required=True)
     ap.add_argument("--dtb", action="append")
     ap.add_argument("--network", action="store_true")
+    ap.add_argument("--device", action="append", default=[])
     a = ap.parse_args()
     try:
         with tempfile.TemporaryDirectory() as work:
@@ -334,6 +343,16 @@ def main():
                                             f"{dtb}: {path} [{compat}] needs module {need} "
                                             f"({kernel.files[need]}), which is not in the initramfs "
                                             f"(needed by {chain})")
+            for dev in a.device:
+                found = kernel.by_modalias(dev)
+                if not found:
+                    failures.append(f"device {dev}: no module in modules.alias claims it")
+                for m in found:
+                    for need in [m] + kernel.closure(m):
+                        if need not in in_initramfs:
+                            failures.append(
+                                f"device {dev} needs module {need} ({kernel.files.get(need, '?')}), "
+                                f"which is not in the initramfs")
             for f in dict.fromkeys(failures):
                 print("MISSING " + f)
             print(f"{len(dtbs)} device trees, {checked} nodes checked, {len(set(failures))} problems")

@@ -294,22 +294,6 @@ pub fn resolve(src: &ProfileSource, req: &Request) -> Result<Plan> {
             setter("boot", |l| l.boot.is_some())
         );
     }
-    if let Some(r) = &layer.raspi {
-        if !r.storage.contains_key(&r.root_device) {
-            bail!(
-                "{}: `root-device = \"{}\"` has no [raspi.storage.{}] table saying where that \
-                 storage sits in the boards' device trees (the target describes: {})",
-                setter("raspi", |l| l.raspi.is_some()),
-                r.root_device,
-                r.root_device,
-                r.storage
-                    .keys()
-                    .map(|k| k.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-        }
-    }
     let suite = layer
         .suite
         .as_ref()
@@ -325,6 +309,23 @@ pub fn resolve(src: &ProfileSource, req: &Request) -> Result<Plan> {
         .collect();
 
     let host = pick_host(&view, req)?;
+    let root_device_from_site = apply_site_root_device(&view, &host.name, &mut layer, &tdisplay)?;
+    if let Some(r) = &layer.raspi {
+        if !r.storage.contains_key(&r.root_device) {
+            bail!(
+                "{}: `root-device = \"{}\"` has no [raspi.storage.{}] table saying where that \
+                 storage sits in the boards' device trees (the target describes: {})",
+                root_device_from_site.unwrap_or_else(|| setter("raspi", |l| l.raspi.is_some())),
+                r.root_device,
+                r.root_device,
+                r.storage
+                    .keys()
+                    .map(|k| k.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+    }
     check_references(&layer, &refs)?;
     let firewall = crate::site::firewall::ruleset(&view, &host.name, &req.role, &layer.services)?;
     let gateway_config = match crate::site::gateway_toml::gateway_service(&layer.services) {
@@ -563,6 +564,36 @@ pub fn env_slots(v: &str) -> Vec<&str> {
         }
     }
     out
+}
+
+/// A site host's `root-device` replaces the target's. Returns where it was set (file, line
+/// and key), for a message about it. On a target that is not a Raspberry Pi (a VM boots from
+/// the disk it is given) the key is an error rather than ignored: the site says the host is
+/// a Pi booting from that storage, and an image for another machine is not that host.
+fn apply_site_root_device(
+    view: &SiteView,
+    host: &str,
+    layer: &mut Layer,
+    target_display: &str,
+) -> Result<Option<String>> {
+    let Some((i, h)) = view.find(host) else {
+        return Ok(None);
+    };
+    let Some(device) = h.root_device else {
+        return Ok(None);
+    };
+    let at = view.at(&format!("host[{i}].root-device"));
+    match layer.raspi.as_mut() {
+        Some(r) => {
+            r.root_device = device;
+            Ok(Some(at))
+        }
+        None => bail!(
+            "{at}: host `{host}` sets `root-device = \"{device}\"`, which only a Raspberry Pi \
+             target chooses; this host's target ({target_display}) boots from the disk it is \
+             written to"
+        ),
+    }
 }
 
 fn pick_host(view: &SiteView, req: &Request) -> Result<HostPlan> {

@@ -137,6 +137,19 @@ pub fn test_values(slots: &[Slot]) -> Result<BTreeMap<String, String>> {
                 "imgforge-test:{}",
                 bcrypt::hash(&random, 4).context("hashing a throwaway htpasswd password")?
             ),
+            // A sign-in user no one can use: an unknown password and a random TOTP secret
+            // (32 base32 digits: 20 bytes).
+            seed_area::SlotKind::LoginUsers => {
+                const BASE32: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+                let totp: String = b
+                    .iter()
+                    .map(|x| BASE32[(x % 32) as usize] as char)
+                    .collect();
+                format!(
+                    "imgforge-test:{}:{totp}",
+                    bcrypt::hash(&random, 4).context("hashing a throwaway sign-in password")?
+                )
+            }
         };
         out.insert(s.name.clone(), value);
     }
@@ -217,5 +230,40 @@ mod tests {
         let (user, hash) = v["h"].split_once(':').unwrap();
         assert_eq!(user, "imgforge-test");
         assert!(hash.starts_with("$2") && slot.kind.check(&v["h"]).is_ok());
+    }
+
+    #[test]
+    fn login_users_slots_are_checked_and_get_a_line_the_gateway_accepts() {
+        let slot = Slot {
+            name: "u".into(),
+            description: "d".into(),
+            service: "gateway".into(),
+            required: false,
+            generate: false,
+            kind: seed_area::SlotKind::LoginUsers,
+        };
+        // An htpasswd line without its TOTP secret, and a secret that is not base32.
+        for bad in ["ops:$2y$05$abc", "ops:$2y$05$abc:not-base32!"] {
+            let err = check_secrets(
+                "s.toml",
+                &format!("u = '{bad}'\n"),
+                std::slice::from_ref(&slot),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.starts_with("s.toml:1:1: key `u`: line 1 is not `user:hash:totp-secret`"),
+                "{err}"
+            );
+        }
+        let ok = "ops:$2y$05$abc:JBSWY3DPEHPK3PXP\n";
+        assert!(slot.kind.check(ok).is_ok());
+        // The throwaway value of a boot test is a line the gateway's users file takes: three
+        // fields, a bcrypt hash, 32 base32 digits (20 bytes).
+        let v = test_values(std::slice::from_ref(&slot)).unwrap();
+        let f: Vec<&str> = v["u"].splitn(3, ':').collect();
+        assert_eq!(f.len(), 3, "{}", v["u"]);
+        assert!(f[1].starts_with("$2") && f[2].len() == 32, "{}", v["u"]);
+        assert!(slot.kind.check(&v["u"]).is_ok());
     }
 }

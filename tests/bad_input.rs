@@ -165,6 +165,48 @@ fn a_boot_method_on_the_wrong_partition_table_names_the_file_and_line() {
 }
 
 #[test]
+fn a_hosts_root_device_is_refused_where_the_target_cannot_take_it() {
+    // The site may put a Pi host's root on NVMe or USB; the error names the site's line.
+    let c = Copy::new();
+    let dns = "dns = [\"192.168.50.1\"]\n";
+    let line = c.edit(
+        "sites/example.toml",
+        dns,
+        &format!("{dns}root-device = \"ssd\"\n"),
+    ) + 1;
+    let site = "profiles/sites/example.toml";
+    expect(
+        &c.refused(&["plan", "--role", "proxy", "--target", "rpi5"]),
+        &format!("{site}:{line}:15: key `host[0].root-device`: unknown variant `ssd`, expected one of `sd`, `nvme`, `usb`"),
+        &[],
+    );
+    c.edit("sites/example.toml", "\"ssd\"", "\"nvme\"");
+    // rpi4's device trees describe no NVMe controller.
+    expect(
+        &c.refused(&["plan", "--role", "proxy", "--target", "rpi4"]),
+        &format!("{site}:{line}:15: key `host[0].root-device`: `root-device = \"nvme\"` has no [raspi.storage.nvme] table"),
+        &["(the target describes: sd, usb)"],
+    );
+    // A VM's root is on the disk it boots from; there is nothing to choose.
+    expect(
+        &c.refused(&["plan", "--role", "proxy", "--target", "x86_64-vm"]),
+        &format!("{site}:{line}:15: key `host[0].root-device`: host `edge` sets `root-device = \"nvme\"`, which only a Raspberry Pi target chooses"),
+        &[],
+    );
+    // The same site is right for an rpi5, and the plan says where the root is.
+    let out = imgforge(
+        c.dir.path(),
+        &["plan", "--role", "proxy", "--target", "rpi5"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("root on nvme:"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
 fn an_unknown_route_auth_or_access_is_refused_at_its_line() {
     let c = Copy::new();
     let line = c.edit(
@@ -195,8 +237,8 @@ fn a_public_path_opening_a_whole_lan_route_is_refused_at_its_line() {
     let c = Copy::new();
     let line = c.edit(
         "sites/example.toml",
-        "access = \"lan\"\npublic-paths = [\"/track/\"]",
-        "access = \"lan\"\npublic-paths = [\"/\"]",
+        "access = \"lan\"\npublic-paths = [\"/track/\", \"/api/public/\"]",
+        "access = \"lan\"\npublic-paths = [\"/\", \"/api/public/\"]",
     ) + 1;
     expect(
         &c.plan_refused(),
@@ -337,7 +379,7 @@ fn port_zero_is_refused_in_a_role_and_in_an_access_rule() {
     expect(
         &c.plan_refused(),
         &format!("profiles/sites/example.toml:{line}:"),
-        &["key `access[1].ports[0]`: port 0 is not a port"],
+        &["key `access[0].ports[0]`: port 0 is not a port"],
     );
     let c = Copy::new();
     let line = c.edit(
@@ -461,15 +503,14 @@ fn a_route_or_access_naming_an_unknown_host_is_refused() {
         &[],
     );
     let c = Copy::new();
-    let line = c.edit(
+    let line = c.append(
         "sites/example.toml",
-        "from = [\"portal\"]",
-        "from = [\"portl\"]",
-    );
+        "[[access]]\nto = \"vm-ia\"\nports = [5000]\nfrom = [\"portl\"]\n",
+    ) + 3;
     expect(
         &c.plan_refused(),
         &format!("profiles/sites/example.toml:{line}:"),
-        &["key `access[0].from[0]`: no host `portl` in the site"],
+        &["key `access[1].from[0]`: no host `portl` in the site"],
     );
     let c = Copy::new();
     let line = c.edit(
@@ -479,7 +520,7 @@ fn a_route_or_access_naming_an_unknown_host_is_refused() {
     );
     expect(
         &c.plan_refused(),
-        &format!("profiles/sites/example.toml:{line}:6: key `access[1].to`: no host `prospect` in the site"),
+        &format!("profiles/sites/example.toml:{line}:6: key `access[0].to`: no host `prospect` in the site"),
         &[],
     );
 }
@@ -502,7 +543,7 @@ fn a_route_or_access_to_a_port_nobody_serves_is_refused() {
     expect(
         &c.plan_refused(),
         &format!("profiles/sites/example.toml:{line}:"),
-        &["key `access[1].ports[0]`: [[access]] to `prospectlab` reaches port 5005 of `prospectlab`, but no service of role `prospectlab` listens on it"],
+        &["key `access[0].ports[0]`: [[access]] to `prospectlab` reaches port 5005 of `prospectlab`, but no service of role `prospectlab` listens on it"],
     );
 }
 
@@ -528,15 +569,14 @@ fn a_dhcp_host_named_where_its_address_is_needed_is_refused() {
         "address = \"192.168.50.11/24\"",
         "address = \"dhcp\"",
     );
-    let line = c.edit(
+    let line = c.append(
         "sites/example.toml",
-        "from = [\"portal\"]",
-        "from = [\"portal\"]",
-    );
+        "[[access]]\nto = \"vm-ia\"\nports = [5000]\nfrom = [\"portal\"]\n",
+    ) + 3;
     expect(
         &c.refused(&["plan", "--role", "proxy"]),
         &format!("profiles/sites/example.toml:{line}:"),
-        &["key `access[0].from[0]`: host `portal` has address \"dhcp\""],
+        &["key `access[1].from[0]`: host `portal` has address \"dhcp\""],
     );
 }
 
@@ -571,8 +611,8 @@ fn a_public_path_or_prefix_without_its_slashes_is_refused() {
     let c = Copy::new();
     let line = c.edit(
         "sites/example.toml",
-        "public-paths = [\"/track/\"]",
-        "public-paths = [\"track/\"]",
+        "public-paths = [\"/track/\", \"/api/public/\"]",
+        "public-paths = [\"track/\", \"/api/public/\"]",
     );
     expect(
         &c.plan_refused(),

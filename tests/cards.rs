@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 mod common;
-use common::{imgforge, partition, run, serial, text, tmp};
+use common::{imgforge, imgforge_in, partition, run, serial, text, tmp};
 
 /// Builds the proxy for `target` into its own folder; returns the folder.
 fn build(target: &str) -> PathBuf {
@@ -265,6 +265,72 @@ fn heavy_rpi5_card_has_the_drivers_its_device_trees_need() {
         "/axi/pcie@1000120000/pci@0,0/dev@0,0/pci-ep-bus@1/ethernet@40100000",
         "macb",
     );
+}
+
+/// A Pi 5 whose root is on an NVMe drive: the site's host says `root-device = "nvme"`, and
+/// the card's initramfs holds the PCIe controller's chain (its MSI controller among them)
+/// and the driver of an NVMe drive, found by the checker from a real drive's modalias (a
+/// Samsung 980) in the card's own modules.alias.
+#[test]
+#[ignore = "heavy: builds an rpi5 card for an NVMe root (its own arm64 root: ~15-20 min cold); scripts/boot-arm64.sh"]
+fn heavy_rpi5_nvme_card_has_the_drivers_its_device_trees_need() {
+    let _g = serial();
+    let dir = tmp("cards-rpi5-nvme");
+    let sites = dir.join("profiles/sites");
+    std::fs::create_dir_all(&sites).unwrap();
+    let dns = "dns = [\"192.168.50.1\"]\n";
+    let site = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles/sites/example.toml"),
+    )
+    .unwrap();
+    assert!(
+        site.contains(dns),
+        "the example site's first host has {dns}"
+    );
+    // The first host is the proxy's (edge); ./profiles/sites wins over the embedded site.
+    let site = site.replacen(dns, &format!("{dns}root-device = \"nvme\"\n"), 1);
+    std::fs::write(sites.join("example.toml"), site).unwrap();
+    let out = dir.join("out");
+    let o = imgforge_in(
+        &dir,
+        &[
+            "build",
+            "--quiet",
+            "--target",
+            "rpi5",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        o.status.success(),
+        "build rpi5 (nvme):\n{}",
+        text(&o.stderr)
+    );
+    let img = out.join("proxy-rpi5.img");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/check-card-drivers.py");
+    let o = Command::new(&script)
+        .arg(&img)
+        .args([
+            "--node",
+            "/axi/pcie@1000110000",
+            "--device",
+            "pci:v0000144Dd0000A808sv0000144Dsd0000A801bc01sc08i02",
+        ])
+        .output()
+        .unwrap();
+    let report = text(&o.stdout);
+    assert!(
+        o.status.success() && report.contains("0 problems"),
+        "the card cannot reach an NVMe root on a real board:\n{report}{}",
+        text(&o.stderr)
+    );
+    let shown = text(&imgforge(&["inspect", img.to_str().unwrap()]).stdout);
+    assert!(
+        shown.contains("nvme") && shown.contains("irq_bcm2712_mip"),
+        "{shown}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Not in CI (a third arm64 root, with the backports kernel): scripts/boot-arm64.sh runs it.

@@ -365,10 +365,11 @@ fn plan_summary_shows_disk_outputs_services_who_may_reach_them_and_slots() {
         "    80/tcp    from anyone (public)\n",
         "    443/tcp   from anyone (public)\n",
         "    22/tcp    from lan (192.168.50.0/24)\n",
-        "  jupyter.example.test/      -> vm-ia:8888, from any, auth basic\n",
-        "  jupyter-htpasswd  htpasswd  for gateway; required: give it when seeding\n",
-        "  session-key       secret    for gateway; generated on first boot unless seeded\n",
-        "  login-users       secret    for gateway; optional\n",
+        "  jupyter.example.test/            -> vm-ia:8888, from any, auth basic\n",
+        "  portal.example.test/chat/        -> vm-ia:5000, from any, auth login\n",
+        "  jupyter-htpasswd  htpasswd     for gateway; required: give it when seeding\n",
+        "  session-key       secret       for gateway; generated on first boot unless seeded\n",
+        "  login-users       login-users  for gateway; optional\n",
     ] {
         assert!(s.contains(want), "`{want}` missing from:\n{s}");
     }
@@ -379,12 +380,14 @@ fn plan_summary_shows_disk_outputs_services_who_may_reach_them_and_slots() {
     let s = text(&out.stdout);
     for want in [
         "vm-ia on x86_64-vm: host vm-ia.example.test of site example",
-        "    5000/tcp  from portal (192.168.50.11)\n",
+        // The portal's /chat/ reaches the app through the proxy's sign-in, not the portal.
+        "    5000/tcp  from edge (192.168.50.10)\n",
         "    8888/tcp  from edge (192.168.50.10)\n",
         "APPS\n  chat",
     ] {
         assert!(s.contains(want), "`{want}` missing from:\n{s}");
     }
+    assert!(!s.contains("from portal"), "{s}");
 
     // A card: an MBR, the Pi's boot partition, an .img.xz.
     let out = imgforge(dir.path(), &["plan", "--target", "rpi4"]);
@@ -398,6 +401,7 @@ fn plan_summary_shows_disk_outputs_services_who_may_reach_them_and_slots() {
         "  6  root-a         ext4  260 MiB  content + 256 MiB  root slot A",
         "  7  root-b         -     follows  content + 256 MiB  root slot B",
         "  3  imgforge-data  ext4  follows  content + 256 MiB  all state (/var)",
+        "  root on sd: the build derives its initramfs drivers",
         "  proxy-rpi4.img.xz\n",
     ] {
         assert!(s.contains(want), "`{want}` missing from:\n{s}");

@@ -224,3 +224,41 @@ fn a_locked_package_the_roles_debian_python_has_at_another_version_is_refused_na
     assert!(!dir.join("images").join("vm-ia-x86_64-vm.img").exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// prospectlab's card for a Pi 4, from the same PyPI lock: its aarch64 wheels (psycopg's
+/// compiled binary among them) unpacked on this x86_64 machine, the card's root booted on
+/// QEMU's virt machine, READY with every check: the health URL answers only when the app
+/// imported psycopg_binary and reached PostgreSQL and Redis with it.
+#[test]
+#[ignore = "heavy: builds prospectlab's rpi4 card (its own arm64 root: ~20 min cold) and boots it on virt (~8 min); scripts/boot-arm64.sh"]
+fn heavy_prospectlab_rpi4_card_boots_to_ready_with_its_aarch64_wheels() {
+    let _g = serial();
+    let out = tmp("pypi-rpi4");
+    let o = Command::new(env!("CARGO_BIN_EXE_imgforge"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["test", "--role", "prospectlab", "--target", "rpi4", "--out"])
+        .arg(&out)
+        .output()
+        .expect("run imgforge");
+    let err = text(&o.stderr);
+    assert!(o.status.success(), "imgforge test:\n{err}");
+    let line = text(&o.stdout).trim().to_string();
+    let (head, counts) = line.rsplit_once("checks=").unwrap_or(("", ""));
+    let (n, m) = counts.split_once('/').unwrap_or(("", "-"));
+    assert!(
+        head.starts_with("IMGFORGE-READY role=prospectlab target=rpi4") && n == m,
+        "{line}\n{err}"
+    );
+    // The venv holds the aarch64 build of the compiled dependency, not the build machine's
+    // (read from the card's root with debugfs).
+    let img = out.join("prospectlab-rpi4.img");
+    let (root_off, _) = common::partition(&img, 3);
+    let dir = "/opt/prospectlab/venv/lib/python3.13/site-packages/psycopg_binary";
+    let listing = common::debugfs(&img, root_off, &format!("ls {dir}"));
+    assert!(
+        listing.contains("cpython-313-aarch64-linux-gnu.so")
+            && !listing.contains("x86_64-linux-gnu"),
+        "{dir}:\n{listing}"
+    );
+    let _ = std::fs::remove_dir_all(&out);
+}

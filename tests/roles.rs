@@ -60,12 +60,18 @@ fn every_roles_ruleset_passes_nft_check_and_opens_only_what_the_site_says() {
         ia.contains("ip saddr { 192.168.50.10 } tcp dport 8888 accept"),
         "JupyterLab from the proxy only:\n{ia}"
     );
+    // The portal's /chat/, /jupyterlab/ and /ao/ reach vm-ia's apps through the gateway's
+    // sign-in: from the proxy, and from no other host (the portal included).
     for port in [5000, 5001, 5002] {
         assert!(
             ia.contains(&format!(
-                "ip saddr {{ 192.168.50.11 }} tcp dport {port} accept"
+                "ip saddr {{ 192.168.50.10 }} tcp dport {port} accept"
             )),
-            "{port} from the portal only:\n{ia}"
+            "{port} from the proxy only:\n{ia}"
+        );
+        assert!(
+            !ia.contains("192.168.50.11"),
+            "the portal reaches vm-ia:\n{ia}"
         );
     }
     let portal = plan("django-app").firewall;
@@ -323,13 +329,19 @@ fn two_role_images_on_one_network_show_the_firewall_and_the_routes() {
         ]);
         assert!(o.status.success(), "build {role}:\n{}", text(&o.stderr));
     }
-    // The proxy's Basic auth for JupyterLab, as the operator would seed it.
+    // The proxy's Basic auth for JupyterLab and the users of its sign-in page (password and
+    // TOTP secret), as the operator would seed them.
     let scratch = tmp("two-vms");
     let htpasswd = run(Command::new("htpasswd").args(["-nbB", "ops", "correct horse"]));
+    let hash = htpasswd.trim_end().split_once(':').unwrap().1.to_string();
+    const TOTP: &str = "JBSWY3DPEHPK3PXP";
     let secrets = scratch.join("edge-secrets.toml");
     std::fs::write(
         &secrets,
-        format!("jupyter-htpasswd = '''\n{}'''\n", htpasswd.trim_end()),
+        format!(
+            "jupyter-htpasswd = '''\n{}'''\nlogin-users = '''\nops:{hash}:{TOTP}\n'''\n",
+            htpasswd.trim_end()
+        ),
     )
     .unwrap();
 
@@ -342,28 +354,72 @@ fn two_role_images_on_one_network_show_the_firewall_and_the_routes() {
     );
     let _edge = boot_on_tap("proxy", &lan.taps[0], &out, Some(&secrets));
     let _ia = boot_on_tap("vm-ia", &lan.taps[1], &out, None);
-    let deadline = Instant::now() + Duration::from_secs(480);
+    // Generous: JupyterLab starts last, and slowly under full emulation on a loaded machine.
+    let deadline = Instant::now() + Duration::from_secs(900);
 
-    // The Flask example in vm-ia's `chat` slot, reached from the portal's address (the
-    // site's [[access]]), builds its links under the prefix it is given.
+    // The portal's /chat/ is vm-ia's chat app behind the gateway's sign-in (the seeds'
+    // @login_required + @otp_required proxy views). Without a session: the sign-in page.
+    let portal_host = ["-H", "Host: portal.example.test"];
+    let chat = "http://192.168.50.10/chat/";
     let (s, body) = wait_for(
         &lan,
-        portal,
-        "http://192.168.50.12:5000/items/",
-        &["-H", "X-Forwarded-Prefix: /chat"],
+        stranger,
+        chat,
+        &[&portal_host[..], &["-L"]].concat(),
         deadline,
         |s| s == 200,
     );
-    assert_eq!(s, 200, "chat from the portal's address: {body}");
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(
-        (v["url"].as_str(), v["home"].as_str()),
-        (Some("/chat/items/"), Some("/chat/")),
-        "{body}"
+    assert_eq!(s, 200, "/chat/ without a session: {body}");
+    assert!(
+        body.contains("Sign in") && body.contains("name=\"code\""),
+        "/chat/ without a session answers the sign-in page: {body}"
     );
-    // The same port from another host of the LAN: dropped (no answer at all, not refused).
-    let (s, _) = lan.curl(stranger, "http://192.168.50.12:5000/items/", &[]);
-    assert_eq!(s, 0, "port 5000 answered a host the site does not name");
+    // Signing in with the password and a code from oathtool (not the gateway's own TOTP).
+    let code = run(Command::new("oathtool").args(["--totp", "-b", TOTP]));
+    let jar = scratch.join("cookies");
+    let jar = jar.to_str().unwrap();
+    let code = format!("code={}", code.trim());
+    let (s, _) = lan.curl(
+        stranger,
+        "http://192.168.50.10/.gateway/login",
+        &[
+            &portal_host[..],
+            &["-c", jar, "--data-urlencode", "user=ops"],
+            &["--data-urlencode", "password=correct horse"],
+            &["--data-urlencode", &code],
+            &["--data-urlencode", "next=/chat/"],
+        ]
+        .concat(),
+    );
+    assert_eq!(s, 303, "sign-in with a fresh TOTP code");
+    // With the session the chat app answers, its links under /chat/ (X-Forwarded-Prefix).
+    let (s, body) = wait_for(
+        &lan,
+        stranger,
+        chat,
+        &[&portal_host[..], &["-b", jar]].concat(),
+        deadline,
+        |s| s == 200,
+    );
+    assert_eq!(s, 200, "/chat/ with a session: {body}");
+    assert!(
+        body.contains("href=\"/chat/items/\"") && body.contains("href=\"/chat/back\""),
+        "the chat page's links stay under /chat/: {body}"
+    );
+    let (s, body) = lan.curl(
+        stranger,
+        "http://192.168.50.10/chat/items/",
+        &[&portal_host[..], &["-b", jar]].concat(),
+    );
+    assert_eq!(s, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["url"].as_str(), Some("/chat/items/"), "{body}");
+    // vm-ia's app ports are the proxy's to reach: straight from any other host of the LAN,
+    // the portal included, the packets are dropped (no answer at all, not refused).
+    for from in [portal, stranger] {
+        let (s, _) = lan.curl(from, "http://192.168.50.12:5000/items/", &[]);
+        assert_eq!(s, 0, "port 5000 answered {from}");
+    }
 
     // JupyterLab (8888) is the proxy's to reach: through the gateway on edge, with Basic
     // auth, JupyterLab answers...

@@ -8,6 +8,7 @@
 //! and names the line and key of a mistake. Without --config it answers a page naming the
 //! node (what the proxy image runs until its site renders a configuration).
 
+pub mod access_log;
 pub mod acme;
 pub mod basic_auth;
 pub mod failures;

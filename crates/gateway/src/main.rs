@@ -67,7 +67,9 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            match rt.block_on(server::serve(server::Options { config, listen })) {
+            let served = rt.block_on(server::serve(server::Options { config, listen }));
+            gateway::access_log::flush();
+            match served {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("gateway: error: {e:#}");

@@ -241,6 +241,7 @@ pub async fn serve(o: Options) -> Result<()> {
     }
     let rt = Arc::new(rt);
     crate::health::spawn(&rt);
+    crate::access_log::spawn_flusher();
     let shared = Arc::new(Shared {
         current: ArcSwap::new(rt),
         challenges,

@@ -59,6 +59,9 @@ pub enum SlotKind {
     Secret,
     /// htpasswd lines `user:hash` (bcrypt `$2y$`/`$2b$` or `$argon2id$`).
     Htpasswd,
+    /// The gateway's sign-in users: `user:hash:totp-secret` lines (the hash as htpasswd's,
+    /// the TOTP secret in base32, as authenticator apps take it).
+    LoginUsers,
 }
 
 impl SlotKind {
@@ -76,12 +79,9 @@ impl SlotKind {
                     .enumerate()
                     .filter(|(_, l)| !l.trim().is_empty())
                 {
-                    let ok = line.split_once(':').is_some_and(|(user, hash)| {
-                        !user.is_empty()
-                            && ["$2y$", "$2b$", "$2a$", "$argon2id$"]
-                                .iter()
-                                .any(|p| hash.starts_with(p))
-                    });
+                    let ok = line
+                        .split_once(':')
+                        .is_some_and(|(user, hash)| !user.is_empty() && is_password_hash(hash));
                     if !ok {
                         return Err(format!(
                             "line {} is not `user:hash` with a bcrypt or argon2id hash (htpasswd -nB USER makes one)",
@@ -91,8 +91,42 @@ impl SlotKind {
                 }
                 Ok(())
             }
+            SlotKind::LoginUsers => {
+                for (i, line) in value
+                    .lines()
+                    .enumerate()
+                    .filter(|(_, l)| !l.trim().is_empty() && !l.trim().starts_with('#'))
+                {
+                    let mut parts = line.trim().splitn(3, ':');
+                    let (user, hash, secret) = (
+                        parts.next().unwrap_or(""),
+                        parts.next().unwrap_or(""),
+                        parts.next().unwrap_or(""),
+                    );
+                    let secret = secret.trim().trim_end_matches('=');
+                    let base32 = !secret.is_empty()
+                        && secret
+                            .chars()
+                            .all(|c| matches!(c.to_ascii_uppercase(), 'A'..='Z' | '2'..='7'));
+                    if user.is_empty() || !is_password_hash(hash) || !base32 {
+                        return Err(format!(
+                            "line {} is not `user:hash:totp-secret` with a bcrypt or argon2id hash \
+                             (htpasswd -nB USER makes one) and a base32 TOTP secret",
+                            i + 1
+                        ));
+                    }
+                }
+                Ok(())
+            }
         }
     }
+}
+
+/// A hash the gateway verifies: bcrypt (`htpasswd -B`) or argon2id.
+fn is_password_hash(hash: &str) -> bool {
+    ["$2y$", "$2b$", "$2a$", "$argon2id$"]
+        .iter()
+        .any(|p| hash.starts_with(p))
 }
 
 fn yes() -> bool {

@@ -53,6 +53,9 @@ pub struct Host {
 pub struct Disk {
     pub partition_table: String,
     pub boot: String,
+    /// A Pi card's root storage (`sd`, `nvme`, `usb`): the initramfs's drivers follow it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub root_storage: Option<String>,
     pub partitions: Vec<Partition>,
 }
 
@@ -281,6 +284,7 @@ fn slot_kind(k: seed_area::SlotKind) -> &'static str {
     match k {
         seed_area::SlotKind::Secret => "secret",
         seed_area::SlotKind::Htpasswd => "htpasswd",
+        seed_area::SlotKind::LoginUsers => "login-users",
     }
 }
 
@@ -354,6 +358,7 @@ fn disk(plan: &Plan) -> Disk {
     Disk {
         partition_table: plan.partition_table.to_string(),
         boot: plan.boot.to_string(),
+        root_storage: plan.raspi.as_ref().map(|r| r.root_device.to_string()),
         partitions: vec![
             part(
                 Part::Boot,
@@ -430,6 +435,12 @@ pub fn render(s: &Summary) -> String {
         "\nDISK ({}, boots by {})",
         s.disk.partition_table, s.disk.boot
     );
+    if let Some(dev) = &s.disk.root_storage {
+        let _ = writeln!(
+            o,
+            "  root on {dev}: the build derives its initramfs drivers from the boards' device trees"
+        );
+    }
     let _ = writeln!(
         o,
         "  #  {:<14} {:<5} {:<8} {:<18} holds",
@@ -513,6 +524,7 @@ pub fn render(s: &Summary) -> String {
         let _ = writeln!(o, "  none");
     }
     let width = s.slots.iter().map(|x| x.name.len()).max().unwrap_or(0);
+    let kinds = s.slots.iter().map(|x| x.kind.len()).max().unwrap_or(0);
     for slot in &s.slots {
         let need = match (slot.required, slot.generate) {
             (_, true) => "generated on first boot unless seeded",
@@ -521,7 +533,7 @@ pub fn render(s: &Summary) -> String {
         };
         let _ = writeln!(
             o,
-            "  {:<width$}  {:<8}  for {}; {need}",
+            "  {:<width$}  {:<kinds$}  for {}; {need}",
             slot.name, slot.kind, slot.service
         );
     }
