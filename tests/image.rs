@@ -341,7 +341,8 @@ fn an_unseeded_required_slot_fails_the_boot_naming_the_slot() {
         "an unseeded required slot fails the boot test:\n{err}"
     );
     assert!(
-        err.contains("IMGFORGE-FAILED role=proxy failed=slot:jupyter-htpasswd,gateway.service"),
+        err.contains("IMGFORGE-FAILED role=proxy version=0~")
+            && err.contains(" failed=slot:jupyter-htpasswd,gateway.service"),
         "{err}"
     );
     let log = std::fs::read_to_string(out.join("proxy-x86_64-vm.serial.log")).unwrap();
@@ -383,7 +384,8 @@ fn a_failing_service_fails_the_boot_test_with_the_console_tail() {
         "a failed boot test exits 3:\n{err}"
     );
     assert!(
-        err.contains("IMGFORGE-FAILED role=broken failed=always-fails.service"),
+        err.contains("IMGFORGE-FAILED role=broken version=")
+            && err.contains(" failed=always-fails.service"),
         "{err}"
     );
     assert!(

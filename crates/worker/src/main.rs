@@ -254,8 +254,9 @@ fn ready(cfg: &config::NodeConfig) -> Result<ExitCode> {
             );
         }
         format!(
-            "IMGFORGE-FAILED role={} failed={} checks={passed}/{total}",
+            "IMGFORGE-FAILED role={} version={} failed={} checks={passed}/{total}",
             cfg.role,
+            image_version(),
             failed.join(",")
         )
     };
