@@ -58,6 +58,8 @@ pub struct Plan {
     pub kernel_cmdline: Vec<String>,
     pub esp_size_mib: u64,
     pub root_free_mib: u64,
+    /// Each root slot's size (`root-slot-mib`); the root filesystem inside may be smaller.
+    pub root_slot_mib: u64,
     pub boot_timeout_secs: u64,
     pub source_date_epoch: u64,
     /// The image's version: named in root slot A's partition name, written into the root
@@ -420,6 +422,7 @@ pub fn resolve(src: &ProfileSource, req: &Request) -> Result<Plan> {
         kernel_cmdline: unique_in_order(strings(&layer.kernel_cmdline)),
         esp_size_mib: layer.esp_size_mib.unwrap_or(64),
         root_free_mib: layer.root_free_mib.unwrap_or(256),
+        root_slot_mib: layer.root_slot_mib.unwrap_or(DEFAULT_ROOT_SLOT_MIB),
         boot_timeout_secs: layer.boot_timeout_secs.unwrap_or(300),
         source_date_epoch,
         version: String::new(),
@@ -479,6 +482,10 @@ fn check_version(v: &str) -> Result<String> {
     }
     Ok(v.to_string())
 }
+
+/// Each root slot's size when no profile says: room for the largest role today (vm-ia's
+/// JupyterLab, about 1.3 GiB) to double in later versions.
+pub const DEFAULT_ROOT_SLOT_MIB: u64 = 3072;
 
 /// The version of an image no one named: `0~` and the first 12 hex digits of the plan's
 /// hash, so the same inputs give the same version. `~` sorts before everything in

@@ -231,6 +231,48 @@ fn same_inputs_give_the_same_image() {
 }
 
 #[test]
+#[ignore = "slow: composes the proxy's root (cached after the tests above, ~1 min warm)"]
+fn a_root_larger_than_the_fixed_slot_is_refused_naming_the_key() {
+    let _g = serial();
+    built();
+    // The same profiles with slots too small for the proxy's root.
+    let dir = tmp("small-slots");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    run(Command::new("cp")
+        .arg("-r")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles"))
+        .arg(&dir));
+    let common = dir.join("profiles/common.toml");
+    let text_of = std::fs::read_to_string(&common).unwrap();
+    assert!(text_of.contains("root-slot-mib = 3072"));
+    std::fs::write(
+        &common,
+        text_of.replace("root-slot-mib = 3072", "root-slot-mib = 300"),
+    )
+    .unwrap();
+    let out = dir.join("out");
+    let o = imgforge(&[
+        "build",
+        "--profiles",
+        dir.join("profiles").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("role proxy: its root needs")
+            && err.contains("more than a root slot's 300 MiB (root-slot-mib"),
+        "{err}"
+    );
+    assert!(
+        !out.join("proxy-x86_64-vm.img").exists(),
+        "an image was written"
+    );
+}
+
+#[test]
 #[ignore = "slow: builds a real image (~1 min warm)"]
 fn unchanged_build_is_cached_and_an_overlay_edit_reruns_compose_onward() {
     let _g = serial();

@@ -217,7 +217,8 @@ fn a_published_version_is_the_slot_bytes_and_gpg_verifies_its_sums_with_the_publ
     );
     std::fs::remove_file(&altered).unwrap();
 
-    // The .root.xz is root slot A of the image built at that version, byte for byte.
+    // The .root.xz is the filesystem at the start of root slot A of the image built at that
+    // version, byte for byte; the slot is the fixed root-slot-mib, larger.
     let img = images.join("proxy-x86_64-vm.img");
     let o = Command::new("sfdisk")
         .arg("--json")
@@ -232,10 +233,20 @@ fn a_published_version_is_the_slot_bytes_and_gpg_verifies_its_sums_with_the_publ
         .find(|p| p["name"] == "root_2.0")
         .unwrap_or_else(|| panic!("no root_2.0 partition: {table}"))
         .clone();
-    let (start, size) = (
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("proxy_2.0.manifest.json")).unwrap())
+            .unwrap();
+    let (start, slot_size) = (
         root["start"].as_u64().unwrap() * 512,
         root["size"].as_u64().unwrap() * 512,
     );
+    assert_eq!(
+        slot_size,
+        3072 << 20,
+        "root-slot-mib of profiles/common.toml"
+    );
+    let size = manifest["root-slot-bytes"].as_u64().unwrap();
+    assert!(size < slot_size && size > 256 << 20, "{size}");
     use std::io::{Read, Seek, SeekFrom};
     let mut f = std::fs::File::open(&img).unwrap();
     f.seek(SeekFrom::Start(start)).unwrap();
@@ -248,12 +259,12 @@ fn a_published_version_is_the_slot_bytes_and_gpg_verifies_its_sums_with_the_publ
         .unwrap();
     let published = sha256(xz.stdout.take().unwrap());
     assert!(xz.wait().unwrap().success(), "xz -dc failed");
-    assert_eq!(published, slot, "the published root is slot A's bytes");
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("proxy_2.0.manifest.json")).unwrap())
-            .unwrap();
+    assert_eq!(published, slot, "the published root is slot A's filesystem");
     assert_eq!(manifest["version"], "2.0");
-    assert_eq!(manifest["root-slot-bytes"].as_u64(), Some(size));
+    // The filesystem the slot holds is as large as the manifest says (e2fsck reads it).
+    run(Command::new("e2fsck")
+        .arg("-fn")
+        .arg(format!("{}?offset={start}", img.display())));
     // The boot entry starts this version's root, read-only, by its filesystem UUID.
     let entry = std::fs::read_to_string(out.join("proxy_2.0.conf")).unwrap();
     let uuid = manifest["root-fs-uuid"].as_str().unwrap();

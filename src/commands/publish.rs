@@ -88,6 +88,15 @@ pub fn run(a: PublishArgs) -> Result<()> {
         .iter()
         .find(|p| p.name == slot)
         .ok_or_else(|| anyhow::anyhow!("{}: no partition named {slot}", built.image.display()))?;
+    // The slot is fixed (root-slot-mib) and its filesystem only as large as the content
+    // needs: the filesystem's bytes are what a node writes into its other slot.
+    let sb = crate::fs::ext4::read_superblock(&mut disk, root.offset)?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "{}: partition {slot} holds no ext4 filesystem",
+            built.image.display()
+        )
+    })?;
+    let root_fs_bytes = sb.blocks * sb.block_size;
 
     let mut records = Vec::new();
     let put = |file: &str, write: &dyn Fn(&Path) -> Result<()>| -> Result<FileRecord> {
@@ -109,12 +118,12 @@ pub fn run(a: PublishArgs) -> Result<()> {
     let root_name = name(updates::ROOT_KIND);
     if !a.quiet {
         eprintln!(
-            "imgforge: compressing root slot {slot} ({} MiB) to {root_name}",
-            root.len >> 20
+            "imgforge: compressing the root filesystem of slot {slot} ({} MiB) to {root_name}",
+            root_fs_bytes >> 20
         );
     }
     records.push(put(&root_name, &|p: &Path| {
-        crate::artifact::xz::compress_range(&built.image, root.offset, root.len, p).map(|_| ())
+        crate::artifact::xz::compress_range(&built.image, root.offset, root_fs_bytes, p).map(|_| ())
     })?);
     let copy = |src: PathBuf| {
         move |p: &Path| -> Result<()> {
@@ -144,7 +153,7 @@ pub fn run(a: PublishArgs) -> Result<()> {
         "kernel": built.compose.kernel_version,
         "root-fs-uuid": built.compose.ids.root_fs_uuid.to_string(),
         // A node can take this version only if its slots are at least this large.
-        "root-slot-bytes": root.len,
+        "root-slot-bytes": root_fs_bytes,
         "image-sha256": built.outputs.image_sha256,
         "files": records.iter().map(|r| json!({"name": r.name, "size": r.size, "sha256": r.sha256})).collect::<Vec<_>>(),
     });

@@ -62,12 +62,27 @@ pub fn run(
 ) -> Result<Image> {
     const NAME: &str = "image";
     let root_bytes = layout::root_size(c.data_bytes, c.entries, plan.root_free_mib);
+    let slot_bytes = plan.root_slot_mib * layout::MIB;
+    if root_bytes > slot_bytes {
+        return Err(crate::exit::UserError(format!(
+            "role {}: its root needs {} MiB ({} MiB of content and root-free-mib = {}), more than \
+             a root slot's {} MiB (root-slot-mib, profiles/common.toml or the target's file). \
+             Raise root-slot-mib for new disks; nodes flashed with smaller slots cannot take \
+             this version",
+            plan.role,
+            root_bytes / layout::MIB,
+            c.data_bytes / layout::MIB,
+            plan.root_free_mib,
+            plan.root_slot_mib
+        ))
+        .into());
+    }
     let data_bytes = layout::data_size(c.var_bytes, c.var_entries);
     let lay = layout::plan(
         plan.partition_table,
         plan.esp_size_mib,
         seed::SIZE,
-        root_bytes,
+        slot_bytes,
         data_bytes,
     );
     let mut key = KeyBuilder::new(NAME);
@@ -150,7 +165,9 @@ pub fn run(
     ext4::make_from_tar(&ext4::Ext4Options {
         disk: &disk_path,
         offset: lay.root_a.offset,
-        size: lay.root_a.len,
+        // The filesystem as large as its content needs; the rest of the slot stays zeros, so
+        // a published root is only the filesystem's bytes.
+        size: root_bytes,
         tar: Some(&c.root_tar()),
         uuid: c.ids.root_fs_uuid,
         hash_seed: c.ids.root_hash_seed,

@@ -312,12 +312,12 @@ fn reach(port: u16, sources: Option<Sources>) -> Port {
 
 /// The partitions `disk::layout` places (the stage `image` writes them in this order).
 fn disk(plan: &Plan) -> Disk {
-    // The root's size depends on the composed root tar: 0 here places the others.
+    // The slots are fixed; the data partition's size depends on the composed /var.
     let lay = layout::plan(
         plan.partition_table,
         plan.esp_size_mib,
         crate::seed::SIZE,
-        0,
+        plan.root_slot_mib * MIB,
         0,
     );
     let table = plan.partition_table.as_str();
@@ -383,24 +383,24 @@ fn disk(plan: &Plan) -> Disk {
                 &slot_a,
                 "ext4",
                 Some(lay.root_a.offset / MIB),
+                Some(lay.root_a.len / MIB),
                 None,
-                Some(plan.root_free_mib),
                 "root slot A: the system, read-only; this version",
             ),
             part(
                 Part::RootB,
                 &slot_b,
                 "-",
+                Some(lay.root_b.offset / MIB),
+                Some(lay.root_b.len / MIB),
                 None,
-                None,
-                Some(plan.root_free_mib),
-                "root slot B (as large as A): empty until an update writes it",
+                "root slot B: empty until an update writes it",
             ),
             part(
                 Part::Data,
                 seed_area::disk::DATA_PART_NAME,
                 "ext4",
-                None,
+                Some(lay.data.offset / MIB),
                 None,
                 Some(256),
                 "all state (/var); grows to the disk's end at first boot",
