@@ -47,14 +47,45 @@ class Card:
 
     def __init__(self, image, work):
         table = json.loads(run("sfdisk", "--json", image))["partitiontable"]
-        sector = table.get("sectorsize", 512)
+        sector = self.sector = table.get("sectorsize", 512)
         parts = table["partitions"]
         self.image = image
         self.boot_offset = parts[0]["start"] * sector
-        root = next(p for p in parts if p["type"] in ("83", "0fc63daf-8483-4772-8e79-3d69d8477de4"))
+        self.work = work
+        # The root is the one cmdline.txt names, as the kernel finds it: a card has several
+        # Linux partitions (two root slots and a data partition), so the first one will not do.
+        root = self.root_partition(parts, table.get("id", ""))
         # debugfs reads the ext4 in place, at its offset in the card.
         self.root = f"{image}?offset={root['start'] * sector}"
-        self.work = work
+
+    def root_partition(self, parts, disk_id):
+        cmdline = open(self.boot_file("cmdline.txt")).read().split()
+        root = next((w[len("root="):] for w in cmdline if w.startswith("root=")), None)
+        if root is None:
+            raise RuntimeError(f"cmdline.txt names no root=: {' '.join(cmdline)}")
+        linux = [p for p in parts if p["type"] in ("83", "0fc63daf-8483-4772-8e79-3d69d8477de4")]
+        if root.startswith("PARTUUID="):
+            # An MBR's PARTUUID is <disk id>-<partition number, two hex digits>.
+            number = int(root.rsplit("-", 1)[1], 16)
+            found = [p for p in parts if re.search(rf"\D{number}$", p["node"])]
+        elif root.startswith("UUID="):
+            uuid = root[len("UUID="):].lower()
+            found = [p for p in linux if self.ext4_uuid(p) == uuid]
+        else:
+            raise RuntimeError(f"cmdline.txt: root={root} is neither UUID= nor PARTUUID=")
+        if len(found) != 1:
+            raise RuntimeError(f"cmdline.txt's root={root}: {len(found)} partitions of disk {disk_id} match")
+        return found[0]
+
+    def ext4_uuid(self, part):
+        out = subprocess.run(
+            ["debugfs", "-R", "stats", f"{self.image}?offset={part['start'] * self.sector}"],
+            capture_output=True,
+        ).stdout.decode(errors="replace")
+        for line in out.splitlines():
+            if line.startswith("Filesystem UUID:"):
+                return line.split(":", 1)[1].strip().lower()
+        return None
 
     def boot_file(self, name):
         out = os.path.join(self.work, name)

@@ -49,6 +49,15 @@ pub enum Command {
     Seed(SeedArgs),
     /// Write an image to a card (or a file), verified, then seed its secrets.
     Flash(FlashArgs),
+    /// Publish a version for nodes to update from (UEFI targets): the root slot compressed,
+    /// the kernel, initramfs and boot entry, a manifest, and a signed SHA256SUMS.
+    ///
+    /// The folder can be served by any static web server; publishing another version into
+    /// it adds that version. Sign with a key from `imgforge keygen`.
+    Publish(PublishArgs),
+    /// Make the OpenPGP key that signs published versions (with the host's gpg), in a
+    /// folder of the user's: ~/.config/imgforge/signing unless --key-dir says otherwise.
+    Keygen(KeygenArgs),
     /// Write the man pages or a shell's completion script (what `scripts/build` installs).
     #[command(hide = true)]
     Generate(GenerateArgs),
@@ -94,7 +103,7 @@ pub struct LockArgs {
     pub cache: Option<std::path::PathBuf>,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct ProfileArgs {
     /// Role to build (a file in profiles/roles/).
     #[arg(long, default_value = DEFAULT_ROLE)]
@@ -108,6 +117,9 @@ pub struct ProfileArgs {
     /// Host of the site to build (default: the first host running the role).
     #[arg(long)]
     pub host: Option<String>,
+    /// The image's version: root slot A's name and what the node reports; letters, digits and `.+~^_-`, starting with a letter or digit (default: `0~` and a hash of the inputs).
+    #[arg(long = "version", value_name = "VERSION")]
+    pub image_version: Option<String>,
     /// Profiles folder adding to the embedded profiles, its files winning (default: ./profiles if present).
     #[arg(long, value_name = "DIR", help_heading = "Inputs")]
     pub profiles: Option<PathBuf>,
@@ -191,6 +203,10 @@ pub struct BuildArgs {
     /// Cache folder (default: $IMGFORGE_CACHE, else ~/.cache/imgforge).
     #[arg(long, value_name = "DIR", help_heading = "Advanced")]
     pub cache: Option<PathBuf>,
+    /// The signing key folder (see `keygen`) whose public key the image of a host with
+    /// `updates` holds (default: ~/.config/imgforge/signing).
+    #[arg(long, value_name = "DIR", help_heading = "Inputs")]
+    pub key_dir: Option<PathBuf>,
     /// Print only errors and the result.
     #[arg(long, short)]
     pub quiet: bool,
@@ -270,6 +286,45 @@ pub struct SeedArgs {
     /// TOML file with one `slot-name = "value"` per slot (see profiles/secrets.example.toml).
     #[arg(long, value_name = "FILE")]
     pub secrets: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    #[command(flatten)]
+    pub profile: ProfileArgs,
+    /// Folder the version's files, SHA256SUMS and SHA256SUMS.gpg are written to (what the
+    /// nodes' update URL serves).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// The signing key's folder (default: ~/.config/imgforge/signing; see `keygen`).
+    #[arg(long, value_name = "DIR")]
+    pub key_dir: Option<PathBuf>,
+    /// Folder the image is built in (as `build --out`).
+    #[arg(long, value_name = "DIR", default_value = "images")]
+    pub images: PathBuf,
+    /// Overlays folder replacing the embedded overlays (default: ./overlays if present).
+    #[arg(long, value_name = "DIR", help_heading = "Inputs")]
+    pub overlays: Option<PathBuf>,
+    /// The imgforge checkout holding crates/gateway and crates/worker.
+    #[arg(long, value_name = "DIR", help_heading = "Inputs")]
+    pub source: Option<PathBuf>,
+    /// Cache folder (default: $IMGFORGE_CACHE, else ~/.cache/imgforge).
+    #[arg(long, value_name = "DIR", help_heading = "Advanced")]
+    pub cache: Option<PathBuf>,
+    /// Print only errors and the published files.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Folder the key is made in (created mode 0700; refused if it already holds a key or
+    /// lies inside the checkout).
+    #[arg(long, value_name = "DIR")]
+    pub key_dir: Option<PathBuf>,
+    /// The key's user id (default: `imgforge update signing (<this host's name>)`).
+    #[arg(long, value_name = "TEXT")]
+    pub name: Option<String>,
 }
 
 #[derive(Debug, Args)]

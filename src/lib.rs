@@ -25,6 +25,7 @@ pub mod progress;
 pub mod pydeps;
 pub mod qemu;
 pub mod seed;
+pub mod signing;
 pub mod site;
 pub mod stage;
 pub mod stdout;

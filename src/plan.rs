@@ -29,6 +29,8 @@ pub struct Request {
     pub target: String,
     pub site: String,
     pub host: Option<String>,
+    /// `--version`: the image's version, else `default_version`.
+    pub version: Option<String>,
 }
 
 /// The effective, validated build plan.
@@ -56,8 +58,13 @@ pub struct Plan {
     pub kernel_cmdline: Vec<String>,
     pub esp_size_mib: u64,
     pub root_free_mib: u64,
+    /// Each root slot's size (`root-slot-mib`); the root filesystem inside may be smaller.
+    pub root_slot_mib: u64,
     pub boot_timeout_secs: u64,
     pub source_date_epoch: u64,
+    /// The image's version: named in root slot A's partition name, written into the root
+    /// (seed_area::version::PATH) and reported by the worker (see `default_version`).
+    pub version: String,
     #[serde(rename = "service")]
     pub services: Vec<Service>,
     #[serde(rename = "slot")]
@@ -89,6 +96,10 @@ pub struct HostPlan {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gateway: Option<IpAddr>,
     pub dns: Vec<IpAddr>,
+    /// The site's `updates` for this host: the image carries sysupdate's transfers and a
+    /// timer (see stage::updates).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub updates: Option<crate::site::updates::HostUpdates>,
 }
 
 /// An app slot with the source the site gives it.
@@ -386,7 +397,7 @@ pub fn resolve(src: &ProfileSource, req: &Request) -> Result<Plan> {
     let strings = |v: &[crate::profile::unit_values::Line]| -> Vec<String> {
         v.iter().map(|l| l.to_string()).collect()
     };
-    Ok(Plan {
+    let mut plan = Plan {
         role: req.role.clone(),
         target: req.target.clone(),
         site: req.site.clone(),
@@ -411,8 +422,10 @@ pub fn resolve(src: &ProfileSource, req: &Request) -> Result<Plan> {
         kernel_cmdline: unique_in_order(strings(&layer.kernel_cmdline)),
         esp_size_mib: layer.esp_size_mib.unwrap_or(64),
         root_free_mib: layer.root_free_mib.unwrap_or(256),
+        root_slot_mib: layer.root_slot_mib.unwrap_or(DEFAULT_ROOT_SLOT_MIB),
         boot_timeout_secs: layer.boot_timeout_secs.unwrap_or(300),
         source_date_epoch,
+        version: String::new(),
         services: layer.services,
         slots: layer.slots,
         databases: layer.databases,
@@ -423,7 +436,64 @@ pub fn resolve(src: &ProfileSource, req: &Request) -> Result<Plan> {
         site_hosts,
         qemu,
         inputs,
-    })
+    };
+    if plan.host.updates.is_some() {
+        if plan.boot != BootMethod::SystemdBoot {
+            bail!(
+                "{}: host `{}` has `updates`, but target {} boots with {}: updates in place run on the UEFI targets (systemd-sysupdate and systemd-boot's boot counting)",
+                view.display,
+                plan.host.name,
+                plan.target,
+                plan.boot.as_str()
+            );
+        }
+        // The engine and what it needs on the node (see stage::updates).
+        plan.packages
+            .extend(UPDATE_PACKAGES.iter().map(|p| p.to_string()));
+        plan.packages = sorted_unique(std::mem::take(&mut plan.packages));
+    }
+    plan.version = match &req.version {
+        Some(v) => check_version(v)?,
+        None => default_version(&plan),
+    };
+    Ok(plan)
+}
+
+/// The Debian (trixie) packages a node that updates itself needs: systemd-container
+/// (/usr/lib/systemd/systemd-sysupdate, and systemd-pull, which fetches and verifies),
+/// systemd-boot (systemd-bless-boot and its generator, which mark a counted boot good once
+/// boot-complete.target is reached), gpg (/usr/bin/gpg: systemd-pull verifies
+/// SHA256SUMS.gpg by running it; gpgv alone is not what it runs).
+pub const UPDATE_PACKAGES: [&str; 3] = ["gpg", "systemd-boot", "systemd-container"];
+
+/// A version as systemd-sysupdate reads it from a partition name (`root_@v`) and file
+/// names: letters, digits and `.+~^_-`, starting with a letter or digit, at most 64 bytes.
+fn check_version(v: &str) -> Result<String> {
+    let ok = !v.is_empty()
+        && v.len() <= 64
+        && v.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".+~^_-".contains(c));
+    if !ok {
+        bail!(
+            "--version `{}`: a version is 1 to 64 letters, digits and `.+~^_-`, starting with a letter or digit",
+            v.escape_debug()
+        );
+    }
+    Ok(v.to_string())
+}
+
+/// Each root slot's size when no profile says: room for the largest role today (vm-ia's
+/// JupyterLab, about 1.3 GiB) to double in later versions.
+pub const DEFAULT_ROOT_SLOT_MIB: u64 = 3072;
+
+/// The version of an image no one named: `0~` and the first 12 hex digits of the plan's
+/// hash, so the same inputs give the same version. `~` sorts before everything in
+/// systemd's version comparison, so any version a user names (`1`, `2024.1`) is newer than
+/// every default one.
+fn default_version(plan: &Plan) -> String {
+    let json = serde_json::to_vec(plan).expect("plan serializes");
+    format!("0~{}", &crate::cache::sha256_bytes(&json)[..12])
 }
 
 /// What one item of the merged layers says of another: a service's app slot and the
@@ -561,6 +631,7 @@ fn pick_host(view: &SiteView, req: &Request) -> Result<HostPlan> {
         None => site.hosts.iter().find(|h| h.role == *req.role),
     };
     // A role with no host in the site still builds: the image is named after the role.
+    let updates = host.and_then(|h| h.updates.clone());
     let (name, address, gateway, dns) = match host {
         Some(h) => (h.name.to_string(), h.address, h.gateway, h.dns.clone()),
         None => {
@@ -580,6 +651,7 @@ fn pick_host(view: &SiteView, req: &Request) -> Result<HostPlan> {
         address,
         gateway,
         dns,
+        updates,
     })
 }
 
@@ -614,6 +686,7 @@ mod tests {
 
     fn req(role: &str, target: &str) -> Request {
         Request {
+            version: None,
             role: role.into(),
             target: target.into(),
             site: DEFAULT_SITE.into(),

@@ -745,6 +745,23 @@ fn a_profiles_folder_adds_to_the_built_in_profiles_and_list_says_which_file_wins
     assert_eq!(v["host"]["name"].as_str(), Some("cache"));
 }
 
+#[test]
+fn a_version_sysupdate_could_not_read_is_refused_naming_it() {
+    let c = Copy::new();
+    for bad in ["1/2", "v 1", ".1", "ü"] {
+        expect(
+            &c.refused(&["plan", "--version", bad]),
+            &format!("--version `{}`: a version is 1 to 64 letters, digits and `.+~^_-`, starting with a letter or digit", bad.escape_debug()),
+            &[],
+        );
+    }
+    // A good one is taken and names slot A.
+    let out = imgforge(c.dir.path(), &["plan", "--json", "--version", "2.0~rc1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["disk"]["partitions"][2]["name"], "root_2.0~rc1");
+}
+
 // ---- an app's PyPI lock (deps = "pypi"); refused before the base stage builds anything ----
 
 /// six 1.17.0's wheel and sdist, as PyPI lists them.

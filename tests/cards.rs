@@ -159,9 +159,18 @@ fn check_boot_partition(target: &str, model_files: &[&str], console: &str) {
         1,
         "{target}: cmdline.txt is one line"
     );
+    // The root by its filesystem UUID, which travels with a slot's bytes: root slot A is
+    // logical partition 6 of the card.
+    let (slot_a, _) = partition(&img, 6);
+    let stats = common::debugfs(&img, slot_a, "stats");
+    let fs_uuid = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("Filesystem UUID:"))
+        .unwrap_or_else(|| panic!("{target}: no ext4 in slot A: {stats}"))
+        .trim();
     assert!(
-        cmdline.contains(&format!("root=PARTUUID={signature}-03")),
-        "{target}: the root by the card's PARTUUID ({signature}-03): {cmdline}"
+        cmdline.contains(&format!("root=UUID={fs_uuid}")) && cmdline.contains(" ro "),
+        "{target}: the root read-only by slot A's filesystem UUID ({fs_uuid}, card {signature}): {cmdline}"
     );
     assert!(
         cmdline.contains(console) && cmdline.contains("rootwait"),
@@ -423,8 +432,9 @@ fn card_root_boots_on_virt_and_grows_to_fill_the_card(target: &str) {
         line.starts_with(&format!("IMGFORGE-READY role=proxy target={target}")),
         "{line}"
     );
-    // The root partition now ends at the card's end (sfdisk), and its ext4 fills it: only the
-    // worker's grow-root unit moves it on an MBR card (systemd-repart handles only GPT).
+    // The data partition (primary 3, last on the card) now ends at the card's end (sfdisk),
+    // and its ext4 fills it: only the worker's grow-root unit moves it on an MBR card
+    // (systemd-repart handles only GPT).
     // (Its journal line reaches the serial console on the rpi4 card, not on the rpi5's
     // kernel, so the console is not the evidence.)
     let (root_off, root_len) = partition(&disk, 3);
@@ -432,7 +442,7 @@ fn card_root_boots_on_virt_and_grows_to_fill_the_card(target: &str) {
     assert_eq!(
         root_off + root_len,
         card,
-        "the root partition does not reach the card's end"
+        "the data partition does not reach the card's end"
     );
     let stats = common::debugfs(&disk, root_off, "stats");
     let block_count: u64 = stats
@@ -486,9 +496,8 @@ fn heavy_aarch64_vm_boots_under_aavmf_to_ready() {
         line.starts_with("IMGFORGE-READY role=proxy target=aarch64-vm"),
         "{line}"
     );
-    let (head, counts) = line.trim().rsplit_once("checks=").unwrap();
-    let (n, m) = counts.split_once('/').unwrap();
-    assert_eq!(n, m, "{head}");
+    let ready = seed_area::ready::parse(&line).unwrap_or_else(|| panic!("{line}"));
+    assert_eq!(ready.passed, ready.total, "{line}");
     assert!(
         text(&o.stderr).contains("UEFI firmware, systemd-boot"),
         "{}",
@@ -506,6 +515,11 @@ const KERNEL_REINSTALL_SCRIPT: &str = r#"#!/bin/sh
 exec >/dev/ttyAMA0 2>&1
 say() { echo "KERNEL-TEST: $*"; }
 fw=/boot/firmware
+# The root slot is mounted read-only: on an A/B node packages change by publishing a new
+# version into the other slot, never by apt on the running one. The kernel hook still
+# matters (it runs when a version's root is built, and on a card whose owner remounts to
+# repair it), so this test opens the running slot for writing first.
+mount -o remount,rw / || { say "FAILED remount / read-write"; exit 1; }
 say "boot partition: $(findmnt -n -o SOURCE,FSTYPE $fw || echo not mounted)"
 modules() { lsinitramfs "$fw/initrd.img" | grep '\.ko' | sed 's#.*/##' | sort; }
 sha256sum "$fw/config.txt" "$fw/cmdline.txt" > /run/boot-files.before
@@ -527,7 +541,7 @@ say done
 
 const KERNEL_REINSTALL_UNIT: &str = "[Unit]
 Description=imgforge test: reinstall the kernel and rebuild the initramfs
-After=imgforge-growroot.service network-online.target
+After=imgforge-growroot.service imgforge-var.service network-online.target
 Wants=network-online.target
 Before=imgforge-ready.service
 RequiresMountsFor=/boot/firmware
@@ -581,8 +595,9 @@ fn heavy_rpi4_kernel_reinstall_keeps_the_cards_boot_files_and_drivers() {
         .spawn()
         .unwrap();
 
-    // The script and its unit, written into the card's root with debugfs.
-    let (root_off, _) = partition(&disk, 3);
+    // The script and its unit, written into the card's root with debugfs: root slot A,
+    // logical partition 6 (the one cmdline.txt names).
+    let (root_off, _) = partition(&disk, 6);
     let script = out.join("kernel-reinstall-test");
     std::fs::write(
         &script,

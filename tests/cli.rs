@@ -352,7 +352,11 @@ fn plan_summary_shows_disk_outputs_services_who_may_reach_them_and_slots() {
         // number, name, filesystem, start, size
         "  1  esp            vfat  1 MiB    64 MiB             systemd-boot",
         "  2  imgforge-seed  -     65 MiB   1 MiB              secrets",
-        "  3  root           ext4  66 MiB   content + 256 MiB  the system",
+        // Slot A is named for the version (by default `0~` and a hash of the plan).
+        "  3  root_0~",
+        "ext4  66 MiB   3072 MiB           root slot A",
+        "  4  _empty         -     3138 MiB 3072 MiB           root slot B",
+        "  5  imgforge-data  ext4  6210 MiB content + 256 MiB  all state (/var)",
         "  proxy-x86_64-vm.img\n",
         "  proxy-x86_64-vm.qcow2\n",
         "  SHA256SUMS\n",
@@ -392,7 +396,11 @@ fn plan_summary_shows_disk_outputs_services_who_may_reach_them_and_slots() {
     for want in [
         "DISK (mbr, boots by raspi-firmware)",
         "  1  boot           vfat  1 MiB    256 MiB            Pi firmware",
-        "  2  imgforge-seed  -     257 MiB  1 MiB              secrets",
+        // The seed area and both slots are logical partitions, each after its boot record.
+        "  5  imgforge-seed  -     258 MiB  1 MiB              secrets",
+        "  6  root-a         ext4  260 MiB  3072 MiB           root slot A",
+        "  7  root-b         -     3333 MiB 3072 MiB           root slot B",
+        "  3  imgforge-data  ext4  6405 MiB content + 256 MiB  all state (/var)",
         "  root on sd: the build derives its initramfs drivers",
         "  proxy-rpi4.img.xz\n",
     ] {
@@ -414,11 +422,19 @@ fn plan_json_has_the_documented_keys() {
     assert_eq!(v["disk"]["partition_table"], "gpt");
     let parts = v["disk"]["partitions"].as_array().unwrap();
     let names: Vec<&str> = parts.iter().map(|p| p["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["esp", "imgforge-seed", "root"]);
+    assert_eq!(names[..2], ["esp", "imgforge-seed"]);
+    assert!(names[2].starts_with("root_0~"), "{names:?}");
+    assert_eq!(names[3..], ["_empty", "imgforge-data"]);
     assert_eq!(parts[0]["size_mib"], 64);
     assert_eq!(parts[0]["start_mib"], 1);
-    assert_eq!(parts[2]["size_mib"], serde_json::Value::Null);
-    assert_eq!(parts[2]["free_mib"], 256);
+    // Both slots are root-slot-mib (profiles/common.toml), so the data partition's start is
+    // known; its size follows from the content.
+    assert_eq!(parts[2]["size_mib"], 3072);
+    assert_eq!(parts[3]["start_mib"], 3138);
+    assert_eq!(parts[3]["size_mib"], 3072);
+    assert_eq!(parts[4]["start_mib"], 6210);
+    assert_eq!(parts[4]["size_mib"], serde_json::Value::Null);
+    assert_eq!(parts[4]["free_mib"], 256);
     assert!(v["outputs"]
         .as_array()
         .unwrap()

@@ -22,6 +22,7 @@ fn aarch64_binaries() -> Vec<(String, PathBuf)> {
             target: "aarch64-vm".into(),
             site: "example".into(),
             host: None,
+            version: None,
         },
     )
     .unwrap();
@@ -32,6 +33,7 @@ fn aarch64_binaries() -> Vec<(String, PathBuf)> {
         source_dir: root.to_path_buf(),
         out_dir: tmp("cross-out"),
         rebuild_from: None,
+        key_dir: None,
     };
     let mut progress = imgforge::progress::Progress::new(true);
     let started = binaries::start(&plan, &opts).unwrap_or_else(|e| panic!("{e:#}"));

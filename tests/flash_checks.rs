@@ -50,7 +50,13 @@ fn refused(o: &Output, needle: &str) -> String {
 
 /// A small imgforge image `<name>.img` with `<name>.img.bmap` beside it; returns its path.
 fn make_image(dir: &Path, name: &str) -> PathBuf {
-    let lay = layout::plan(2, imgforge::seed::SIZE, 3 * MIB);
+    let lay = layout::plan(
+        imgforge::profile::machine::PartitionTable::Gpt,
+        2,
+        imgforge::seed::SIZE,
+        3 * MIB,
+        2 * MIB,
+    );
     let raw = dir.join(format!("{name}.raw"));
     let mut f = std::fs::File::options()
         .read(true)
@@ -60,10 +66,10 @@ fn make_image(dir: &Path, name: &str) -> PathBuf {
         .unwrap();
     f.set_len(lay.total).unwrap();
     let root = gpt::root_type("amd64").unwrap();
-    gpt::write(&mut f, &lay, &Ids::derive(name), root).unwrap();
+    gpt::write(&mut f, &lay, &Ids::derive(name), root, "1").unwrap();
     let data: Vec<u8> = (0..64 * 1024u32).map(|i| (i % 251) as u8 + 1).collect();
     f.write_all_at(&data, lay.esp.offset + 4096).unwrap();
-    f.write_all_at(&data, lay.root.offset + MIB).unwrap();
+    f.write_all_at(&data, lay.root_a.offset + MIB).unwrap();
     let slot = seed_area::Slot {
         name: "api-key".into(),
         description: "the key the service signs with".into(),
@@ -447,10 +453,18 @@ fn inspect_json_reports_table_partitions_and_seed_area_of_img_and_img_xz() {
         assert_eq!(v["table"]["kind"], "gpt");
         assert_eq!(v["table"]["id"], Ids::derive("a").disk_guid.to_string());
         let parts = v["partitions"].as_array().unwrap();
-        assert_eq!(parts.len(), 3);
+        assert_eq!(parts.len(), 5);
         assert_eq!(parts[1]["name"], "imgforge-seed");
         assert_eq!(parts[1]["content"]["kind"], "seed-area");
         assert_eq!(parts[1]["content"]["slots"], serde_json::json!(["api-key"]));
         assert_eq!(parts[1]["content"]["seeded"], serde_json::Value::Null);
+        // Both root slots, with the version slot A's name carries and B empty.
+        assert_eq!(
+            v["slots"],
+            serde_json::json!([
+                {"slot": "A", "partition": 3, "state": "version", "version": "1"},
+                {"slot": "B", "partition": 4, "state": "empty"},
+            ])
+        );
     }
 }

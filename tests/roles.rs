@@ -20,6 +20,7 @@ fn plan(role: &str) -> imgforge::plan::Plan {
         &ProfileSource::Dir(profiles),
         &Request {
             role: role.into(),
+            version: None,
             target: "x86_64-vm".into(),
             site: "example".into(),
             host: None,
@@ -94,10 +95,11 @@ fn boots_to_ready(role: &str, out: &Path) -> String {
         "imgforge test --role {role} failed:\n{err}"
     );
     let line = text(&o.stdout).trim().to_string();
-    let (head, counts) = line.rsplit_once("checks=").unwrap_or(("", ""));
-    let (n, m) = counts.split_once('/').unwrap_or(("", "-"));
+    let ready = seed_area::ready::parse(&line);
     assert!(
-        head.starts_with(&format!("IMGFORGE-READY role={role} target=x86_64-vm")) && n == m,
+        ready
+            .as_ref()
+            .is_some_and(|r| r.role == role && r.target == "x86_64-vm" && r.passed == r.total),
         "{line}\n{err}"
     );
     line
@@ -136,8 +138,7 @@ fn vm_ia_boots_to_ready_with_its_apps_and_jupyterlab_answering() {
     let out = OutDir::new("vm-ia");
     let line = boots_to_ready("vm-ia", &out);
     // Units, ports and health URLs of the three apps and JupyterLab, and the slot.
-    let counts = line.rsplit_once("checks=").unwrap().1;
-    let n: u32 = counts.split('/').next().unwrap().parse().unwrap();
+    let n = seed_area::ready::parse(&line).unwrap().passed;
     assert!(n >= 12, "{line}");
     let units = verify_generated_units(&out.join("vm-ia-x86_64-vm.manifest.json"), "verify-vm-ia");
     assert!(

@@ -90,13 +90,20 @@ fn seeded_secrets_reach_services_the_seed_is_wiped_generated_ones_stay_and_the_r
     }
 
     // ssl-cert's install-time key (PostgreSQL serves it) is not shared by every card: the
-    // image has none, each node makes its own on first boot (checked after the boot below).
+    // image has only a link to where the node makes its own on first boot, on the data
+    // partition (checked after the boot below).
     let (img_root, _) = partition(&img, 3);
-    let key_path = "/etc/ssl/private/ssl-cert-snakeoil.key";
-    assert!(
-        !debugfs(&img, img_root, &format!("stat {key_path}")).contains("Inode:"),
-        "the image holds a TLS key"
+    let link = debugfs(
+        &img,
+        img_root,
+        "stat /etc/ssl/private/ssl-cert-snakeoil.key",
     );
+    assert!(
+        link.contains("Type: symlink") && link.contains("/var/lib/imgforge/ssl/"),
+        "the image holds a TLS key rather than a link to the data partition:\n{link}"
+    );
+    // Paths in the data partition's filesystem, which the node mounts at /var.
+    let key_path = "/lib/imgforge/ssl/ssl-cert-snakeoil.key";
 
     // A value unique to this run: the built image cannot hold it, the seeded copy holds it
     // once (in the seed area).
@@ -171,16 +178,31 @@ fn seeded_secrets_reach_services_the_seed_is_wiped_generated_ones_stay_and_the_r
     assert!(seed.starts_with(b"IMGFORGE-SLOTS"), "slot list kept");
     drop(bytes);
 
-    // The root partition and filesystem fill the enlarged disk (GPT keeps 33 sectors at the end).
+    // The data partition and filesystem fill the enlarged disk (GPT keeps 33 sectors at the
+    // end); the root slot is as built: the node never writes it.
     run(Command::new("sfdisk").arg("-V").arg(&disk));
     let disk_len = std::fs::metadata(&disk).unwrap().len();
-    let (root_off, root_len) = partition(&disk, 3);
+    // `data_off` names the data partition's filesystem from here on.
+    let (data_off, data_len) = partition(&disk, 5);
     assert!(
-        disk_len - (root_off + root_len) <= 1024 * 1024,
-        "root partition ends {} bytes before the disk's end",
-        disk_len - (root_off + root_len)
+        disk_len - (data_off + data_len) <= 1024 * 1024,
+        "data partition ends {} bytes before the disk's end",
+        disk_len - (data_off + data_len)
     );
-    let sb = debugfs(&disk, root_off, "stats");
+    let (slot_off, slot_len) = partition(&disk, 3);
+    let range = |path: &std::path::Path| {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut f = std::fs::File::open(path).unwrap();
+        f.seek(SeekFrom::Start(slot_off)).unwrap();
+        let mut v = vec![0u8; slot_len as usize];
+        f.read_exact(&mut v).unwrap();
+        v
+    };
+    assert!(
+        range(&img) == range(&disk),
+        "root slot A changed on the node"
+    );
+    let sb = debugfs(&disk, data_off, "stats");
     let field = |k: &str| -> u64 {
         sb.lines()
             .find_map(|l| l.strip_prefix(k))
@@ -191,25 +213,25 @@ fn seeded_secrets_reach_services_the_seed_is_wiped_generated_ones_stay_and_the_r
     };
     let fs_len = field("Block count:") * field("Block size:");
     assert!(
-        root_len - fs_len < 4 * 1024 * 1024,
-        "filesystem {fs_len} bytes in a {root_len}-byte partition"
+        data_len - fs_len < 4 * 1024 * 1024,
+        "filesystem {fs_len} bytes in a {data_len}-byte partition"
     );
     assert!(fs_len > 1024 * 1024 * 1024, "grew past the 1 GiB added");
     run(Command::new("e2fsck")
         .arg("-fn")
-        .arg(format!("{}?offset={root_off}", disk.display())));
+        .arg(format!("{}?offset={data_off}", disk.display())));
 
     assert_eq!(
-        debugfs(&disk, root_off, "cat /var/lib/imgforge/secrets/db-password").trim_end(),
+        debugfs(&disk, data_off, "cat /lib/imgforge/secrets/db-password").trim_end(),
         password
     );
     assert!(
-        debugfs(&disk, root_off, &format!("stat {key_path}")).contains("Inode:"),
+        debugfs(&disk, data_off, &format!("stat {key_path}")).contains("Inode:"),
         "the node made its TLS key"
     );
-    let key = debugfs(&disk, root_off, "cat /var/lib/imgforge/secrets/app-key");
+    let key = debugfs(&disk, data_off, "cat /lib/imgforge/secrets/app-key");
     assert_eq!(key.trim_end().len(), 64, "{key}");
-    let dumps = debugfs(&disk, root_off, "ls /var/lib/imgforge/backups/app");
+    let dumps = debugfs(&disk, data_off, "ls /lib/imgforge/backups/app");
     let dump = dumps
         .split_whitespace()
         .find(|w| w.starts_with("app-") && w.ends_with(".dump"))
@@ -217,11 +239,8 @@ fn seeded_secrets_reach_services_the_seed_is_wiped_generated_ones_stay_and_the_r
     let copy = out.join("copy.dump");
     debugfs(
         &disk,
-        root_off,
-        &format!(
-            "dump /var/lib/imgforge/backups/app/{dump} {}",
-            copy.display()
-        ),
+        data_off,
+        &format!("dump /lib/imgforge/backups/app/{dump} {}", copy.display()),
     );
     assert!(
         std::fs::read(&copy).unwrap().starts_with(b"PGDMP"),
@@ -236,7 +255,7 @@ fn seeded_secrets_reach_services_the_seed_is_wiped_generated_ones_stay_and_the_r
     );
     assert!(log.contains("imgforge-backup: database=app"), "{log}");
     assert_eq!(
-        debugfs(&disk, root_off, "cat /var/lib/imgforge/secrets/app-key"),
+        debugfs(&disk, data_off, "cat /lib/imgforge/secrets/app-key"),
         key,
         "generated secret changed across a reboot"
     );

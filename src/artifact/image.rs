@@ -342,7 +342,12 @@ mod tests {
 
     /// A small image of ours: GPT or MBR, an empty seed area with one slot.
     pub(crate) fn small_image(path: &Path, mbr: bool) -> u64 {
-        let layout = plan(1, seed_area::SIZE, MIB);
+        let table = if mbr {
+            crate::profile::machine::PartitionTable::Mbr
+        } else {
+            crate::profile::machine::PartitionTable::Gpt
+        };
+        let layout = plan(table, 1, seed_area::SIZE, MIB, MIB);
         let mut f = File::options()
             .read(true)
             .write(true)
@@ -354,7 +359,7 @@ mod tests {
             crate::disk::mbr::write(&mut f, &layout, 0x1234_5678).unwrap();
         } else {
             let root = crate::disk::gpt::root_type("amd64").unwrap();
-            crate::disk::gpt::write(&mut f, &layout, &Ids::derive("t"), root).unwrap();
+            crate::disk::gpt::write(&mut f, &layout, &Ids::derive("t"), root, "1").unwrap();
         }
         let slot = seed_area::Slot {
             name: "s".into(),

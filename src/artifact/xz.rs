@@ -4,10 +4,10 @@
 //! index records, and decoding.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use liblzma::read::XzDecoder;
 use liblzma::stream::{Check, MtStreamBuilder};
 use liblzma::write::XzEncoder;
@@ -23,6 +23,15 @@ pub const PRESET: u32 = 0;
 
 /// Compresses `src` into `dst` with one thread per core; returns the compressed size.
 pub fn compress(src: &Path, dst: &Path) -> Result<u64> {
+    let len = std::fs::metadata(src)
+        .with_context(|| format!("reading {}", src.display()))?
+        .len();
+    compress_range(src, 0, len, dst)
+}
+
+/// Compresses `len` bytes of `src` from `offset` (one partition of a disk image) into `dst`;
+/// returns the compressed size.
+pub fn compress_range(src: &Path, offset: u64, len: u64, dst: &Path) -> Result<u64> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
     let stream = MtStreamBuilder::new()
         .threads(threads)
@@ -30,19 +39,32 @@ pub fn compress(src: &Path, dst: &Path) -> Result<u64> {
         .check(Check::Crc64)
         .encoder()
         .context("starting the xz encoder")?;
-    let input = File::open(src).with_context(|| format!("opening {}", src.display()))?;
+    let mut input = File::open(src).with_context(|| format!("opening {}", src.display()))?;
+    input
+        .seek(SeekFrom::Start(offset))
+        .with_context(|| format!("seeking to byte {offset} of {}", src.display()))?;
     let output = File::create(dst).with_context(|| format!("creating {}", dst.display()))?;
     let mut enc = XzEncoder::new_stream(BufWriter::with_capacity(1 << 20, output), stream);
-    let mut reader = BufReader::with_capacity(8 << 20, input);
+    let mut reader = BufReader::with_capacity(8 << 20, input).take(len);
     let mut buf = vec![0u8; 8 << 20];
+    let mut read = 0u64;
     loop {
         crate::interrupt::check()?;
         let n = reader.read(&mut buf)?;
         if n == 0 {
             break;
         }
+        read += n as u64;
         enc.write_all(&buf[..n])
             .with_context(|| format!("compressing into {}", dst.display()))?;
+    }
+    if read != len {
+        bail!(
+            "{} ends {} bytes short of byte {}",
+            src.display(),
+            len - read,
+            offset + len
+        );
     }
     let mut w = enc.finish().context("finishing the xz stream")?;
     w.flush()?;

@@ -17,6 +17,8 @@ pub fn run(a: BootArgs) -> Result<()> {
         forwards: a.forwards,
         snapshot: disk.snapshot(),
         network: qemu::Network::choose(a.disk.tap.as_deref(), &plan.host),
+        reboots: false,
+        shell: None,
         timeout: Duration::MAX,
     };
     for (h, g) in &boot.forwards {

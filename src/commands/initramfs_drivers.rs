@@ -20,6 +20,8 @@ fn spec_of_target(target: &str, device: Option<RootDevice>) -> Result<root_drive
         target: target.to_string(),
         site: crate::plan::DEFAULT_SITE.to_string(),
         host: None,
+        // The walk reads the target only; no image is made, so no version is asked for.
+        version: None,
     };
     let plan = resolve(&ProfileSource::choose(None)?, &req)?;
     let r = plan

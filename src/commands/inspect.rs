@@ -24,7 +24,58 @@ struct Report {
     allocated: u64,
     table: TableReport,
     partitions: Vec<PartReport>,
+    /// The root slots (A, B) and the version each holds; empty for an image from before
+    /// the two-slot layout.
+    slots: Vec<SlotReport>,
     manifest: Option<ManifestReport>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "kebab-case")]
+struct SlotReport {
+    /// `A` or `B`.
+    slot: &'static str,
+    partition: u32,
+    state: SlotState,
+    /// The version the slot holds, when its state is `version`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version: Option<String>,
+}
+
+#[derive(Serialize, Clone, Copy, PartialEq)]
+#[serde(rename_all = "kebab-case")]
+enum SlotState {
+    /// The GPT name carries a version (`root_<version>`).
+    Version,
+    /// The GPT name says the slot is empty (`_empty`).
+    Empty,
+    /// An MBR names no partition: the version is inside the slot's filesystem.
+    Unnamed,
+}
+
+/// The root slots of `parts` in disk order, with what their names say.
+fn slots(parts: &[crate::disk::ReadPartition]) -> Vec<SlotReport> {
+    let found = parts.iter().filter_map(|p| {
+        if p.name == seed_area::disk::EMPTY_SLOT_NAME {
+            Some((p.number, SlotState::Empty, None))
+        } else if let Some(v) = seed_area::disk::slot_version(&p.name) {
+            Some((p.number, SlotState::Version, Some(v.to_string())))
+        } else if p.name == "root-a" || p.name == "root-b" {
+            Some((p.number, SlotState::Unnamed, None))
+        } else {
+            None
+        }
+    });
+    ["A", "B"]
+        .into_iter()
+        .zip(found)
+        .map(|(slot, (partition, state, version))| SlotReport {
+            slot,
+            partition,
+            state,
+            version,
+        })
+        .collect()
 }
 
 #[derive(Serialize)]
@@ -156,6 +207,7 @@ fn inspect(path: &Path) -> Result<Report> {
             content,
         });
     }
+    let slots = slots(&image.parts);
     Ok(Report {
         path: path.to_path_buf(),
         format: image.format,
@@ -163,6 +215,7 @@ fn inspect(path: &Path) -> Result<Report> {
         allocated,
         table,
         partitions,
+        slots,
         manifest: manifest(path)?,
     })
 }
@@ -264,6 +317,14 @@ fn print_text(r: &Report) {
             ),
             Content::Unknown => println!("    (no filesystem recognized)"),
         }
+    }
+    for s in &r.slots {
+        let what = match (s.state, &s.version) {
+            (SlotState::Version, Some(v)) => format!("version {v}"),
+            (SlotState::Empty, _) => "empty".into(),
+            _ => "version not named (MBR)".into(),
+        };
+        println!("root slot {} (partition {}): {what}", s.slot, s.partition);
     }
     if let Some(m) = &r.manifest {
         println!("manifest {}:", m.path.display());

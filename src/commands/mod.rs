@@ -10,6 +10,7 @@ mod inspect;
 mod list;
 mod lock;
 mod plan;
+mod publish;
 mod seed;
 mod test;
 
@@ -37,6 +38,8 @@ pub fn run(command: Command) -> Result<()> {
         Command::Inspect(a) => inspect::run(a),
         Command::Seed(a) => seed::run(a),
         Command::Flash(a) => flash::run(a),
+        Command::Publish(a) => publish::run(a),
+        Command::Keygen(a) => publish::keygen(a),
         Command::Generate(a) => generate::run(a),
         Command::InitramfsDrivers(a) => initramfs_drivers::run(a),
     }
@@ -50,6 +53,7 @@ fn resolve_plan(a: &ProfileArgs) -> Result<Plan> {
         target: a.target.clone(),
         site: a.site.clone(),
         host: a.host.clone(),
+        version: a.image_version.clone(),
     };
     crate::plan::resolve(&src, &req).map_err(user)
 }
@@ -96,5 +100,6 @@ fn build_options(a: &BuildArgs) -> Result<BuildOptions> {
         source_dir,
         out_dir: a.out.clone(),
         rebuild_from: a.rebuild,
+        key_dir: a.key_dir.clone(),
     })
 }

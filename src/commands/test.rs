@@ -17,6 +17,8 @@ pub fn run(a: TestArgs) -> Result<()> {
         forwards: vec![],
         snapshot: disk.snapshot(),
         network: qemu::Network::choose(a.disk.tap.as_deref(), &plan.host),
+        reboots: false,
+        shell: None,
         timeout: Duration::from_secs(a.timeout.unwrap_or(plan.boot_timeout_secs)),
     };
     let log = a.serial_log.clone().unwrap_or_else(|| {

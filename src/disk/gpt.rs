@@ -32,8 +32,10 @@ pub fn seed_type() -> Type {
     }
 }
 
-/// Writes a protective MBR and a GPT with the ESP (1), seed area (2) and root (3).
-pub fn write(file: &mut File, layout: &Layout, ids: &Ids, root: Type) -> Result<()> {
+/// Writes a protective MBR and a GPT with the ESP (1), seed area (2), root slot A (3) named
+/// for `version`, root slot B (4) named empty, and the data partition (5). Both slots carry
+/// the architecture's root type, the one sysupdate's partition transfers look for.
+pub fn write(file: &mut File, layout: &Layout, ids: &Ids, root: Type, version: &str) -> Result<()> {
     let sectors = layout.total / SECTOR;
     let mbr = gpt::mbr::ProtectiveMBR::with_lb_size(u32::try_from(sectors - 1).unwrap_or(u32::MAX));
     mbr.overwrite_lba0(file)
@@ -65,7 +67,33 @@ pub fn write(file: &mut File, layout: &Layout, ids: &Ids, root: Type) -> Result<
             seed_area::PART_NAME,
         ),
     );
-    parts.insert(3, part(&layout.root, root, ids.root_partuuid, "root"));
+    parts.insert(
+        3,
+        part(
+            &layout.root_a,
+            root.clone(),
+            ids.root_partuuid,
+            &seed_area::disk::slot_name(version),
+        ),
+    );
+    parts.insert(
+        4,
+        part(
+            &layout.root_b,
+            root,
+            ids.root_b_partuuid,
+            seed_area::disk::EMPTY_SLOT_NAME,
+        ),
+    );
+    parts.insert(
+        5,
+        part(
+            &layout.data,
+            partition_types::LINUX_FS,
+            ids.data_partuuid,
+            seed_area::disk::DATA_PART_NAME,
+        ),
+    );
     disk.update_partitions(parts)
         .context("setting the partitions")?;
     disk.write_inplace().context("writing the GPT")?;
@@ -82,6 +110,8 @@ fn type_name(t: &Type) -> String {
         "root-arm64".into()
     } else if *t == seed_type() {
         "imgforge-seed".into()
+    } else if *t == partition_types::LINUX_FS {
+        "linux-data".into()
     } else {
         t.guid.to_string()
     }
@@ -121,15 +151,16 @@ mod tests {
     use super::*;
     use crate::disk::layout::{plan, MIB};
     use crate::disk::test_support::{blank_disk, sfdisk_table};
+    use crate::profile::machine::PartitionTable;
 
     #[test]
     fn sfdisk_reads_what_we_write() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("disk.img");
-        let layout = plan(64, MIB, 100 * MIB);
+        let layout = plan(PartitionTable::Gpt, 64, MIB, 100 * MIB, 50 * MIB);
         let mut f = blank_disk(&path, layout.total);
         let ids = Ids::derive("test");
-        write(&mut f, &layout, &ids, root_type("amd64").unwrap()).unwrap();
+        write(&mut f, &layout, &ids, root_type("amd64").unwrap(), "1.0").unwrap();
         drop(f);
 
         let t = &sfdisk_table(&path);
@@ -139,7 +170,7 @@ mod tests {
             ids.disk_guid.to_string()
         );
         let parts = t["partitions"].as_array().unwrap();
-        assert_eq!(parts.len(), 3);
+        assert_eq!(parts.len(), 5);
         assert_eq!(parts[0]["start"], 2048);
         assert_eq!(parts[0]["size"], 64 * 2048);
         assert_eq!(
@@ -155,6 +186,15 @@ mod tests {
             parts[2]["type"].as_str().unwrap(),
             "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709"
         );
+        assert_eq!(parts[2]["name"], "root_1.0");
+        assert_eq!(parts[3]["name"], "_empty");
+        assert_eq!(parts[3]["type"], parts[2]["type"], "both slots are roots");
+        assert_eq!(parts[3]["size"], parts[2]["size"]);
+        assert_eq!(parts[4]["name"], "imgforge-data");
+        assert_eq!(
+            parts[4]["type"].as_str().unwrap(),
+            "0FC63DAF-8483-4772-8E79-3D69D8477DE4"
+        );
 
         let mut f = File::open(&path).unwrap();
         let (guid, backup_lba, read_back) = read(&mut f).unwrap();
@@ -164,7 +204,10 @@ mod tests {
             layout.total / SECTOR - 1,
             "the disk's last sector"
         );
-        assert_eq!(read_back[2].offset, layout.root.offset);
-        assert_eq!(read_back[2].len, layout.root.len);
+        assert_eq!(read_back[2].offset, layout.root_a.offset);
+        assert_eq!(read_back[2].len, layout.root_a.len);
+        assert_eq!(read_back[3].offset, layout.root_b.offset);
+        assert_eq!(read_back[4].offset, layout.data.offset);
+        assert_eq!(read_back[4].name, "imgforge-data");
     }
 }

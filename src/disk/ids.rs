@@ -16,22 +16,62 @@ pub struct Ids {
     pub disk_guid: Uuid,
     pub esp_partuuid: Uuid,
     pub seed_partuuid: Uuid,
+    /// Root slot A's partition (the slot the image boots first).
     pub root_partuuid: Uuid,
     pub root_fs_uuid: Uuid,
     pub root_hash_seed: Uuid,
+    /// Root slot B's partition, empty until an update writes it.
+    #[serde(default)]
+    pub root_b_partuuid: Uuid,
+    /// The data partition (mounted at /var) and its filesystem.
+    #[serde(default)]
+    pub data_partuuid: Uuid,
+    #[serde(default)]
+    pub data_fs_uuid: Uuid,
+    #[serde(default)]
+    pub data_hash_seed: Uuid,
     pub fat_volume_id: u32,
     /// The disk signature of an MBR (Raspberry Pi cards); never zero.
     #[serde(default)]
     pub mbr_signature: u32,
 }
 
-/// The three partitions every imgforge disk has, in this order.
+/// The partitions every imgforge disk has, in the order they lie on the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Part {
-    Boot = 1,
-    Seed = 2,
-    Root = 3,
+    Boot,
+    Seed,
+    /// Root slot A, which the built image boots.
+    RootA,
+    /// Root slot B.
+    RootB,
+    /// All state, mounted at /var.
+    Data,
 }
+
+impl Part {
+    /// The partition's number under `table` (`gpt` or `mbr`), as Linux numbers it. A GPT
+    /// numbers them in disk order; an MBR has the boot partition and the data partition as
+    /// primaries 1 and 3, the extended partition as 2, and the seed area and both slots as
+    /// its logical partitions 5, 6 and 7 (see `disk::mbr`).
+    pub fn number(self, table: &str) -> u32 {
+        match (table, self) {
+            ("mbr", Part::Boot) => 1,
+            ("mbr", Part::Data) => 3,
+            ("mbr", Part::Seed) => 5,
+            ("mbr", Part::RootA) => 6,
+            ("mbr", Part::RootB) => 7,
+            (_, Part::Boot) => 1,
+            (_, Part::Seed) => 2,
+            (_, Part::RootA) => 3,
+            (_, Part::RootB) => 4,
+            (_, Part::Data) => 5,
+        }
+    }
+}
+
+/// The number of the extended partition on an MBR disk.
+pub const MBR_EXTENDED: u32 = 2;
 
 impl Ids {
     pub fn derive(seed: &str) -> Self {
@@ -45,6 +85,10 @@ impl Ids {
             root_partuuid: id("root-partition"),
             root_fs_uuid: id("root-filesystem"),
             root_hash_seed: id("root-hash-seed"),
+            root_b_partuuid: id("root-b-partition"),
+            data_partuuid: id("data-partition"),
+            data_fs_uuid: id("data-filesystem"),
+            data_hash_seed: id("data-hash-seed"),
             fat_volume_id: u32::from_le_bytes(vol.as_bytes()[..4].try_into().expect("4 bytes")),
             mbr_signature: u32::from_le_bytes(sig.as_bytes()[..4].try_into().expect("4 bytes"))
                 .max(1),
@@ -54,12 +98,14 @@ impl Ids {
     /// The PARTUUID Linux shows for `part` under the given partition table (`gpt` or `mbr`).
     pub fn partuuid(&self, table: &str, part: Part) -> String {
         if table == "mbr" {
-            return mbr_partuuid(self.mbr_signature, part as u32);
+            return mbr_partuuid(self.mbr_signature, part.number(table));
         }
         match part {
             Part::Boot => self.esp_partuuid,
             Part::Seed => self.seed_partuuid,
-            Part::Root => self.root_partuuid,
+            Part::RootA => self.root_partuuid,
+            Part::RootB => self.root_b_partuuid,
+            Part::Data => self.data_partuuid,
         }
         .to_string()
     }
@@ -112,14 +158,23 @@ mod tests {
     fn partuuids_follow_the_partition_table() {
         let ids = Ids::derive("a");
         assert_eq!(
-            ids.partuuid("gpt", Part::Root),
+            ids.partuuid("gpt", Part::RootA),
             ids.root_partuuid.to_string()
         );
-        let mbr = ids.partuuid("mbr", Part::Root);
-        assert_eq!(mbr, format!("{:08x}-03", ids.mbr_signature));
+        assert_eq!(
+            ids.partuuid("gpt", Part::Data),
+            ids.data_partuuid.to_string()
+        );
+        assert_ne!(ids.root_b_partuuid, ids.root_partuuid);
+        let mbr = ids.partuuid("mbr", Part::RootA);
+        assert_eq!(mbr, format!("{:08x}-06", ids.mbr_signature));
+        assert_eq!(
+            ids.partuuid("mbr", Part::Data),
+            format!("{:08x}-03", ids.mbr_signature)
+        );
         assert_eq!(
             ids.seed_device("mbr"),
-            format!("/dev/disk/by-partuuid/{:08x}-02", ids.mbr_signature)
+            format!("/dev/disk/by-partuuid/{:08x}-05", ids.mbr_signature)
         );
         assert_eq!(
             ids.seed_device("gpt"),

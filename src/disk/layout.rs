@@ -1,5 +1,11 @@
-//! Partition placement: 1 MiB aligned, the ESP first, the root after it, room at the end
-//! for the backup GPT.
+//! Partition placement: 1 MiB aligned. The boot partition (ESP or the Pi's FAT) first, the
+//! seed area, root slot A, root slot B (the same size: an update writes one slot while the
+//! other runs), and the data partition last, so it alone grows to fill the disk at first
+//! boot. On an MBR the seed area and both slots are logical partitions inside an extended
+//! one (an MBR has four primary entries; see `mbr`): each logical is preceded by 1 MiB that
+//! holds its extended boot record.
+
+use crate::profile::machine::PartitionTable;
 
 pub const SECTOR: u64 = 512;
 pub const MIB: u64 = 1024 * 1024;
@@ -17,16 +23,32 @@ impl Extent {
     pub fn last_lba(&self) -> u64 {
         (self.offset + self.len) / SECTOR - 1
     }
+    pub fn end(&self) -> u64 {
+        self.offset + self.len
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Layout {
     pub esp: Extent,
-    /// The seed area (secrets given at flash time), between the ESP and the root so the
-    /// root stays last and can grow to fill the card.
+    /// The seed area (secrets given at flash time).
     pub seed: Extent,
-    pub root: Extent,
+    /// The slot the image boots first, holding the built root.
+    pub root_a: Extent,
+    /// The other slot, empty until the first update writes it.
+    pub root_b: Extent,
+    /// All state (mounted at /var); last, so it can grow to the disk's end.
+    pub data: Extent,
+    /// On an MBR, the extended partition around the seed area and both slots.
+    pub extended: Option<Extent>,
     pub total: u64,
+}
+
+impl Layout {
+    /// The root slots in order (A, B).
+    pub fn slots(&self) -> [Extent; 2] {
+        [self.root_a, self.root_b]
+    }
 }
 
 /// Root filesystem size for `data_bytes` of file data (already rounded to blocks) in
@@ -43,25 +65,58 @@ pub fn root_size(data_bytes: u64, entries: u64, free_mib: u64) -> u64 {
     with_reserve.div_ceil(MIB) * MIB
 }
 
-pub fn plan(esp_mib: u64, seed_bytes: u64, root_bytes: u64) -> Layout {
+/// The data partition as built: room for the slot's /var, which the node copies into it at
+/// first boot (`imgforge-var.service`), and 256 MiB more; it grows to the disk's end then.
+pub fn data_size(var_bytes: u64, var_entries: u64) -> u64 {
+    root_size(var_bytes, var_entries, 256)
+}
+
+pub fn plan(
+    table: PartitionTable,
+    esp_mib: u64,
+    seed_bytes: u64,
+    root_bytes: u64,
+    data_bytes: u64,
+) -> Layout {
+    // The 1 MiB before each logical partition of an MBR holds its extended boot record.
+    let ebr = match table {
+        PartitionTable::Mbr => MIB,
+        PartitionTable::Gpt => 0,
+    };
+    let mib = |b: u64| b.div_ceil(MIB) * MIB;
     let esp = Extent {
         offset: MIB,
         len: esp_mib * MIB,
     };
     let seed = Extent {
-        offset: esp.offset + esp.len,
-        len: seed_bytes.div_ceil(MIB) * MIB,
+        offset: esp.end() + ebr,
+        len: mib(seed_bytes),
     };
-    let root = Extent {
-        offset: seed.offset + seed.len,
-        len: root_bytes.div_ceil(MIB) * MIB,
+    let root_a = Extent {
+        offset: seed.end() + ebr,
+        len: mib(root_bytes),
     };
+    let root_b = Extent {
+        offset: root_a.end() + ebr,
+        len: root_a.len,
+    };
+    let data = Extent {
+        offset: root_b.end(),
+        len: mib(data_bytes),
+    };
+    let extended = (ebr > 0).then(|| Extent {
+        offset: esp.end(),
+        len: root_b.end() - esp.end(),
+    });
     // 1 MiB at the end holds the backup GPT (33 sectors) and keeps the size MiB-aligned.
     Layout {
         esp,
         seed,
-        root,
-        total: root.offset + root.len + MIB,
+        root_a,
+        root_b,
+        data,
+        extended,
+        total: data.end() + MIB,
     }
 }
 
@@ -70,16 +125,38 @@ mod tests {
     use super::*;
 
     #[test]
-    fn partitions_are_aligned_and_disjoint() {
-        let l = plan(64, MIB, 300 * MIB + 5);
-        assert_eq!(l.esp.offset % MIB, 0);
-        assert_eq!(l.root.offset % MIB, 0);
-        assert_eq!(l.seed.offset, l.esp.offset + l.esp.len);
-        assert_eq!(l.root.offset, l.seed.offset + l.seed.len);
-        assert_eq!(l.root.len, 301 * MIB);
-        assert_eq!(l.total, l.root.offset + l.root.len + MIB);
+    fn partitions_are_aligned_disjoint_and_the_slots_the_same_size() {
+        let l = plan(PartitionTable::Gpt, 64, MIB, 300 * MIB + 5, 100 * MIB);
+        for e in [l.esp, l.seed, l.root_a, l.root_b, l.data] {
+            assert_eq!(e.offset % MIB, 0, "{e:?}");
+            assert_eq!(e.len % MIB, 0, "{e:?}");
+        }
+        assert_eq!(l.seed.offset, l.esp.end());
+        assert_eq!(l.root_a.offset, l.seed.end());
+        assert_eq!(l.root_b.offset, l.root_a.end());
+        assert_eq!(l.data.offset, l.root_b.end());
+        assert_eq!(l.root_a.len, 301 * MIB);
+        assert_eq!(l.root_b.len, l.root_a.len);
+        assert_eq!(l.total, l.data.end() + MIB);
+        assert_eq!(l.extended, None);
         assert_eq!(l.esp.first_lba(), 2048);
         assert_eq!(l.esp.last_lba(), 2048 + 64 * 2048 - 1);
+    }
+
+    #[test]
+    fn an_mbr_leaves_room_for_each_logical_partitions_boot_record() {
+        let l = plan(PartitionTable::Mbr, 256, MIB, 300 * MIB, 100 * MIB);
+        let ext = l.extended.expect("an extended partition");
+        assert_eq!(ext.offset, l.esp.end());
+        assert_eq!(l.seed.offset, ext.offset + MIB);
+        assert_eq!(l.root_a.offset, l.seed.end() + MIB);
+        assert_eq!(l.root_b.offset, l.root_a.end() + MIB);
+        assert_eq!(ext.end(), l.root_b.end());
+        assert_eq!(
+            l.data.offset,
+            ext.end(),
+            "data follows the extended partition"
+        );
     }
 
     #[test]

@@ -7,67 +7,104 @@ use std::fs::File;
 
 use anyhow::{anyhow, Context, Result};
 
-use super::ids::mbr_partuuid;
+use super::ids::{mbr_partuuid, Part, MBR_EXTENDED};
 use super::layout::{Extent, Layout, SECTOR};
 use super::{Device, ReadPartition};
 
 /// FAT32 with LBA addressing: the type the Pi firmware looks for.
 pub const TYPE_FAT32_LBA: u8 = 0x0c;
-/// "Non-FS data": nothing mounts it; imgforge finds its seed area here (partition 2).
+/// "Non-FS data": nothing mounts it; imgforge finds its seed area here (partition 5).
 pub const TYPE_SEED: u8 = 0xda;
 pub const TYPE_LINUX: u8 = 0x83;
+/// An extended partition addressed by LBA: holds the seed area and both root slots.
+pub const TYPE_EXTENDED_LBA: u8 = 0x0f;
 /// The protective MBR of a GPT disk.
 pub const TYPE_GPT_PROTECTIVE: u8 = 0xee;
 
-/// Writes an MBR with the boot FAT (1), seed area (2) and root (3).
+/// Writes an MBR with the boot FAT (1), the extended partition (2) holding the seed area
+/// (5), root slot A (6) and root slot B (7), and the data partition (3) last on the disk.
+///
+/// An MBR has four primary entries and the disk needs five partitions. The data partition
+/// stays primary and last, so the worker's grow step only moves one entry's end; the seed
+/// area and the slots, which never change size, go inside the extended partition. The boot
+/// FAT stays partition 1, where the Pi's boot ROM looks.
 pub fn write(file: &mut File, layout: &Layout, signature: u32) -> Result<()> {
     let mut mbr = mbrman::MBR::new_from(&mut *file, SECTOR as u32, signature.to_le_bytes())
         .context("initializing the MBR")?;
+    let lba = |bytes: u64, what: &str| -> Result<u32> {
+        u32::try_from(bytes / SECTOR)
+            .map_err(|_| anyhow!("{what} lies beyond 2 TiB, which an MBR cannot say"))
+    };
     let entry = |ext: &Extent, sys: u8| -> Result<mbrman::MBRPartitionEntry> {
         Ok(mbrman::MBRPartitionEntry {
             boot: mbrman::BOOT_INACTIVE,
             first_chs: mbrman::CHS::empty(),
             sys,
             last_chs: mbrman::CHS::empty(),
-            starting_lba: u32::try_from(ext.first_lba())
-                .map_err(|_| anyhow!("a partition starts beyond 2 TiB, which an MBR cannot say"))?,
-            sectors: u32::try_from(ext.len / SECTOR).map_err(|_| {
-                anyhow!("a partition is larger than 2 TiB, which an MBR cannot say")
-            })?,
+            starting_lba: lba(ext.offset, "a partition's start")?,
+            sectors: lba(ext.len, "a partition's size")?,
         })
     };
+    let extended = layout
+        .extended
+        .ok_or_else(|| anyhow!("the layout has no extended partition for an MBR"))?;
     mbr[1] = entry(&layout.esp, TYPE_FAT32_LBA)?;
-    mbr[2] = entry(&layout.seed, TYPE_SEED)?;
-    mbr[3] = entry(&layout.root, TYPE_LINUX)?;
+    mbr[MBR_EXTENDED as usize] = entry(&extended, TYPE_EXTENDED_LBA)?;
+    mbr[Part::Data.number("mbr") as usize] = entry(&layout.data, TYPE_LINUX)?;
+    // Each logical's boot record sits in the MiB before it (layout::plan leaves it free);
+    // mbrman puts the partition one alignment unit (1 MiB) after the record.
+    for (ext, sys) in [
+        (&layout.seed, TYPE_SEED),
+        (&layout.root_a, TYPE_LINUX),
+        (&layout.root_b, TYPE_LINUX),
+    ] {
+        let ebr = ext.offset - super::layout::MIB;
+        mbr.push(
+            sys,
+            lba(ebr, "a logical partition")?,
+            lba(ext.len + super::layout::MIB, "a logical partition")?,
+        )
+        .context("adding a logical partition")?;
+    }
     mbr.write_into(&mut *file).context("writing the MBR")?;
     Ok(())
 }
 
-/// The disk signature and used primary partitions of an MBR disk.
+/// The name imgforge gives partition `number` of an MBR by its place and type (an MBR has
+/// no names): what `read` reports and the seed tools look for.
+fn name_of(number: u32, sys: u8) -> &'static str {
+    match (number, sys) {
+        (1, TYPE_FAT32_LBA) => "boot",
+        (MBR_EXTENDED, TYPE_EXTENDED_LBA) => "extended",
+        (n, TYPE_LINUX) if n == Part::Data.number("mbr") => seed_area::disk::DATA_PART_NAME,
+        (n, TYPE_SEED) if n == Part::Seed.number("mbr") => seed_area::PART_NAME,
+        (n, TYPE_LINUX) if n == Part::RootA.number("mbr") => "root-a",
+        (n, TYPE_LINUX) if n == Part::RootB.number("mbr") => "root-b",
+        _ => "",
+    }
+}
+
+/// The disk signature and used partitions (primary and logical) of an MBR disk.
 pub fn read(file: &mut impl Device) -> Result<(u32, Vec<ReadPartition>)> {
     let mbr = mbrman::MBR::read_from(&mut *file, SECTOR as u32).context("reading the MBR")?;
     let signature = u32::from_le_bytes(mbr.header.disk_signature);
     let mut out = Vec::new();
     for (n, p) in mbr.iter() {
-        if n > 4 || !p.is_used() {
+        if !p.is_used() {
             continue;
         }
         let number = n as u32;
-        let name = match (number, p.sys) {
-            (1, TYPE_FAT32_LBA) => "boot",
-            (2, TYPE_SEED) => seed_area::PART_NAME,
-            (3, TYPE_LINUX) => "root",
-            _ => "",
-        };
         out.push(ReadPartition {
             number,
-            name: name.to_string(),
+            name: name_of(number, p.sys).to_string(),
             type_name: format!("0x{:02x}", p.sys),
             partuuid: mbr_partuuid(signature, number),
             offset: u64::from(p.starting_lba) * SECTOR,
             len: u64::from(p.sectors) * SECTOR,
         });
     }
+    // Disk order, so a report reads from the first sector to the last.
+    out.sort_by_key(|p| (p.offset, p.number));
     Ok((signature, out))
 }
 
@@ -76,12 +113,13 @@ mod tests {
     use super::*;
     use crate::disk::layout::{plan, MIB};
     use crate::disk::test_support::{blank_disk, sfdisk_table};
+    use crate::profile::machine::PartitionTable;
 
     #[test]
     fn sfdisk_reads_what_we_write() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("card.img");
-        let layout = plan(256, MIB, 100 * MIB);
+        let layout = plan(PartitionTable::Mbr, 256, MIB, 100 * MIB, 50 * MIB);
         let mut f = blank_disk(&path, layout.total);
         write(&mut f, &layout, 0x1234_abcd).unwrap();
         drop(f);
@@ -90,20 +128,45 @@ mod tests {
         assert_eq!(t["label"], "dos");
         assert_eq!(t["id"], "0x1234abcd");
         let parts = t["partitions"].as_array().unwrap();
-        assert_eq!(parts.len(), 3);
-        assert_eq!(parts[0]["start"], 2048);
-        assert_eq!(parts[0]["size"], 256 * 2048);
-        assert_eq!(parts[0]["type"], "c");
-        assert_eq!(parts[1]["type"], "da");
-        assert_eq!(parts[2]["type"], "83");
-        assert_eq!(parts[2]["start"], layout.root.first_lba());
+        let by_node = |n: u32| {
+            parts
+                .iter()
+                .find(|p| p["node"].as_str().unwrap().ends_with(&n.to_string()))
+                .unwrap_or_else(|| panic!("no partition {n} in {parts:?}"))
+        };
+        assert_eq!(parts.len(), 6, "{parts:?}");
+        assert_eq!(by_node(1)["start"], 2048);
+        assert_eq!(by_node(1)["size"], 256 * 2048);
+        assert_eq!(by_node(1)["type"], "c");
+        assert_eq!(by_node(2)["type"], "f");
+        assert_eq!(by_node(3)["type"], "83");
+        assert_eq!(by_node(3)["start"], layout.data.first_lba());
+        assert_eq!(by_node(5)["type"], "da");
+        assert_eq!(by_node(5)["start"], layout.seed.first_lba());
+        assert_eq!(by_node(6)["start"], layout.root_a.first_lba());
+        assert_eq!(by_node(6)["size"], layout.root_a.len / SECTOR);
+        assert_eq!(by_node(7)["start"], layout.root_b.first_lba());
+        assert_eq!(by_node(7)["size"], layout.root_a.len / SECTOR);
 
         let mut f = File::open(&path).unwrap();
         let (sig, read_back) = read(&mut f).unwrap();
         assert_eq!(sig, 0x1234_abcd);
-        assert_eq!(read_back[1].name, seed_area::PART_NAME);
-        assert_eq!(read_back[2].partuuid, "1234abcd-03");
-        assert_eq!(read_back[2].offset, layout.root.offset);
-        assert_eq!(read_back[2].len, layout.root.len);
+        let names: Vec<&str> = read_back.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "boot",
+                "extended",
+                seed_area::PART_NAME,
+                "root-a",
+                "root-b",
+                "imgforge-data"
+            ]
+        );
+        assert_eq!(read_back[3].partuuid, "1234abcd-06");
+        assert_eq!(read_back[3].offset, layout.root_a.offset);
+        assert_eq!(read_back[3].len, layout.root_a.len);
+        assert_eq!(read_back[5].partuuid, "1234abcd-03");
+        assert_eq!(read_back[5].offset, layout.data.offset);
     }
 }

@@ -20,7 +20,8 @@ pub struct Ext4Options<'a> {
     pub disk: &'a Path,
     pub offset: u64,
     pub size: u64,
-    pub tar: &'a Path,
+    /// The content; None for an empty filesystem (the data partition, filled on the node).
+    pub tar: Option<&'a Path>,
     pub uuid: uuid::Uuid,
     pub hash_seed: uuid::Uuid,
     pub label: &'a str,
@@ -66,15 +67,16 @@ pub fn make_from_tar(o: &Ext4Options) -> Result<()> {
         .arg("-U")
         .arg(o.uuid.to_string())
         .arg("-N")
-        .arg(inode_count(o.entries, o.free_bytes).to_string())
-        .arg("-d")
-        .arg(o.tar)
-        .arg("-E")
+        .arg(inode_count(o.entries, o.free_bytes).to_string());
+    if let Some(tar) = o.tar {
+        cmd.arg("-d").arg(tar);
+    }
+    cmd.arg("-E")
         .arg(extended)
         .arg(o.disk)
         // A bare number is read as KiB: say so explicitly.
         .arg(format!("{}k", o.size / 1024));
-    tool::run(&mut cmd).context("writing the root ext4 with mke2fs")?;
+    tool::run(&mut cmd).with_context(|| format!("writing the {} ext4 with mke2fs", o.label))?;
     Ok(())
 }
 
@@ -147,7 +149,7 @@ mod tests {
             disk: &disk,
             offset: 4 * 1024 * 1024,
             size: 32 * 1024 * 1024,
-            tar: &tar_path,
+            tar: Some(&tar_path),
             uuid,
             hash_seed: uuid::Uuid::from_u128(8),
             label: "root",

@@ -60,6 +60,7 @@ impl Merge for Layer {
         self.initramfs_modules.extend(later.initramfs_modules);
         self.kernel_cmdline.extend(later.kernel_cmdline);
         self.esp_size_mib.merge(later.esp_size_mib);
+        self.root_slot_mib.merge(later.root_slot_mib);
         self.root_free_mib.merge(later.root_free_mib);
         self.boot_timeout_secs.merge(later.boot_timeout_secs);
         merge_by_name(&mut self.services, later.services, |s| s.name.as_str());

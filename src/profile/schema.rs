@@ -55,6 +55,9 @@ pub struct Layer {
     pub esp_size_mib: Option<u64>,
     /// Free space left in the root filesystem beyond its content.
     pub root_free_mib: Option<u64>,
+    /// Size of each root slot. Fixed, not derived from the content: the slots of a node
+    /// flashed today must hold the versions published later, which may be larger.
+    pub root_slot_mib: Option<u64>,
     /// How long a boot test waits for the ready line.
     pub boot_timeout_secs: Option<u64>,
     /// Services run by systemd. A later layer's service of the same name replaces it.

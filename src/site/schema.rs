@@ -110,6 +110,10 @@ pub struct Host {
     /// the site file.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub apps: BTreeMap<String, String>,
+    /// Where and when the node takes new versions (UEFI targets):
+    /// `updates = { url = "https://...", on-calendar = "daily" }`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub updates: Option<super::updates::HostUpdates>,
     /// The storage a Raspberry Pi host's root lives on (`sd`, `nvme`, `usb`), when it is not
     /// the target's default: the card's initramfs drivers follow it. One target serves every
     /// Pi 5, whether its root is the SD card or an NVMe drive; the site knows which host has which.

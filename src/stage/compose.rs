@@ -36,6 +36,9 @@ const DROPPED_PREFIXES: &[&str] = &[
     "etc/ssl/certs/ssl-cert-snakeoil.pem",
 ];
 
+/// Folders /etc/fstab mounts something on (the parents exist in every base root).
+const MOUNT_POINTS: &[&str] = &["boot/efi", "boot/firmware", "var"];
+
 /// What compose produced, as recorded in `compose.json` beside the tar.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Composed {
@@ -46,6 +49,12 @@ pub struct Composed {
     /// Bytes of file data in the root, each file rounded up to 4 KiB blocks.
     pub data_bytes: u64,
     pub entries: u64,
+    /// The part of `data_bytes` and `entries` under /var, which the node copies to the data
+    /// partition at first boot: the image stage sizes that partition by it.
+    #[serde(default)]
+    pub var_bytes: u64,
+    #[serde(default)]
+    pub var_entries: u64,
     /// Hashes of the overlay files used, for the manifest.
     pub overlays: Vec<(String, String)>,
 }
@@ -67,10 +76,11 @@ impl Composed {
     pub fn raspi_firmware_dir(&self) -> PathBuf {
         self.dir.join("boot/firmware")
     }
-    /// The kernel command line the loader entry carries.
+    /// The kernel command line the loader entry carries. The root is named by its
+    /// filesystem UUID, which travels with the slot's bytes: a version written into either
+    /// slot (whose partition UUIDs were fixed by the image first flashed) finds itself.
     pub fn cmdline(&self, plan: &Plan) -> String {
-        let root = self.ids.partuuid(plan.partition_table.as_str(), Part::Root);
-        let mut words = vec![format!("root=PARTUUID={root}")];
+        let mut words = vec![format!("root=UUID={}", self.ids.root_fs_uuid)];
         words.extend(plan.kernel_cmdline.iter().cloned());
         words.join(" ")
     }
@@ -81,6 +91,33 @@ impl Composed {
 enum Addition {
     File { content: Vec<u8>, mode: u32 },
     Symlink { target: String },
+}
+
+/// Where systemd-pull's gpg finds the keys a publish folder's SHA256SUMS.gpg may be signed
+/// with (sysupdate.d(5), Verify=).
+const IMPORT_PUBRING: &str = "usr/lib/systemd/import-pubring.gpg";
+
+/// For a host with `updates`, the public key of the user's signing key folder (the image
+/// holds nothing else of it).
+pub fn update_public_key(plan: &Plan, opts: &BuildOptions) -> Result<Option<Vec<u8>>> {
+    if plan.host.updates.is_none() {
+        return Ok(None);
+    }
+    let keys = crate::signing::KeyDir::choose(
+        opts.key_dir.as_deref(),
+        &[("the checkout", opts.source_dir.as_path())],
+    )?;
+    if !keys.public_key().is_file() {
+        return Err(crate::exit::UserError(format!(
+            "host `{}` has `updates`: its image must hold the public key nodes check versions with, and {} has none; make the key with `imgforge keygen` (or pass --key-dir)",
+            plan.host.name,
+            keys.public_key().display()
+        ))
+        .into());
+    }
+    let k = fs::read(keys.public_key())
+        .with_context(|| format!("reading {}", keys.public_key().display()))?;
+    Ok(Some(k))
 }
 
 pub fn run(
@@ -101,6 +138,10 @@ pub fn run(
         .add_code(super::code::COMPOSE);
     for (path, f) in &overlays {
         key.add(path, &f.content);
+    }
+    let update_key = update_public_key(plan, opts)?;
+    if let Some(k) = &update_key {
+        key.add(IMPORT_PUBRING, k);
     }
     let key = key.finish();
     let load = |dir: &Path| -> Result<Composed> {
@@ -145,6 +186,16 @@ pub fn run(
             }
         };
     }
+    if let Some(k) = update_key {
+        // The only key sysupdate's gpg trusts: Debian's vendor keyring is replaced.
+        additions.insert(
+            IMPORT_PUBRING.into(),
+            Addition::File {
+                content: k,
+                mode: 0o644,
+            },
+        );
+    }
     for (name, path) in &bins.files {
         let content = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         additions.insert(
@@ -178,6 +229,8 @@ pub fn run(
         kernel_version: stats.kernel_version,
         data_bytes: stats.data_bytes,
         entries: stats.entries,
+        var_bytes: stats.var_bytes,
+        var_entries: stats.var_entries,
         overlays: overlays
             .iter()
             .map(|(p, f)| (p.clone(), sha256_bytes(&f.content)))
@@ -245,8 +298,9 @@ fn render_overlays(
     ctx.insert(
         "ids",
         &serde_json::json!({
-            "root_partuuid": ids.partuuid(plan.partition_table.as_str(), Part::Root),
+            "root_partuuid": ids.partuuid(plan.partition_table.as_str(), Part::RootA),
             "root_fs_uuid": ids.root_fs_uuid.to_string(),
+            "data_fs_uuid": ids.data_fs_uuid.to_string(),
             "esp_partuuid": ids.partuuid(plan.partition_table.as_str(), Part::Boot),
             "esp_fat_uuid": ids.fat_uuid(),
         }),
@@ -297,6 +351,8 @@ struct Stats {
     kernel_version: String,
     data_bytes: u64,
     entries: u64,
+    var_bytes: u64,
+    var_entries: u64,
 }
 
 /// Strips `./` and a trailing `/` so base paths compare with ours.
@@ -326,6 +382,8 @@ fn stream(
         kernel_version: String::new(),
         data_bytes: 0,
         entries: 0,
+        var_bytes: 0,
+        var_entries: 0,
     };
     let epoch = plan.source_date_epoch;
 
@@ -369,10 +427,17 @@ fn stream(
                 .append_pax_extensions(xattrs.iter().map(|(k, v)| (k.as_str(), v.as_slice())))?;
         }
         stats.entries += 1;
+        let under_var = path.starts_with("var/");
+        if under_var {
+            stats.var_entries += 1;
+        }
         match kind {
             tar::EntryType::Regular | tar::EntryType::Continuous => {
                 let size = entry.header().size()?;
                 stats.data_bytes += size.div_ceil(4096) * 4096;
+                if under_var {
+                    stats.var_bytes += size.div_ceil(4096) * 4096;
+                }
                 if let Some(name) = captures.capture(&path) {
                     let mut data = Vec::with_capacity(size as usize);
                     entry.read_to_end(&mut data)?;
@@ -436,6 +501,17 @@ fn stream(
             }
         }
         append_addition(&mut builder, &path, &add, epoch, &mut stats)?;
+    }
+    // Mount points the read-only root must carry: systemd cannot make them there at boot.
+    for dir in MOUNT_POINTS {
+        if dirs.insert(dir.to_string()) {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Directory);
+            set_common(&mut h, 0o755, epoch);
+            h.set_size(0);
+            builder.append_data(&mut h, format!("{dir}/"), std::io::empty())?;
+            stats.entries += 1;
+        }
     }
     let mut w = builder.into_inner().context("finishing the root tar")?;
     w.flush()?;
@@ -642,6 +718,7 @@ mod tests {
                 target: "x86_64-vm".into(),
                 site: "example".into(),
                 host: None,
+                version: None,
             },
         )
         .unwrap()

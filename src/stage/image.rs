@@ -12,6 +12,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 
 use super::compose::Composed;
+use super::updates;
 use super::{BuildOptions, Stage};
 use crate::cache::KeyBuilder;
 use crate::disk::{gpt, layout, mbr};
@@ -26,19 +27,29 @@ pub struct Image {
     pub layout: layout::Layout,
 }
 
-/// systemd-boot's configuration: boot the one entry at once (a server has no one to choose).
-const LOADER_CONF: &str = "default imgforge.conf\ntimeout 0\nconsole-mode keep\neditor no\n";
+/// systemd-boot's configuration: boot at once (a server has no one to choose). No
+/// `default`: systemd-boot takes the first entry in its order, which is the newest version
+/// (`sort-key`, then `version`, newest first) whose boots are not used up, so an update's
+/// entry wins while it has tries left and the previous version once it has none.
+const LOADER_CONF: &str = "timeout 0\nconsole-mode keep\neditor no\n";
 
+/// A version's boot entry: its kernel and initramfs, its root by filesystem UUID.
 pub fn loader_entry(plan: &Plan, c: &Composed) -> String {
     format!(
-        "title imgforge {role} ({target}), Debian {suite}, Linux {kver}\n\
-         linux /imgforge/vmlinuz\n\
-         initrd /imgforge/initrd.img\n\
+        "title imgforge {role} ({target}) {version}, Debian {suite}, Linux {kver}\n\
+         sort-key imgforge\n\
+         version {version}\n\
+         linux /{dir}/{kernel}\n\
+         initrd /{dir}/{initrd}\n\
          options {cmdline}\n",
         role = plan.role,
         target = plan.target,
+        version = plan.version,
         suite = plan.suite,
         kver = c.kernel_version,
+        dir = updates::ESP_DIR,
+        kernel = updates::kernel_file(&plan.version),
+        initrd = updates::initrd_file(&plan.version),
         cmdline = c.cmdline(plan),
     )
 }
@@ -51,13 +62,36 @@ pub fn run(
 ) -> Result<Image> {
     const NAME: &str = "image";
     let root_bytes = layout::root_size(c.data_bytes, c.entries, plan.root_free_mib);
-    let lay = layout::plan(plan.esp_size_mib, seed::SIZE, root_bytes);
+    let slot_bytes = plan.root_slot_mib * layout::MIB;
+    if root_bytes > slot_bytes {
+        return Err(crate::exit::UserError(format!(
+            "role {}: its root needs {} MiB ({} MiB of content and root-free-mib = {}), more than \
+             a root slot's {} MiB (root-slot-mib, profiles/common.toml or the target's file). \
+             Raise root-slot-mib for new disks; nodes flashed with smaller slots cannot take \
+             this version",
+            plan.role,
+            root_bytes / layout::MIB,
+            c.data_bytes / layout::MIB,
+            plan.root_free_mib,
+            plan.root_slot_mib
+        ))
+        .into());
+    }
+    let data_bytes = layout::data_size(c.var_bytes, c.var_entries);
+    let lay = layout::plan(
+        plan.partition_table,
+        plan.esp_size_mib,
+        seed::SIZE,
+        slot_bytes,
+        data_bytes,
+    );
     let mut key = KeyBuilder::new(NAME);
     key.add_str("compose", &c.key)
         .add_str("layout", &format!("{lay:?}"))
         .add_str("table", plan.partition_table.as_str())
         .add_str("loader", &loader_entry(plan, c))
         .add_str("slots", &format!("{:?}", plan.slots))
+        .add_str("version", &plan.version)
         .add_str("epoch", &plan.source_date_epoch.to_string())
         .add_code(super::code::IMAGE);
     let key = key.finish();
@@ -94,7 +128,13 @@ pub fn run(
         .with_context(|| format!("sizing {}", disk_path.display()))?;
     match plan.partition_table.as_str() {
         "mbr" => mbr::write(&mut file, &lay, c.ids.mbr_signature),
-        _ => gpt::write(&mut file, &lay, &c.ids, gpt::root_type(plan.arch.as_str())?),
+        _ => gpt::write(
+            &mut file,
+            &lay,
+            &c.ids,
+            gpt::root_type(plan.arch.as_str())?,
+            &plan.version,
+        ),
     }
     .with_context(|| format!("writing the partition table of {}", disk_path.display()))?;
     // The seed area carries the slot names from the start: seeding checks against them.
@@ -124,9 +164,11 @@ pub fn run(
     let t = Instant::now();
     ext4::make_from_tar(&ext4::Ext4Options {
         disk: &disk_path,
-        offset: lay.root.offset,
-        size: lay.root.len,
-        tar: &c.root_tar(),
+        offset: lay.root_a.offset,
+        // The filesystem as large as its content needs; the rest of the slot stays zeros, so
+        // a published root is only the filesystem's bytes.
+        size: root_bytes,
+        tar: Some(&c.root_tar()),
         uuid: c.ids.root_fs_uuid,
         hash_seed: c.ids.root_hash_seed,
         label: "root",
@@ -138,6 +180,22 @@ pub fn run(
         "root ext4 written in {:.1}s",
         t.elapsed().as_secs_f64()
     ));
+    // The data partition starts empty: the node copies the slot's /var into it at first
+    // boot (imgforge-var.service), so the image carries /var once, in the slot. Slot B
+    // stays zeros (sparse) until an update writes it.
+    ext4::make_from_tar(&ext4::Ext4Options {
+        disk: &disk_path,
+        offset: lay.data.offset,
+        size: lay.data.len,
+        tar: None,
+        uuid: c.ids.data_fs_uuid,
+        hash_seed: c.ids.data_hash_seed,
+        // fstab and the MBR grow unit find the data partition by this label.
+        label: seed_area::disk::DATA_PART_NAME,
+        epoch: plan.source_date_epoch,
+        entries: c.var_entries,
+        free_bytes: lay.data.len,
+    })?;
     File::open(&disk_path)?.sync_all()?;
     let dir = pending.commit()?;
     progress.done("filesystems");
@@ -170,15 +228,23 @@ fn write_esp(file: &mut File, plan: &Plan, c: &Composed, lay: &layout::Layout) -
             content: LOADER_CONF.as_bytes(),
         },
         fat::FatFile {
-            path: "loader/entries/imgforge.conf".into(),
+            path: format!("loader/entries/{}", updates::entry_file(&plan.version)),
             content: entry.as_bytes(),
         },
         fat::FatFile {
-            path: "imgforge/vmlinuz".into(),
+            path: format!(
+                "{}/{}",
+                updates::ESP_DIR,
+                updates::kernel_file(&plan.version)
+            ),
             content: &kernel,
         },
         fat::FatFile {
-            path: "imgforge/initrd.img".into(),
+            path: format!(
+                "{}/{}",
+                updates::ESP_DIR,
+                updates::initrd_file(&plan.version)
+            ),
             content: &initrd,
         },
     ];

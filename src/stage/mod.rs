@@ -10,6 +10,7 @@ pub mod image;
 pub mod outputs;
 pub mod toolchain;
 pub mod units;
+pub mod updates;
 
 use std::path::PathBuf;
 
@@ -38,6 +39,9 @@ pub struct BuildOptions {
     pub source_dir: PathBuf,
     pub out_dir: PathBuf,
     pub rebuild_from: Option<Stage>,
+    /// The signing key folder whose public key goes into images of hosts with `updates`
+    /// (None: the default, ~/.config/imgforge/signing).
+    pub key_dir: Option<PathBuf>,
 }
 
 impl BuildOptions {
@@ -63,6 +67,8 @@ pub fn build(plan: &Plan, opts: &BuildOptions, progress: &mut Progress) -> Resul
 
 fn run_stages(plan: &Plan, opts: &BuildOptions, progress: &mut Progress) -> Result<Built> {
     use crate::interrupt::check;
+    // A host with `updates` needs the signing key's public half: say so before building.
+    compose::update_public_key(plan, opts)?;
     // cargo builds the binaries while mmdebstrap builds the base.
     // A bad lock fails here, before anything is built; the wheels download once.
     let wheels = apps::fetch_wheels(plan, opts, progress)?;
@@ -134,6 +140,8 @@ pub(crate) mod code {
         include_bytes!("../site/mod.rs"),
         include_bytes!("../overlay.rs"),
         include_bytes!("../disk/ids.rs"),
+        include_bytes!("../../crates/seed-area/src/disk.rs"),
+        include_bytes!("../../crates/seed-area/src/version.rs"),
     ];
     pub const IMAGE: &[&[u8]] = &[
         include_bytes!("image.rs"),
@@ -146,6 +154,7 @@ pub(crate) mod code {
         include_bytes!("../disk/layout.rs"),
         include_bytes!("../seed.rs"),
         include_bytes!("../../crates/seed-area/src/lib.rs"),
+        include_bytes!("../../crates/seed-area/src/disk.rs"),
     ];
     pub const OUTPUTS: &[&[u8]] = &[
         include_bytes!("outputs.rs"),

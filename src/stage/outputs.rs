@@ -38,10 +38,10 @@ pub struct Outputs {
 }
 
 #[derive(Serialize, Deserialize)]
-struct FileRecord {
-    name: String,
-    size: u64,
-    sha256: String,
+pub struct FileRecord {
+    pub name: String,
+    pub size: u64,
+    pub sha256: String,
 }
 
 pub fn run(
@@ -271,7 +271,7 @@ fn manifest(
 }
 
 /// Replaces the lines for `files` in `<out>/SHA256SUMS`, keeping other images' lines.
-fn update_sha256sums(out: &Path, files: &[FileRecord]) -> Result<()> {
+pub fn update_sha256sums(out: &Path, files: &[FileRecord]) -> Result<()> {
     let path = out.join("SHA256SUMS");
     let old = fs::read_to_string(&path).unwrap_or_default();
     let ours: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();

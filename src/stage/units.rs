@@ -1,7 +1,7 @@
 //! Generated files that depend on the plan rather than on overlays: the role's systemd
 //! units and their enablement links, imgforge's own units, and the worker's node config.
 
-use crate::disk::ids::{Ids, Part};
+use crate::disk::ids::Ids;
 use std::collections::BTreeSet;
 
 use crate::plan::Plan;
@@ -11,6 +11,18 @@ use crate::profile::{Database, Job, Service, Slot};
 const SECRETS_DIR: &str = "/var/lib/imgforge/secrets";
 /// Where pg-dump jobs keep their dumps, one folder per database.
 const BACKUP_DIR: &str = "/var/lib/imgforge/backups";
+/// The node's SSH host keys, on the data partition (the root slot is read-only and the
+/// same on every node).
+const SSH_KEY_DIR: &str = "/var/lib/imgforge/ssh";
+const SSH_KEY_TYPES: &[&str] = &["ed25519", "ecdsa", "rsa"];
+/// The node's own self-signed certificate, and the links Debian's configurations (e.g.
+/// PostgreSQL's ssl_cert_file) follow to it.
+const SNAKEOIL_KEY: &str = "/var/lib/imgforge/ssl/ssl-cert-snakeoil.key";
+const SNAKEOIL_CERT: &str = "/var/lib/imgforge/ssl/ssl-cert-snakeoil.pem";
+const SNAKEOIL_KEY_LINK: &str = "/etc/ssl/private/ssl-cert-snakeoil.key";
+const SNAKEOIL_CERT_LINK: &str = "/etc/ssl/certs/ssl-cert-snakeoil.pem";
+/// The data partition by its filesystem label (the same for every version a disk runs).
+const DATA_DEVICE: &str = "/dev/disk/by-label/imgforge-data";
 
 /// A file or link compose adds to the root.
 #[derive(Debug, Clone, PartialEq)]
@@ -121,36 +133,106 @@ pub fn generate(plan: &Plan, installed: &BTreeSet<String>, ids: &Ids) -> Vec<Gen
         "multi-user.target",
     );
     if plan.partition_table == crate::profile::machine::PartitionTable::Mbr {
-        let root = format!(
-            "/dev/disk/by-partuuid/{}",
-            ids.partuuid(plan.partition_table.as_str(), Part::Root)
-        );
         add_unit(
             &mut out,
             "imgforge-growroot.service",
-            growroot_unit(&root),
+            growroot_unit(DATA_DEVICE),
             "local-fs.target",
         );
     }
     add_unit(
         &mut out,
-        "imgforge-ready.service",
-        READY_UNIT.to_string(),
-        "multi-user.target",
+        "imgforge-var.service",
+        VAR_UNIT.to_string(),
+        "local-fs.target",
     );
     add_unit(
         &mut out,
+        "imgforge-machine-id.service",
+        MACHINE_ID_UNIT.to_string(),
+        "sysinit.target",
+    );
+    out.push(Generated::File {
+        path: seed_area::version::PATH.trim_start_matches('/').into(),
+        content: format!("{}\n", plan.version).into_bytes(),
+        mode: 0o644,
+    });
+    // The root is read-only: the node's own SSH host keys live on the data partition,
+    // where sshd's HostKey lines point.
+    out.push(Generated::File {
+        path: "etc/ssh/sshd_config.d/imgforge-host-keys.conf".into(),
+        content: sshd_host_keys().into_bytes(),
+        mode: 0o644,
+    });
+    match &plan.host.updates {
+        Some(u) => {
+            // The role's readiness decides whether a new version is kept (stage/updates.rs).
+            let ready = READY_UNIT
+                .replace(
+                    "After=multi-user.target\n",
+                    &format!(
+                        "After=multi-user.target\n{}",
+                        super::updates::READY_GATES_BOOT_COMPLETE
+                    ),
+                )
+                .replace(
+                    "WantedBy=multi-user.target\n",
+                    &format!(
+                        "WantedBy=multi-user.target\nRequiredBy={}\n",
+                        super::updates::READY_REQUIRED_BY
+                    ),
+                );
+            add_unit(
+                &mut out,
+                "imgforge-ready.service",
+                ready,
+                "multi-user.target",
+            );
+            out.push(Generated::Symlink {
+                path: format!(
+                    "{UNIT_DIR}/{}.requires/imgforge-ready.service",
+                    super::updates::READY_REQUIRED_BY
+                ),
+                target: format!("/{UNIT_DIR}/imgforge-ready.service"),
+            });
+            let backups: Vec<String> = plan
+                .jobs
+                .iter()
+                .map(|j| format!("{}.service", job_name(j)))
+                .collect();
+            out.extend(super::updates::generate(plan, u, &backups));
+        }
+        None => add_unit(
+            &mut out,
+            "imgforge-ready.service",
+            READY_UNIT.to_string(),
+            "multi-user.target",
+        ),
+    }
+    add_unit(
+        &mut out,
         "imgforge-ssh-keygen.service",
-        SSH_KEYGEN_UNIT.to_string(),
+        ssh_keygen_unit(),
         "multi-user.target",
     );
     if installed.contains("ssl-cert") {
         add_unit(
             &mut out,
             "imgforge-snakeoil.service",
-            SNAKEOIL_UNIT.to_string(),
+            snakeoil_unit(),
             "sysinit.target",
         );
+        // Debian's configurations (PostgreSQL's ssl_cert_file) name these paths in the
+        // read-only root: they lead to the node's own files on the data partition.
+        for (link, target) in [
+            (SNAKEOIL_KEY_LINK, SNAKEOIL_KEY),
+            (SNAKEOIL_CERT_LINK, SNAKEOIL_CERT),
+        ] {
+            out.push(Generated::Symlink {
+                path: link.trim_start_matches('/').into(),
+                target: target.into(),
+            });
+        }
     }
     out.push(Generated::File {
         path: "etc/imgforge/node.toml".into(),
@@ -447,24 +529,24 @@ WantedBy=multi-user.target
     )
 }
 
-/// Grows the root partition of an MBR card to the card's end before systemd-growfs grows
+/// Grows the data partition of an MBR card to the card's end before systemd-growfs grows
 /// its filesystem (systemd-repart, which does this on GPT disks, needs a GPT).
-fn growroot_unit(root_device: &str) -> String {
-    let dev = device_unit(root_device);
+fn growroot_unit(data_device: &str) -> String {
+    let dev = device_unit(data_device);
     format!(
         "\
-# Generated by imgforge: the root partition fills the card (MBR), then its ext4 follows.
+# Generated by imgforge: the data partition fills the card (MBR), then its ext4 follows.
 [Unit]
-Description=imgforge: grow the root partition to the end of the card
+Description=imgforge: grow the data partition to the end of the card
 DefaultDependencies=no
 After={dev}
-Before=systemd-growfs-root.service local-fs.target shutdown.target
+Before=systemd-growfs@var.service local-fs.target shutdown.target
 Conflicts=shutdown.target
 
 [Service]
 Type=oneshot
 RemainAfterExit=yes
-ExecStart=/usr/local/bin/worker grow-root --partition {root_device}
+ExecStart=/usr/local/bin/worker grow-root --partition {data_device}
 StandardOutput=journal+console
 
 [Install]
@@ -508,24 +590,50 @@ WantedBy=multi-user.target
 ";
 
 /// The image carries no SSH host keys (each node must have its own): made on first boot.
-const SSH_KEYGEN_UNIT: &str = "\
-# Generated by imgforge: each node makes its own SSH host keys on first boot.
+fn ssh_keygen_unit() -> String {
+    let keys: Vec<String> = SSH_KEY_TYPES
+        .iter()
+        .map(|t| format!("ExecStart=/usr/bin/ssh-keygen -q -t {t} -N \"\" -f {SSH_KEY_DIR}/ssh_host_{t}_key\n"))
+        .collect();
+    format!(
+        "\
+# Generated by imgforge: each node makes its own SSH host keys on first boot, on the data
+# partition (the root slot is read-only and the same on every node).
 [Unit]
 Description=Generate this node's SSH host keys
+After=local-fs.target
 Before=ssh.service
-ConditionPathExists=!/etc/ssh/ssh_host_ed25519_key
+ConditionPathExists=!{SSH_KEY_DIR}/ssh_host_ed25519_key
 
 [Service]
 Type=oneshot
-ExecStart=/usr/bin/ssh-keygen -A
-
+UMask=0077
+ExecStartPre=/usr/bin/rm -rf {SSH_KEY_DIR}
+ExecStartPre=/usr/bin/mkdir -p {SSH_KEY_DIR}
+{keys}
 [Install]
 WantedBy=multi-user.target
-";
+",
+        keys = keys.concat()
+    )
+}
+
+/// sshd's host keys: the node's own, on the data partition.
+fn sshd_host_keys() -> String {
+    let mut t =
+        String::from("# Generated by imgforge: the node's own host keys, on the data partition.\n");
+    for ty in SSH_KEY_TYPES {
+        t.push_str(&format!("HostKey {SSH_KEY_DIR}/ssh_host_{ty}_key\n"));
+    }
+    t
+}
 
 /// Debian's ssl-cert makes a self-signed key at install time, which would be the same on
-/// every card (PostgreSQL serves it): the image drops it, and each node makes its own.
-const SNAKEOIL_UNIT: &str = "\
+/// every card (PostgreSQL serves it): the image drops it, and each node makes its own, on
+/// the data partition (make-ssl-cert would write into the read-only /etc).
+fn snakeoil_unit() -> String {
+    format!(
+        "\
 # Generated by imgforge: each node makes its own self-signed certificate on first boot.
 [Unit]
 Description=Generate this node's self-signed TLS certificate (ssl-cert snakeoil)
@@ -533,12 +641,69 @@ DefaultDependencies=no
 After=local-fs.target
 Before=sysinit.target shutdown.target
 Conflicts=shutdown.target
-ConditionPathExists=/usr/sbin/make-ssl-cert
-ConditionPathExists=!/etc/ssl/private/ssl-cert-snakeoil.key
+ConditionPathExists=/usr/bin/openssl
+ConditionPathExists=!{key}
 
 [Service]
 Type=oneshot
-ExecStart=/usr/sbin/make-ssl-cert generate-default-snakeoil
+UMask=0077
+ExecStartPre=/usr/bin/mkdir -p -m 0755 {dir}
+ExecStart=/usr/bin/openssl req -new -x509 -days 3650 -nodes -sha256 -newkey rsa:2048 -subj /CN=%H -addext subjectAltName=DNS:%H -out {cert}.tmp -keyout {key}.tmp
+ExecStart=/usr/bin/chmod 644 {cert}.tmp
+ExecStart=/usr/bin/chmod 640 {key}.tmp
+ExecStart=/usr/bin/chown root:ssl-cert {key}.tmp
+ExecStart=/usr/bin/mv {cert}.tmp {cert}
+ExecStart=/usr/bin/mv {key}.tmp {key}
+
+[Install]
+WantedBy=sysinit.target
+",
+        dir = SNAKEOIL_KEY.rsplit_once('/').map_or("", |(d, _)| d),
+        key = SNAKEOIL_KEY,
+        cert = SNAKEOIL_CERT,
+    )
+}
+
+/// Fills the data partition from the slot's /var (overlays/common/usr/lib/imgforge/
+/// populate-var says how), before anything else in the system reads or writes /var.
+const VAR_UNIT: &str = "\
+# Generated by imgforge: the slot's /var into the data partition, at first boot and at the
+# first boot of each new version.
+[Unit]
+Description=imgforge: fill the data partition from the slot's /var
+DefaultDependencies=no
+RequiresMountsFor=/var
+Before=local-fs.target systemd-journal-flush.service systemd-random-seed.service
+Before=systemd-tmpfiles-setup.service shutdown.target
+Conflicts=shutdown.target
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+# The bind of / it makes stays in the unit's own mount namespace.
+PrivateMounts=yes
+ExecStart=/usr/lib/imgforge/populate-var
+StandardOutput=journal+console
+
+[Install]
+WantedBy=local-fs.target
+";
+
+/// Keeps the node's machine id across boots and versions (the root is read-only).
+const MACHINE_ID_UNIT: &str = "\
+# Generated by imgforge: the node's machine id, kept on the data partition.
+[Unit]
+Description=imgforge: keep this node's machine id on the data partition
+DefaultDependencies=no
+After=imgforge-var.service
+Requires=imgforge-var.service
+Before=sysinit.target systemd-journal-flush.service systemd-networkd.service shutdown.target
+Conflicts=shutdown.target
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/lib/imgforge/persist-machine-id
 
 [Install]
 WantedBy=sysinit.target
@@ -634,6 +799,7 @@ mod tests {
                 target: "x86_64-vm".into(),
                 site: "example".into(),
                 host: None,
+                version: None,
             },
         )
         .unwrap()
@@ -703,6 +869,80 @@ mod tests {
                 _ => None,
             })
             .unwrap_or_else(|| panic!("no {want}"))
+    }
+
+    #[test]
+    fn a_host_with_updates_gets_transfers_a_timer_and_readiness_gating_boot_complete() {
+        let mut p = plan_of("prospectlab");
+        p.version = "7".into();
+        let plain = generate(&p, &BTreeSet::new(), &Ids::derive("t"));
+        assert!(
+            !file(&plain, "etc/systemd/system/imgforge-ready.service").contains("boot-complete")
+        );
+        assert!(!plain
+            .iter()
+            .any(|g| matches!(g, Generated::File { path, .. } if path.contains("sysupdate"))));
+
+        p.host.updates = Some(crate::site::updates::HostUpdates {
+            url: "http://10.0.2.2:8000/portal".parse().unwrap(),
+            on_calendar: "Sun 03:00".parse().unwrap(),
+        });
+        let gen = generate(&p, &BTreeSet::new(), &Ids::derive("t"));
+        let root = file(&gen, "usr/lib/sysupdate.d/10-root.transfer");
+        for want in [
+            "ProtectVersion=7\n",
+            "Path=http://10.0.2.2:8000/portal/\n",
+            "MatchPattern=prospectlab_@v.root.xz\n",
+            "Type=partition\nPath=auto\n",
+            "MatchPattern=root_@v\n",
+            "MatchPartitionType=root-x86-64\n",
+            "InstancesMax=2\n",
+        ] {
+            assert!(root.contains(want), "{want:?} not in\n{root}");
+        }
+        let entry = file(&gen, "usr/lib/sysupdate.d/90-entry.transfer");
+        assert!(
+            entry.contains(
+                "MatchPattern=imgforge_@v+@l-@d.conf imgforge_@v+@l.conf imgforge_@v.conf\n"
+            ) && entry.contains("TriesLeft=3\n")
+                && entry.contains("PathRelativeTo=esp\n"),
+            "{entry}"
+        );
+        let kernel = file(&gen, "usr/lib/sysupdate.d/20-kernel.transfer");
+        assert!(
+            kernel.contains("MatchPattern=vmlinuz_@v\n") && kernel.contains("Path=/imgforge\n"),
+            "{kernel}"
+        );
+        let ready = file(&gen, "etc/systemd/system/imgforge-ready.service");
+        assert!(
+            ready.contains("Before=boot-complete.target\n")
+                && ready.contains("OnFailure=imgforge-boot-bad.service\n")
+                && ready.contains("RequiredBy=boot-complete.target\n"),
+            "{ready}"
+        );
+        assert!(gen
+            .iter()
+            .any(|g| matches!(g, Generated::Symlink { path, .. }
+            if path == "etc/systemd/system/boot-complete.target.requires/imgforge-ready.service")));
+        let timer = file(&gen, "etc/systemd/system/imgforge-update.timer");
+        assert!(timer.contains("OnCalendar=Sun 03:00\n"), "{timer}");
+        // The role's backup jobs dump the databases before the other slot is written.
+        let script = file(&gen, "usr/lib/imgforge/update");
+        let job = p.jobs.first().expect("prospectlab has a pg_dump job");
+        let dump = format!("systemctl start {}.service\n", job_name(job));
+        let (before, after) = script
+            .split_once(&dump)
+            .unwrap_or_else(|| panic!("{script}"));
+        assert!(
+            before.contains("check-new") && after.contains("update \"$new\""),
+            "{script}"
+        );
+        let bad = file(&gen, "etc/systemd/system/imgforge-boot-bad.service");
+        assert!(
+            bad.contains("ConditionPathExists=/sys/firmware/efi/efivars/LoaderBootCountPath-")
+                && bad.contains("systemd-bless-boot bad"),
+            "{bad}"
+        );
     }
 
     #[test]

@@ -68,7 +68,15 @@ pub fn partition(img: &Path, n: usize) -> (u64, u64) {
         text(&o.stderr)
     );
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let p = &v["partitiontable"]["partitions"][n - 1];
+    // By number (sfdisk names partition n of a file `<file>n`): an MBR's logical partitions
+    // start at 5, so the list's order is not the numbering.
+    let node = format!("{}{n}", img.display());
+    let p = v["partitiontable"]["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["node"] == node.as_str())
+        .unwrap_or_else(|| panic!("no partition {n} on {}: {v}", img.display()));
     (
         p["start"].as_u64().unwrap() * 512,
         p["size"].as_u64().unwrap() * 512,

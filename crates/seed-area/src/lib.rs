@@ -8,6 +8,10 @@
 //! the payload length (u32 LE), 4 zero bytes, the payload's sha256, then the TOML payload.
 //! An all-zero record is "absent".
 
+pub mod disk;
+pub mod ready;
+pub mod version;
+
 use std::collections::BTreeMap;
 
 use anyhow::{bail, Context, Result};

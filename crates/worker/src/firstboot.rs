@@ -3,7 +3,7 @@
 //! the role's services (their units are ordered after it) and until it has completed once:
 //! a card first booted unseeded can be seeded and booted again.
 //!
-//! Growing the root to the disk is systemd's job in this image (systemd-repart grows the
+//! Growing the data partition to the disk is systemd's job on GPT disks (systemd-repart grows the
 //! last partition, `x-systemd.growfs` in fstab grows the filesystem); this step only
 //! reports the sizes it finds.
 

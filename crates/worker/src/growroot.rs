@@ -1,7 +1,7 @@
-//! Growing the root partition of an MBR card to the end of the card, at first boot.
+//! Growing the data partition (the last) of an MBR card to the end of the card, at first boot.
 //!
 //! On GPT disks systemd-repart does this; it does not handle MBR, which the Raspberry Pi
-//! boot ROM needs. The root is the card's last partition, so growing it only moves its end:
+//! boot ROM needs. The data partition is the card's last (primary 3), so growing it only moves its end:
 //! the MBR entry's sector count is rewritten, the kernel is told with `partx` (util-linux;
 //! the BLKPG ioctl, which works on a mounted partition), and systemd-growfs, ordered after
 //! this step, grows the ext4 (`x-systemd.growfs` in /etc/fstab).

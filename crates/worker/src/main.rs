@@ -40,6 +40,8 @@ struct Cli {
 enum Cmd {
     /// Wait for the role's checks and report READY or FAILED on the consoles.
     Ready,
+    /// Print the running slot's image version (/usr/lib/imgforge/version).
+    ImageVersion,
     /// Run the checks once.
     Status {
         #[arg(long)]
@@ -75,7 +77,7 @@ enum Cmd {
         #[arg(long)]
         password_credential: String,
     },
-    /// Grow the root partition (the last of an MBR disk) to the end of the disk.
+    /// Grow the data partition (the last of an MBR disk) to the end of the disk.
     GrowRoot {
         #[arg(long)]
         partition: PathBuf,
@@ -103,6 +105,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
     let config = || config::load(&cli.config);
     match cli.command {
         Cmd::Ready => ready(&config()?),
+        Cmd::ImageVersion => {
+            println!("{}", image_version());
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Status { json } => {
             let cfg = config()?;
             let results = checks::run_all(&cfg);
@@ -133,12 +139,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     from_sectors,
                     to_sectors,
                 } => println!(
-                    "worker: root partition grown from {} MiB to {} MiB",
+                    "worker: data partition grown from {} MiB to {} MiB",
                     from_sectors / 2048,
                     to_sectors / 2048
                 ),
                 growroot::Outcome::AlreadyFull => {
-                    println!("worker: root partition already ends at the end of the disk")
+                    println!("worker: data partition already ends at the end of the disk")
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -201,6 +207,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
+/// The version of the running slot, as imgforge wrote it; `unknown` for an image built
+/// before versions (the line must still be printed).
+fn image_version() -> String {
+    std::fs::read_to_string(seed_area::version::PATH)
+        .ok()
+        .and_then(|t| seed_area::version::parse(&t).map(str::to_string))
+        .unwrap_or_else(|| "unknown".into())
+}
+
 /// Polls the checks until all pass or the timeout ends, then reports once.
 fn ready(cfg: &config::NodeConfig) -> Result<ExitCode> {
     let deadline = Instant::now() + Duration::from_secs(cfg.timeout_secs);
@@ -217,10 +232,14 @@ fn ready(cfg: &config::NodeConfig) -> Result<ExitCode> {
     let total = results.len();
     let passed = results.iter().filter(|r| r.ok).count();
     let line = if passed == total {
-        format!(
-            "IMGFORGE-READY role={} target={} checks={passed}/{total}",
-            cfg.role, cfg.target
-        )
+        seed_area::ready::Ready {
+            role: cfg.role.clone(),
+            target: cfg.target.clone(),
+            version: image_version(),
+            passed,
+            total,
+        }
+        .to_string()
     } else {
         let failed: Vec<String> = results
             .iter()
@@ -235,8 +254,9 @@ fn ready(cfg: &config::NodeConfig) -> Result<ExitCode> {
             );
         }
         format!(
-            "IMGFORGE-FAILED role={} failed={} checks={passed}/{total}",
+            "IMGFORGE-FAILED role={} version={} failed={} checks={passed}/{total}",
             cfg.role,
+            image_version(),
             failed.join(",")
         )
     };

@@ -10,8 +10,10 @@ use std::fmt::Write as _;
 use anyhow::Result;
 use serde::Serialize;
 
+use crate::disk::ids::Part;
 use crate::disk::layout::{self, MIB};
 use crate::plan::Plan;
+use crate::profile::machine::PartitionTable;
 use crate::site::firewall::PROXY_ROLE;
 use crate::site::{SiteView, Sources};
 
@@ -64,8 +66,10 @@ pub struct Partition {
     pub name: String,
     /// `vfat`, `ext4`, or `-` (the seed area is raw).
     pub filesystem: String,
-    pub start_mib: u64,
-    /// None for the root: it is sized at build time from its content.
+    /// None for the partitions after the first root slot: they follow it, and it is sized
+    /// at build time from its content.
+    pub start_mib: Option<u64>,
+    /// None for the root slots and data: they are sized at build time from their content.
     pub size_mib: Option<u64>,
     /// The root's room beyond its content.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -308,8 +312,15 @@ fn reach(port: u16, sources: Option<Sources>) -> Port {
 
 /// The partitions `disk::layout` places (the stage `image` writes them in this order).
 fn disk(plan: &Plan) -> Disk {
-    // The root's size depends on the composed root tar: 0 here places the others.
-    let lay = layout::plan(plan.esp_size_mib, crate::seed::SIZE, 0);
+    // The slots are fixed; the data partition's size depends on the composed /var.
+    let lay = layout::plan(
+        plan.partition_table,
+        plan.esp_size_mib,
+        crate::seed::SIZE,
+        plan.root_slot_mib * MIB,
+        0,
+    );
+    let table = plan.partition_table.as_str();
     // A Pi card (boot by raspi-firmware, which the plan only allows with a [raspi] table and
     // an MBR) names its first partition `boot`; a UEFI disk's is the ESP.
     let (boot_name, boot_holds) = if plan.raspi.is_some() {
@@ -320,38 +331,80 @@ fn disk(plan: &Plan) -> Disk {
     } else {
         ("esp", "systemd-boot, kernel, initramfs")
     };
+    // An MBR has no names: the summary gives the ones `inspect` shows.
+    let (slot_a, slot_b) = if plan.partition_table == PartitionTable::Mbr {
+        ("root-a".to_string(), "root-b".to_string())
+    } else {
+        (
+            seed_area::disk::slot_name(&plan.version),
+            seed_area::disk::EMPTY_SLOT_NAME.to_string(),
+        )
+    };
+    let part = |p: Part,
+                name: &str,
+                fs: &str,
+                start: Option<u64>,
+                size: Option<u64>,
+                free: Option<u64>,
+                holds: &str| Partition {
+        number: p.number(table),
+        name: name.into(),
+        filesystem: fs.into(),
+        start_mib: start,
+        size_mib: size,
+        free_mib: free,
+        holds: holds.into(),
+    };
     Disk {
         partition_table: plan.partition_table.to_string(),
         boot: plan.boot.to_string(),
         root_storage: plan.raspi.as_ref().map(|r| r.root_device.to_string()),
         partitions: vec![
-            Partition {
-                number: 1,
-                name: boot_name.into(),
-                filesystem: "vfat".into(),
-                start_mib: lay.esp.offset / MIB,
-                size_mib: Some(lay.esp.len / MIB),
-                free_mib: None,
-                holds: boot_holds.into(),
-            },
-            Partition {
-                number: 2,
-                name: crate::seed::PART_NAME.into(),
-                filesystem: "-".into(),
-                start_mib: lay.seed.offset / MIB,
-                size_mib: Some(lay.seed.len / MIB),
-                free_mib: None,
-                holds: "secrets given by `seed` or `flash --secrets`".into(),
-            },
-            Partition {
-                number: 3,
-                name: "root".into(),
-                filesystem: "ext4".into(),
-                start_mib: lay.root.offset / MIB,
-                size_mib: None,
-                free_mib: Some(plan.root_free_mib),
-                holds: "the system; grows to the disk's end at first boot".into(),
-            },
+            part(
+                Part::Boot,
+                boot_name,
+                "vfat",
+                Some(lay.esp.offset / MIB),
+                Some(lay.esp.len / MIB),
+                None,
+                boot_holds,
+            ),
+            part(
+                Part::Seed,
+                crate::seed::PART_NAME,
+                "-",
+                Some(lay.seed.offset / MIB),
+                Some(lay.seed.len / MIB),
+                None,
+                "secrets given by `seed` or `flash --secrets`",
+            ),
+            part(
+                Part::RootA,
+                &slot_a,
+                "ext4",
+                Some(lay.root_a.offset / MIB),
+                Some(lay.root_a.len / MIB),
+                None,
+                "root slot A: the system, read-only; this version",
+            ),
+            part(
+                Part::RootB,
+                &slot_b,
+                "-",
+                Some(lay.root_b.offset / MIB),
+                Some(lay.root_b.len / MIB),
+                None,
+                "root slot B: empty until an update writes it",
+            ),
+            part(
+                Part::Data,
+                seed_area::disk::DATA_PART_NAME,
+                "ext4",
+                Some(lay.data.offset / MIB),
+                None,
+                Some(256),
+                "all state (/var); grows to the disk's end at first boot",
+            ),
         ],
     }
 }
@@ -399,7 +452,9 @@ pub fn render(s: &Summary) -> String {
             (None, Some(free)) => format!("content + {free} MiB"),
             (None, None) => "content".into(),
         };
-        let start = format!("{} MiB", p.start_mib);
+        let start = p
+            .start_mib
+            .map_or_else(|| "follows".to_string(), |m| format!("{m} MiB"));
         let _ = writeln!(
             o,
             "  {}  {:<14} {:<5} {start:<8} {size:<18} {}",

@@ -18,6 +18,8 @@ use anyhow::{bail, Context, Result};
 use crate::plan::QemuPlan;
 use crate::tool;
 
+pub mod session;
+
 /// How the guest's kernel is started.
 #[derive(Debug, Clone)]
 pub enum Firmware {
@@ -44,6 +46,23 @@ pub struct BootOptions {
     pub snapshot: bool,
     pub timeout: Duration,
     pub network: Network,
+    /// Let the guest reboot inside the same QEMU (an update's reboot into the new slot);
+    /// otherwise a reboot ends QEMU, as a boot test wants.
+    pub reboots: bool,
+    /// A root shell on a second serial port served on this unix socket (systemd's debug
+    /// shell, asked for on the command line): how a test drives a node it cannot log in to.
+    pub shell: Option<PathBuf>,
+}
+
+impl BootOptions {
+    /// The words the kernel command line gains: the caller's, and the debug shell's.
+    fn cmdline_words(&self) -> Vec<String> {
+        let mut w = self.cmdline_extra.clone();
+        if self.shell.is_some() {
+            w.push(format!("systemd.debug_shell={}", session::SHELL_TTY));
+        }
+        w
+    }
 }
 
 /// The guest's one network card.
@@ -136,7 +155,7 @@ pub enum Verdict {
 
 /// Classifies one console line, if it decides the boot.
 pub fn classify(line: &str) -> Option<Verdict> {
-    if let Some(i) = line.find("IMGFORGE-READY") {
+    if let Some(i) = line.find(seed_area::ready::MARKER) {
         return Some(Verdict::Ready(line[i..].trim_end().to_string()));
     }
     if let Some(i) = line.find("IMGFORGE-FAILED") {
@@ -160,7 +179,7 @@ pub struct BootReport {
 }
 
 /// Kills QEMU if we leave early (an error, a timeout, a panic in our code).
-struct Guard(Child);
+pub(crate) struct Guard(pub(crate) Child);
 
 impl Drop for Guard {
     fn drop(&mut self) {
@@ -169,7 +188,7 @@ impl Drop for Guard {
     }
 }
 
-fn command(o: &BootOptions, vars: Option<&Path>, serial: &str) -> Result<Command> {
+pub(crate) fn command(o: &BootOptions, vars: Option<&Path>, serial: &str) -> Result<Command> {
     let q = &o.qemu;
     tool::require_named(
         &q.binary,
@@ -180,9 +199,20 @@ fn command(o: &BootOptions, vars: Option<&Path>, serial: &str) -> Result<Command
         .args(["-cpu", &q.cpu])
         .args(["-smp", &q.smp.to_string()])
         .args(["-m", &q.memory_mib.to_string()])
-        .args(["-nodefaults", "-display", "none", "-no-reboot"])
+        .args(["-nodefaults", "-display", "none"])
         .args(["-serial", serial])
         .args(["-device", "virtio-rng-pci"]);
+    if !o.reboots {
+        cmd.arg("-no-reboot");
+    }
+    if let Some(sock) = &o.shell {
+        // The second 8250 UART (ttyS1) is built into the kernel, there from the first
+        // instant; the debug shell's unit gives up if its tty is missing when it starts.
+        let mut s = OsString::from("unix:");
+        s.push(sock);
+        s.push(",server=on,wait=off");
+        cmd.arg("-serial").arg(s);
+    }
     let mut drive = OsString::from("if=virtio,format=raw,file=");
     drive.push(&o.image);
     if o.snapshot {
@@ -227,7 +257,8 @@ fn command(o: &BootOptions, vars: Option<&Path>, serial: &str) -> Result<Command
             let mut v = OsString::from("if=pflash,format=raw,unit=1,file=");
             v.push(vars);
             cmd.arg("-drive").arg(code).arg("-drive").arg(v);
-            if !o.cmdline_extra.is_empty() {
+            let words = o.cmdline_words();
+            if !words.is_empty() {
                 // systemd-boot appends SMBIOS type 11 `io.systemd.boot.kernel-cmdline-extra`
                 // to the entry's command line: the test adds its words without a second
                 // loader entry in the image.
@@ -235,7 +266,7 @@ fn command(o: &BootOptions, vars: Option<&Path>, serial: &str) -> Result<Command
                     "-smbios",
                     &format!(
                         "type=11,value=io.systemd.boot.kernel-cmdline-extra={}",
-                        o.cmdline_extra.join(" ")
+                        words.join(" ")
                     ),
                 ]);
             }
@@ -246,7 +277,7 @@ fn command(o: &BootOptions, vars: Option<&Path>, serial: &str) -> Result<Command
             cmdline,
         } => {
             let mut line = cmdline.clone();
-            for w in &o.cmdline_extra {
+            for w in &o.cmdline_words() {
                 line.push(' ');
                 line.push_str(w);
             }
@@ -262,7 +293,7 @@ fn command(o: &BootOptions, vars: Option<&Path>, serial: &str) -> Result<Command
 
 /// A writable copy of the firmware's variable store (the template stays untouched), for a
 /// UEFI boot.
-fn vars_copy(o: &BootOptions, dir: &Path) -> Result<Option<PathBuf>> {
+pub(crate) fn vars_copy(o: &BootOptions, dir: &Path) -> Result<Option<PathBuf>> {
     let (Firmware::Uefi, Some(template)) = (&o.firmware, &o.qemu.firmware_vars) else {
         return Ok(None);
     };
@@ -400,7 +431,7 @@ fn wait_exit(
 }
 
 /// Splits the console byte stream into lines (the guest writes CR LF and escape codes).
-fn read_lines(mut r: impl Read, tx: mpsc::Sender<String>) {
+pub(crate) fn read_lines(mut r: impl Read, tx: mpsc::Sender<String>) {
     let mut buf = [0u8; 8192];
     let mut line = Vec::new();
     loop {
@@ -425,7 +456,7 @@ fn read_lines(mut r: impl Read, tx: mpsc::Sender<String>) {
     }
 }
 
-fn tail_of(path: &Path, n: usize) -> String {
+pub(crate) fn tail_of(path: &Path, n: usize) -> String {
     let text = fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
@@ -465,7 +496,7 @@ mod tests {
             ))
         );
         assert!(matches!(
-            classify("IMGFORGE-FAILED role=proxy failed=gateway.service"),
+            classify("IMGFORGE-FAILED role=proxy version=1 failed=gateway.service"),
             Some(Verdict::Failed(_))
         ));
         assert!(matches!(
