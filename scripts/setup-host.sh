@@ -63,6 +63,8 @@ build      release    tar                    cmd:tar
 build      release    util-linux             cmd:unshare
 build      release    python3-pip            py:pip
 build      release    python3-installer      py:installer
+build      release    gpg                    cmd:gpg
+build      release    gpg-agent              cmd:gpg-agent
 arm64      release    arch-test              cmd:arch-test
 arm64      backports  qemu-user              cmd:qemu-aarch64
 arm64      backports  qemu-user-binfmt       file:/usr/lib/binfmt.d/qemu-aarch64.conf
