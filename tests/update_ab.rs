@@ -324,7 +324,12 @@ fn update_ab_a_node_takes_a_good_version_returns_from_a_broken_one_and_refuses_a
     let mut s = Session::start(&opts, &work.join("console.log")).unwrap();
 
     // 1. Version 1, READY; the row and what must stay.
+    let started = Instant::now();
     let v = s.wait_verdict(BOOT).unwrap();
+    eprintln!(
+        "update test: version 1 READY {:.0} s after power-on (its first boot)",
+        started.elapsed().as_secs_f64()
+    );
     assert_eq!(ready_version(&v).as_deref(), Some("1"), "{v:?}");
     s.sh_ok(
         "runuser -u postgres -- psql -d app -c \"create table kept (id serial primary key, note text); insert into kept (note) values ('written by version 1')\"",
