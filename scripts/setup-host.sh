@@ -89,6 +89,7 @@ test       release    file                   cmd:file
 test       release    apache2-utils          cmd:htpasswd
 test       release    openssl                cmd:openssl
 test       release    oathtool               cmd:oathtool
+test       release    openssh-client         cmd:ssh-keygen
 test       release    pebble                 cmd:pebble-challtestsrv
 test       release    chromium               cmd:chromium
 test       release    chromium-driver        cmd:chromedriver

@@ -58,6 +58,9 @@ pub enum Command {
     /// Make the OpenPGP key that signs published versions (with the host's gpg), in a
     /// folder of the user's: ~/.config/imgforge/signing unless --key-dir says otherwise.
     Keygen(KeygenArgs),
+    /// Make a node take its newest published version now, over SSH (as its timer would),
+    /// and report whether it came back READY on it or returned to the version it ran.
+    Update(UpdateArgs),
     /// Write the man pages or a shell's completion script (what `scripts/build` installs).
     #[command(hide = true)]
     Generate(GenerateArgs),
@@ -314,6 +317,34 @@ pub struct PublishArgs {
     /// Print only errors and the published files.
     #[arg(long, short)]
     pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    /// The site's host to update (it must have `updates` in the site).
+    #[arg(long)]
+    pub host: String,
+    /// Site the host is in (a file in profiles/sites/).
+    #[arg(long, default_value = DEFAULT_SITE)]
+    pub site: String,
+    /// Profiles folder adding to the embedded profiles (default: ./profiles if present).
+    #[arg(long, value_name = "DIR")]
+    pub profiles: Option<PathBuf>,
+    /// Where to reach the node (default: its static address in the site, else its FQDN).
+    #[arg(long, value_name = "ADDRESS")]
+    pub address: Option<String>,
+    /// SSH port.
+    #[arg(long, default_value_t = 22)]
+    pub port: u16,
+    /// The private key whose public half is in the site's admin-ssh-keys (default: ssh's own).
+    #[arg(long, short = 'i', value_name = "FILE")]
+    pub identity: Option<PathBuf>,
+    /// An ssh -o option, e.g. UserKnownHostsFile=FILE (repeatable).
+    #[arg(long = "ssh-option", value_name = "KEY=VALUE")]
+    pub ssh_options: Vec<String>,
+    /// How long to wait for the node to come back READY on the new version, in seconds.
+    #[arg(long, default_value_t = 1800)]
+    pub timeout: u64,
 }
 
 #[derive(Debug, Args)]

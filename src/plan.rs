@@ -100,6 +100,9 @@ pub struct HostPlan {
     /// timer (see stage::updates).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub updates: Option<crate::site::updates::HostUpdates>,
+    /// The site's `admin-ssh-keys`: root's authorized keys on the node.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub admin_ssh_keys: Vec<crate::site::ssh_key::SshPublicKey>,
 }
 
 /// An app slot with the source the site gives it.
@@ -652,6 +655,7 @@ fn pick_host(view: &SiteView, req: &Request) -> Result<HostPlan> {
         gateway,
         dns,
         updates,
+        admin_ssh_keys: site.admin_ssh_keys.clone(),
     })
 }
 

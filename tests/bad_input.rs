@@ -276,6 +276,51 @@ fn an_invalid_host_address_is_refused_at_its_line() {
     );
 }
 
+#[test]
+fn an_admin_ssh_key_that_is_not_a_whole_public_key_is_refused_at_its_line() {
+    let c = Copy::new();
+    // A real ed25519 key's line, cut short where its base64 still decodes.
+    let line = c.edit(
+        "sites/example.toml",
+        "lan = [",
+        "admin-ssh-keys = [\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGQWV8HWs8riZ6KLvkl8oGlK\"]\nlan = [",
+    );
+    expect(
+        &c.plan_refused(),
+        &format!("profiles/sites/example.toml:{line}:"),
+        &[
+            "key `admin-ssh-keys",
+            "is not a whole ssh-ed25519 key (a line cut short, or two keys joined?)",
+        ],
+    );
+    let c = Copy::new();
+    let line = c.edit(
+        "sites/example.toml",
+        "lan = [",
+        "admin-ssh-keys = [\"-----BEGIN OPENSSH PRIVATE KEY-----\"]\nlan = [",
+    );
+    expect(
+        &c.plan_refused(),
+        &format!("profiles/sites/example.toml:{line}:"),
+        &["give the .pub file's line, not the private key"],
+    );
+}
+
+#[test]
+fn update_of_an_unknown_host_or_one_without_updates_is_refused_before_any_ssh() {
+    let c = Copy::new();
+    expect(
+        &c.refused(&["update", "--host", "nope"]),
+        "profiles/sites/example.toml: no host `nope`; hosts: edge, portal, vm-ia, prospectlab",
+        &[],
+    );
+    expect(
+        &c.refused(&["update", "--host", "edge"]),
+        "profiles/sites/example.toml: host `edge` has no `updates`",
+        &["then build and flash it once"],
+    );
+}
+
 // ---- values that reach generated files ----
 
 #[test]

@@ -3,8 +3,9 @@
 //! through QEMU's user network), as a node does from its site's `updates` URL.
 //!
 //! 1. version 1 boots to READY; a row goes into PostgreSQL; the secret was seeded;
-//! 2. version 2 is published, the node fetches, verifies, writes the other slot, reboots into
-//!    it, becomes READY and is blessed; it stays on version 2 across a further reboot;
+//! 2. version 2 is published and pushed with `imgforge update --host` (over SSH, the site's
+//!    admin key): the node fetches, verifies, writes the other slot, reboots into it, becomes
+//!    READY and is blessed; it stays on version 2 across a further reboot;
 //! 3. version 3 has a service that always fails: it is not blessed and the node comes back
 //!    to version 2 by itself;
 //! 4. a version 4 signed by a key the node does not trust, then one whose root was altered
@@ -27,8 +28,9 @@ const ROLE: &str = "pg-backup";
 const HOST: &str = "node";
 
 /// A profiles folder with the test role and a site whose host `node` takes updates from
-/// `url`; `broken` adds version 3's mistake, a service that always fails.
-fn profiles(dir: &Path, url: &str, broken: bool) -> PathBuf {
+/// `url` and lets `admin_key` log in; `broken` adds version 3's mistake, a service that
+/// always fails.
+fn profiles(dir: &Path, url: &str, admin_key: &str, broken: bool) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir).unwrap();
@@ -50,7 +52,8 @@ fn profiles(dir: &Path, url: &str, broken: bool) -> PathBuf {
     std::fs::write(
         p.join("sites/upd.toml"),
         format!(
-            "domain = \"example.test\"\nlan = [\"10.0.2.0/24\"]\n\n[[host]]\nname = \"{HOST}\"\n\
+            "domain = \"example.test\"\nlan = [\"10.0.2.0/24\"]\n\
+             admin-ssh-keys = [\"{admin_key}\"]\n\n[[host]]\nname = \"{HOST}\"\n\
              role = \"{ROLE}\"\nupdates = {{ url = \"{url}\", on-calendar = \"Sun 03:00\" }}\n"
         ),
     )
@@ -258,10 +261,25 @@ fn update_ab_a_node_takes_a_good_version_returns_from_a_broken_one_and_refuses_a
         "never",
     ]));
 
+    // The admin's SSH key: `imgforge update --host` logs in with it.
+    let admin = key_home.path().join("admin");
+    run(Command::new("ssh-keygen")
+        .args([
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            "admin@update-test",
+            "-f",
+        ])
+        .arg(&admin));
+    let admin_pub = std::fs::read_to_string(admin.with_extension("pub")).unwrap();
     let port = free_port();
     let url = format!("http://10.0.2.2:{port}/{HOST}/");
-    let good = profiles(&work.join("p-good"), &url, false);
-    let broken = profiles(&work.join("p-broken"), &url, true);
+    let good = profiles(&work.join("p-good"), &url, admin_pub.trim(), false);
+    let broken = profiles(&work.join("p-broken"), &url, admin_pub.trim(), true);
     let served = work.join("served");
     std::fs::create_dir_all(&served).unwrap();
 
@@ -308,12 +326,13 @@ fn update_ab_a_node_takes_a_good_version_returns_from_a_broken_one_and_refuses_a
         },
     )
     .unwrap();
+    let ssh_port = free_port();
     let opts = BootOptions {
         qemu: plan.qemu.clone(),
         image: disk.clone(),
         firmware: Firmware::Uefi,
         cmdline_extra: vec![],
-        forwards: vec![],
+        forwards: vec![(ssh_port, 22)],
         snapshot: false,
         timeout: BOOT,
         network: qemu::Network::user_for(&plan.host),
@@ -352,17 +371,49 @@ fn update_ab_a_node_takes_a_good_version_returns_from_a_broken_one_and_refuses_a
     // The flashed version is not counted: nothing to return to.
     assert_eq!(entries(&mut s).trim(), "imgforge_1.conf");
 
-    // 2. Version 2: found, verified, written, rebooted into, READY, blessed.
+    // 2. Version 2: found, verified, written, rebooted into, READY, blessed. Pushed now by
+    // `imgforge update --host` over SSH (the admin key from the site, the port QEMU forwards).
     serve(&served, &v2);
-    let found = Instant::now();
-    s.sh_ok("systemctl start --no-block imgforge-update.service", SHELL)
-        .unwrap();
+    let ssh_port_s = ssh_port.to_string();
+    let known_hosts = format!("UserKnownHostsFile={}", work.join("known_hosts").display());
+    let o = imgforge(&[
+        "update",
+        "--host",
+        HOST,
+        "--site",
+        "upd",
+        "--profiles",
+        good.to_str().unwrap(),
+        "--address",
+        "127.0.0.1",
+        "--port",
+        &ssh_port_s,
+        "-i",
+        admin.to_str().unwrap(),
+        "--ssh-option",
+        &known_hosts,
+        "--timeout",
+        "1500",
+    ]);
+    let said = text(&o.stdout);
+    assert!(
+        o.status.success(),
+        "imgforge update: {said}\n{}",
+        text(&o.stderr)
+    );
+    // e.g. `node: version 2 READY, 234 s after the update started (was 1)`
+    let secs = said
+        .strip_prefix(&format!("{HOST}: version 2 READY, "))
+        .and_then(|r| r.split(' ').next())
+        .unwrap_or_else(|| panic!("{said}"));
+    eprintln!("update test: version 2 READY {secs} s after the update started");
+    assert!(
+        text(&o.stderr).contains("version 2 found; dumping the databases first"),
+        "{}",
+        text(&o.stderr)
+    );
     let v = s.wait_verdict(BOOT).unwrap();
     assert_eq!(ready_version(&v).as_deref(), Some("2"), "{v:?}");
-    eprintln!(
-        "update test: version 2 READY {:.0} s after the update started",
-        found.elapsed().as_secs_f64()
-    );
     let e = wait_blessed(&mut s);
     assert!(
         e.contains("imgforge_2.conf ") && !e.contains("imgforge_2+"),

@@ -13,6 +13,7 @@ mod plan;
 mod publish;
 mod seed;
 mod test;
+mod update;
 
 use std::path::PathBuf;
 
@@ -40,6 +41,7 @@ pub fn run(command: Command) -> Result<()> {
         Command::Flash(a) => flash::run(a),
         Command::Publish(a) => publish::run(a),
         Command::Keygen(a) => publish::keygen(a),
+        Command::Update(a) => update::run(a),
         Command::Generate(a) => generate::run(a),
         Command::InitramfsDrivers(a) => initramfs_drivers::run(a),
     }

@@ -13,6 +13,7 @@ pub mod gateway_toml;
 pub mod names;
 pub mod route;
 pub mod schema;
+pub mod ssh_key;
 pub mod updates;
 
 use std::net::IpAddr;

@@ -33,6 +33,10 @@ pub struct Site {
     pub routes: Vec<SiteRoute>,
     /// How the gateway gets certificates for the routes' names.
     pub tls: Option<SiteTls>,
+    /// OpenSSH public keys (the .pub file's line) that may log in as root on every host:
+    /// how a person, and `imgforge update --host`, reach a node. Public, so in the image.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub admin_ssh_keys: Vec<super::ssh_key::SshPublicKey>,
 }
 
 /// Hosts allowed to reach ports of another host.

@@ -20,6 +20,18 @@ use crate::site::updates::HostUpdates;
 
 use super::units::Generated;
 
+/// The node's update script: the timer's service runs it, `imgforge update --host` too.
+pub const UPDATE_SCRIPT: &str = "/usr/lib/imgforge/update";
+/// The line the script prints when the folder has a newer version: `<FOUND> <version> found;...`.
+const FOUND: &str = "imgforge-update: version";
+
+/// The version the update script's output line announces, if it is that line.
+pub fn found_version(line: &str) -> Option<&str> {
+    let rest = line[line.find(FOUND)? + FOUND.len()..].trim_start();
+    let (v, tail) = rest.split_once(' ')?;
+    tail.starts_with("found").then_some(v)
+}
+
 /// The ESP folder holding each version's kernel and initramfs.
 pub const ESP_DIR: &str = "imgforge";
 /// The publish folder's file names for one version: `<role>_<version>.<kind>`.
@@ -163,7 +175,7 @@ pub fn generate(plan: &Plan, u: &HostUpdates, backups: &[String]) -> Vec<Generat
         });
     }
     out.push(Generated::File {
-        path: "usr/lib/imgforge/update".into(),
+        path: UPDATE_SCRIPT.trim_start_matches('/').into(),
         content: update_script(backups).into_bytes(),
         mode: 0o755,
     });
@@ -234,7 +246,7 @@ fn update_script(backups: &[String]) -> String {
          set -eu\n\
          sysupdate=/usr/lib/systemd/systemd-sysupdate\n\
          new=$($sysupdate check-new) || {{ echo \"imgforge-update: no newer version (or the folder could not be read and verified)\"; exit 0; }}\n\
-         echo \"imgforge-update: version $new found; dumping the databases first\"\n\
+         echo \"{FOUND} $new found; dumping the databases first\"\n\
          {dumps}\
          $sysupdate update \"$new\"\n\
          echo \"imgforge-update: version $new installed; rebooting into it\"\n\
@@ -255,4 +267,29 @@ fn boot_bad_unit() -> String {
          ExecStart=/usr/lib/systemd/systemd-bless-boot bad\n\
          ExecStart=/usr/bin/systemctl reboot --no-block\n"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_found_line_the_script_prints_is_the_one_update_parses() {
+        let script = update_script(&[]);
+        let echoed = script
+            .lines()
+            .find(|l| l.contains(FOUND))
+            .expect("the script announces what it found");
+        // The script's echo, with the shell's $new as a version would be.
+        let printed = echoed
+            .trim_start_matches("echo \"")
+            .trim_end_matches('"')
+            .replace("$new", "2.1~rc1");
+        assert_eq!(found_version(&printed), Some("2.1~rc1"));
+        assert_eq!(found_version("imgforge-update: no newer version"), None);
+        assert_eq!(
+            found_version("imgforge-update: version 3 installed; rebooting"),
+            None
+        );
+    }
 }
