@@ -74,6 +74,18 @@ impl Progress {
         }
     }
 
+    /// A line that stays on screen (the spinner's detail is replaced by the next): what the
+    /// user should see in the build's log, such as a wheel built from source and its time.
+    pub fn note(&self, line: &str) {
+        if self.quiet {
+            return;
+        }
+        match &self.bar {
+            Some(bar) => bar.println(format!("    {line}")),
+            None => eprintln!("    {line}"),
+        }
+    }
+
     /// Records a stage that ran alongside another, with its own elapsed time.
     pub fn record(&mut self, stage: &'static str, outcome: Outcome) {
         self.finish_current(stage, outcome);

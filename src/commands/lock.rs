@@ -150,7 +150,7 @@ pub fn run(a: LockArgs) -> Result<()> {
     .map_err(user)?;
     let wheels = cache.aux_dir("wheels")?;
     for t in &targets {
-        let f = pydeps::fetch::fetch(&app.name, &written, t, &wheels)?;
+        let f = pydeps::fetch::fetch(&app.name, &written, t, &wheels, None)?;
         eprintln!(
             "imgforge: lock {}: {} wheels for {} ({} downloaded, {})",
             app.name,

@@ -21,6 +21,7 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 
 use super::base::Base;
+use super::builder::Builder;
 use super::{BuildOptions, Stage};
 use crate::app_source::{self, AppFile};
 use crate::cache::KeyBuilder;
@@ -88,6 +89,9 @@ pub fn fetch_wheels(plan: &Plan, opts: &BuildOptions, progress: &mut Progress) -
     let target = target(plan)?;
     let dir = opts.cache.aux_dir("wheels")?;
     let mut started = false;
+    // The builder root, unpacked at the first wheel built from source and shared by the
+    // apps; removed when this returns.
+    let mut builder_root = None;
     for app in pypi {
         let files = app_source::read(&app.source)
             .with_context(|| format!("app slot `{}` of role `{}`", app.name, plan.role))?;
@@ -98,14 +102,26 @@ pub fn fetch_wheels(plan: &Plan, opts: &BuildOptions, progress: &mut Progress) -
             &target,
             &format!("imgforge lock {} --role {}", app.name, plan.role),
         )?;
-        let fetched = pydeps::fetch::fetch(&app.name, &lock, &target, &dir)?;
+        let mut builder = Builder {
+            plan,
+            opts,
+            progress: &mut *progress,
+            started: &mut started,
+            root: &mut builder_root,
+            scratch_in: dir.clone(),
+        };
+        let fetched = pydeps::fetch::fetch(&app.name, &lock, &target, &dir, Some(&mut builder))?;
         if fetched.downloaded > 0 {
             if !started {
                 progress.start(NAME, &format!("wheels for {}", target.describe()));
                 started = true;
             }
+            let built = match fetched.built {
+                0 => String::new(),
+                n => format!(", {n} built from source"),
+            };
             progress.detail(&format!(
-                "{}: {} wheels, {} downloaded ({}) in {:.1} s",
+                "{}: {} wheels, {} downloaded ({}){built} in {:.1} s",
                 app.name,
                 fetched.wheels.len(),
                 fetched.downloaded,
@@ -115,6 +131,7 @@ pub fn fetch_wheels(plan: &Plan, opts: &BuildOptions, progress: &mut Progress) -
         }
         out.by_app.push((app.name.clone(), files, lock, fetched));
     }
+    drop(builder_root);
     if started {
         progress.done(NAME);
     } else {

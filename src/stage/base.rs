@@ -20,7 +20,7 @@ pub const MMDEBSTRAP: HostTool = HostTool {
 };
 
 /// Man pages, info and translations are not needed on a server; the copyright files stay.
-const DPKG_EXCLUDES: &[&str] = &[
+pub(super) const DPKG_EXCLUDES: &[&str] = &[
     "path-exclude=/usr/share/man/*",
     "path-exclude=/usr/share/info/*",
     "path-exclude=/usr/share/locale/*",
@@ -33,7 +33,7 @@ const UPDATE_INITRAMFS: &str = "/usr/sbin/update-initramfs";
 const DIVERTED: &str = "/usr/sbin/update-initramfs.imgforge-diverted";
 
 /// The Debian architecture of the building machine.
-fn host_arch() -> &'static str {
+pub(super) fn host_arch() -> &'static str {
     match std::env::consts::ARCH {
         "aarch64" => "arm64",
         "x86_64" => "amd64",
@@ -329,7 +329,7 @@ fn mmdebstrap_command(
 }
 
 /// Quotes `s` for the POSIX shell that runs mmdebstrap's hooks.
-fn shell_quote(s: &str) -> String {
+pub(super) fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 

@@ -5,6 +5,7 @@
 pub mod apps;
 pub mod base;
 pub mod binaries;
+pub mod builder;
 pub mod compose;
 pub mod image;
 pub mod outputs;
@@ -126,6 +127,7 @@ pub(crate) mod code {
         include_bytes!("apps.rs"),
         include_bytes!("../app_source.rs"),
     ];
+    pub const BUILDER: &[&[u8]] = &[include_bytes!("builder.rs")];
     pub const PYDEPS: &[&[u8]] = &[
         include_bytes!("../pydeps/mod.rs"),
         include_bytes!("../pydeps/lock.rs"),
