@@ -666,6 +666,68 @@ mod tests {
     }
 
     #[test]
+    fn a_wheel_built_from_source_is_found_warm_and_refused_when_tampered() {
+        let d = tempfile::tempdir().unwrap();
+        let sdist = crate::cache::sha256_bytes(b"the source archive");
+        let lock = super::super::lock::parse(
+            "tests/fixtures/apps/crc-src/requirements.txt",
+            &format!("# header\ncrcmod==1.7 \\\n    --hash=sha256:{sdist}\n"),
+        )
+        .unwrap();
+        let t = Target::for_suite("trixie", Arch::Amd64).unwrap();
+        let file = "crcmod-1.7-cp313-cp313-linux_x86_64.whl";
+        let built = b"a wheel built here";
+        let sha = crate::cache::sha256_bytes(built);
+        let path = built_path(d.path(), &sdist, &t, file);
+        assert!(path.ends_with(format!("built/{sdist}/cp313-x86_64-glibc2.41/{file}")));
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, built).unwrap();
+        fs::create_dir_all(d.path().join("selected")).unwrap();
+        let record = d.path().join("selected").join(selection_key(&lock, &t));
+        fs::write(&record, format!("crcmod {sha} {file} built-from {sdist}\n")).unwrap();
+        // Warm: no pip, no builder, nothing downloaded.
+        let f = fetch("crc", &lock, &t, d.path(), None).unwrap();
+        assert_eq!((f.downloaded, f.built), (0, 0));
+        assert_eq!(f.wheels[0].path, path);
+        fs::write(&path, b"tampered").unwrap();
+        let e = format!("{:#}", fetch("crc", &lock, &t, d.path(), None).unwrap_err());
+        assert!(
+            e.contains("app `crc`: tests/fixtures/apps/crc-src/requirements.txt line 2: `crcmod==1.7`: hash mismatch: the cached wheel")
+                && e.contains(&format!("not the {sha} recorded when it was built from source")),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_lock_without_the_sdists_hash_is_refused_naming_app_file_line_and_requirement() {
+        let lock = super::super::lock::parse(
+            "app/requirements.txt",
+            &format!(
+                "six==1.17.0 --hash=sha256:{}\ncrcmod==1.7 --hash=sha256:{}\n",
+                "b".repeat(64),
+                "a".repeat(64)
+            ),
+        )
+        .unwrap();
+        let t = Target::for_suite("trixie", Arch::Arm64).unwrap();
+        // pip 25's words, the index's address left out.
+        let pip = format!(
+            "ERROR: THESE PACKAGES DO NOT MATCH THE HASHES FROM THE REQUIREMENTS FILE. If you have updated the package versions, please update the hashes.\n    crcmod==1.7 from https://index.invalid/crcmod-1.7.tar.gz (from -r r.txt (line 1)):\n        Expected sha256 {}\n             Got        {}\n",
+            "a".repeat(64),
+            "d".repeat(64)
+        );
+        let e = explain_sdist("crc", &lock, &t, &pip).to_string();
+        assert!(
+            e.starts_with("app `crc`: app/requirements.txt line 2: `crcmod==1.7`: no wheel of crcmod 1.7 fits the image (Python 3.13 (cp313), aarch64, glibc 2.41), so it is built from its source archive, but the lock lists no hash of that archive (the index's has sha256 dddd"),
+            "{e}"
+        );
+        let none = "ERROR: Could not find a version that satisfies the requirement crcmod==1.7 (from versions: none)\n";
+        let e = explain_sdist("crc", &lock, &t, none).to_string();
+        assert!(e.contains("app `crc`: app/requirements.txt line 2: `crcmod==1.7`: no wheel of crcmod 1.7 for the image"), "{e}");
+        assert!(e.contains("no source archive to build one from"), "{e}");
+    }
+
+    #[test]
     fn a_lock_for_another_python_is_refused() {
         let lock = super::super::lock::parse(
             "r.txt",
