@@ -907,7 +907,8 @@ fn a_version_that_does_not_exist_is_refused_naming_the_requirement() {
 
 #[test]
 fn a_package_with_no_wheel_for_the_target_is_refused_naming_it() {
-    // psycopg2 (not -binary) publishes Linux sources only.
+    // psycopg2 (not -binary) publishes Linux sources only: it would be built from its
+    // source archive, whose hash the lock does not list.
     let c = Copy::new();
     c.with_prospectlab_lock(&format!(
         "psycopg2==2.9.10 --hash=sha256:{}\n",
@@ -917,8 +918,7 @@ fn a_package_with_no_wheel_for_the_target_is_refused_naming_it() {
         &c.build_prospectlab_refused(),
         "app `prospectlab`: ",
         &[
-            "requirements.txt line 1: `psycopg2==2.9.10`: no wheel of psycopg2 2.9.10 for the image (Python 3.13 (cp313), x86_64, glibc 2.41)",
-            "building it from source for the target is not supported",
+            "requirements.txt line 1: `psycopg2==2.9.10`: no wheel of psycopg2 2.9.10 fits the image (Python 3.13 (cp313), x86_64, glibc 2.41), so it is built from its source archive, but the lock lists no hash of that archive (the index's has sha256 ",
         ],
     );
 }

@@ -133,7 +133,7 @@ pub fn fetch(
     lock: &Lock,
     target: &Target,
     dir: &Path,
-    mut builder: Option<&mut dyn SourceBuild>,
+    builder: Option<&mut dyn SourceBuild>,
 ) -> Result<Fetched> {
     let started = Instant::now();
     let record = dir.join("selected").join(selection_key(lock, target));
@@ -209,7 +209,7 @@ pub fn fetch(
             chosen[i] = Some(w);
         }
         if !from_source.is_empty() {
-            match builder.as_deref_mut() {
+            match builder {
                 None => out.unbuilt = from_source.iter().map(|r| r.spec.clone()).collect(),
                 Some(b) => {
                     let sdists = download_sdists(app, lock, &from_source, target, dir)?;
