@@ -463,3 +463,41 @@ fn heavy_a_package_without_a_wheel_is_built_from_source_for_aarch64_under_emulat
         let _ = std::fs::remove_dir_all(d);
     }
 }
+
+/// psycopg2's source archive (its hash listed) does not build in the builder, which has no
+/// PostgreSQL headers nor pg_config: refused naming the app, the file and line, the
+/// requirement, with the tail of the build's log.
+#[test]
+#[ignore = "slow: unpacks the x86_64 builder root and runs the failing build (~30 s with the root cached); needs root and the network"]
+fn a_source_archive_that_does_not_build_is_refused_with_the_tail_of_its_log() {
+    let _g = serial();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let app = tmp("crc-nobuild-app");
+    std::fs::copy(
+        root.join("tests/fixtures/apps/crc-src/check.py"),
+        app.join("check.py"),
+    )
+    .unwrap();
+    std::fs::write(
+        app.join("requirements.txt"),
+        "psycopg2==2.9.10 --hash=sha256:12ec0b40b0273f95296233e8750441339298e6a572f7039da5b260e3c8b60e11\n",
+    )
+    .unwrap();
+    let profiles = profiles_with_crc_role("crc-nobuild-profiles", &app);
+    let out = tmp("crc-nobuild-out");
+    let cache = cache_with_empty_wheels("crc-nobuild-cache");
+    let o = build_crc(&profiles, "x86_64-vm", &out, &cache, false);
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    let want = format!(
+        "app `crc`: {}/requirements.txt line 1: `psycopg2==2.9.10`: no wheel of psycopg2 2.9.10 fits the image, and building it from source for x86_64 failed: ",
+        app.display()
+    );
+    assert!(err.contains(&want), "missing {want:?} in\n{err}");
+    assert!(err.contains("The build's last lines:"), "{err}");
+    assert!(err.contains("pg_config"), "the log's tail: {err}");
+    assert!(!out.join("crc-src-x86_64-vm.img").exists());
+    for d in [&out, &cache, &app, &profiles] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}

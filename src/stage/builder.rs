@@ -152,6 +152,8 @@ fn diagnose(log: &str) -> &'static str {
         "its build backend or a build dependency is not in the builder, which has setuptools and wheel only (Debian's python3-setuptools, python3-wheel)"
     } else if log.contains("error: command") || log.contains("fatal error:") {
         "compiling it failed (the builder has python3-dev and build-essential; a library's headers it needs are not there)"
+    } else if log.contains("metadata-generation-failed") || log.contains("Failed building wheel") {
+        "its build script failed in the builder (a tool or library it needs is not there: the builder has python3-dev and build-essential)"
     } else {
         "pip wheel failed"
     }
@@ -267,5 +269,6 @@ mod tests {
         )
         .contains("build backend"));
         assert!(diagnose("src/x.c:1:10: fatal error: zlib.h: No such file").contains("compiling"));
+        assert!(diagnose("error: metadata-generation-failed").contains("build script"));
     }
 }
