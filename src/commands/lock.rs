@@ -159,6 +159,14 @@ pub fn run(a: LockArgs) -> Result<()> {
             f.downloaded,
             crate::progress::fmt_bytes(f.downloaded_bytes)
         );
+        if !f.unbuilt.is_empty() {
+            eprintln!(
+                "imgforge: lock {}: no wheel for {} of {}: `imgforge build` builds them from source",
+                app.name,
+                t.machine(),
+                f.unbuilt.join(" ")
+            );
+        }
     }
     println!("{}", out_path.display());
     Ok(())
