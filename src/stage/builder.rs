@@ -40,17 +40,43 @@ pub const PACKAGES: &[&str] = &[
 /// Lines of a failed build's log shown to the user.
 const LOG_TAIL: usize = 25;
 
-/// The builder root's tar (cached), made now if it is not.
+/// mmdebstrap's arguments for the builder root: `apt_cache` is apt's download cache on
+/// this machine, `out` the tar written.
+fn mmdebstrap_args(plan: &Plan, sources: &[String], apt_cache: &str, out: &str) -> Vec<String> {
+    let mut args = vec![
+        "--mode=auto".to_string(),
+        "--variant=apt".to_string(),
+        format!("--arch={}", plan.arch),
+        format!("--include={}", PACKAGES.join(",")),
+        "--skip=download/empty".to_string(),
+    ];
+    for opt in DPKG_EXCLUDES {
+        args.push(format!("--dpkgopt={opt}"));
+    }
+    // apt's download cache is the base stage's, shared.
+    args.extend([
+        r#"--setup-hook=mkdir -p "$1/var/cache/apt/archives""#.to_string(),
+        format!("--setup-hook=sync-in {apt_cache} /var/cache/apt/archives/"),
+        format!("--customize-hook=sync-out /var/cache/apt/archives {apt_cache}"),
+        r#"--customize-hook=rm -f "$1"/var/cache/apt/archives/*.deb "$1"/var/cache/apt/archives/partial/*.deb"#.to_string(),
+        plan.suite.clone(),
+        out.to_string(),
+    ]);
+    args.extend(sources.iter().cloned());
+    args
+}
+
+/// The builder root's tar (cached), made now if it is not. Its key is mmdebstrap's
+/// arguments (with the machine's paths left out), not this file's code: a change to how
+/// wheels are built does not remake a root that takes ~15 min under emulation.
 fn builder_root(plan: &Plan, opts: &BuildOptions, progress: &Progress) -> Result<PathBuf> {
     let sources =
         apt_sources::host_mirrors().source_lines(&plan.suite, &plan.apt_components, false);
     let mut key = KeyBuilder::new(NAME);
-    key.add_str("suite", &plan.suite)
-        .add_str("arch", plan.arch.as_str())
-        .add_str("packages", &PACKAGES.join(","))
-        .add_str("sources", &sources.join("\n"))
-        .add_code(super::code::BUILDER)
-        .add_str("dpkg-excludes", &DPKG_EXCLUDES.join(","));
+    key.add_str(
+        "mmdebstrap",
+        &mmdebstrap_args(plan, &sources, "APT-CACHE", "OUT").join("\n"),
+    );
     let key = key.finish();
     if let Some(dir) = opts.cache.lookup(NAME, &key) {
         return Ok(dir.join("root.tar"));
@@ -66,33 +92,15 @@ fn builder_root(plan: &Plan, opts: &BuildOptions, progress: &Progress) -> Result
     let apt_cache = opts
         .cache
         .aux_dir(&format!("apt/{}-{}", plan.suite, plan.arch))?;
-    let q = |p: &Path| shell_quote(&p.display().to_string());
+    let out = pending.path().join("root.tar");
     let mut cmd = Command::new("mmdebstrap");
     cmd.env("SOURCE_DATE_EPOCH", plan.source_date_epoch.to_string())
-        .arg("--mode=auto")
-        .arg("--variant=apt")
-        .arg(format!("--arch={}", plan.arch))
-        .arg(format!("--include={}", PACKAGES.join(",")))
-        .arg("--skip=download/empty");
-    for opt in DPKG_EXCLUDES {
-        cmd.arg(format!("--dpkgopt={opt}"));
-    }
-    // apt's download cache is the base stage's, shared.
-    cmd.arg(r#"--setup-hook=mkdir -p "$1/var/cache/apt/archives""#)
-        .arg(format!(
-            "--setup-hook=sync-in {} /var/cache/apt/archives/",
-            q(&apt_cache)
-        ))
-        .arg(format!(
-            "--customize-hook=sync-out /var/cache/apt/archives {}",
-            q(&apt_cache)
-        ))
-        .arg(r#"--customize-hook=rm -f "$1"/var/cache/apt/archives/*.deb "$1"/var/cache/apt/archives/partial/*.deb"#)
-        .arg(&plan.suite)
-        .arg(pending.path().join("root.tar"));
-    for s in &sources {
-        cmd.arg(s);
-    }
+        .args(mmdebstrap_args(
+            plan,
+            &sources,
+            &shell_quote(&apt_cache.display().to_string()),
+            &out.display().to_string(),
+        ));
     tool::run_streaming(&mut cmd, |line| {
         if line.starts_with("I: ") && !line.starts_with("I: running") {
             progress.detail(&format!("builder root: {line}"));

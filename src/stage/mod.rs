@@ -127,7 +127,6 @@ pub(crate) mod code {
         include_bytes!("apps.rs"),
         include_bytes!("../app_source.rs"),
     ];
-    pub const BUILDER: &[&[u8]] = &[include_bytes!("builder.rs")];
     pub const PYDEPS: &[&[u8]] = &[
         include_bytes!("../pydeps/mod.rs"),
         include_bytes!("../pydeps/lock.rs"),
