@@ -407,10 +407,15 @@ fn update_ab_a_node_takes_a_good_version_returns_from_a_broken_one_and_refuses_a
         .and_then(|r| r.split(' ').next())
         .unwrap_or_else(|| panic!("{said}"));
     eprintln!("update test: version 2 READY {secs} s after the update started");
+    // The node's script, as `update` showed it: the dump came before the slot was written.
+    let err = text(&o.stderr);
+    let (dumping, switching) = (
+        err.find("version 2 found; dumping the databases first"),
+        err.find("version 2 installed; rebooting"),
+    );
     assert!(
-        text(&o.stderr).contains("version 2 found; dumping the databases first"),
-        "{}",
-        text(&o.stderr)
+        dumping.is_some() && switching.is_some() && dumping < switching,
+        "the update did not dump the database before switching:\n{err}"
     );
     let v = s.wait_verdict(BOOT).unwrap();
     assert_eq!(ready_version(&v).as_deref(), Some("2"), "{v:?}");
@@ -424,18 +429,17 @@ fn update_ab_a_node_takes_a_good_version_returns_from_a_broken_one_and_refuses_a
         before,
         "state changed by version 2"
     );
-    // The database was dumped before the switch (the previous boot's journal, kept on the
-    // data partition).
+    // The previous boot's journal (kept on the data partition) has the update's dump
+    // besides the one the job makes at boot.
     let log = s
-        .sh_ok("journalctl -b -1 --no-pager -o cat -u imgforge-update.service -u imgforge-job-backup-app.service", SHELL)
+        .sh_ok(
+            "journalctl -b -1 --no-pager -o cat -u imgforge-job-backup-app.service",
+            SHELL,
+        )
         .unwrap();
-    let (dumping, switching) = (
-        log.find("dumping the databases first"),
-        log.find("version 2 installed"),
-    );
     assert!(
-        dumping.is_some() && switching.is_some() && dumping < switching,
-        "the update did not dump the database before switching:\n{log}"
+        log.matches("imgforge-backup: database=app file=").count() >= 2,
+        "no dump by the update in the previous boot's journal:\n{log}"
     );
     // A further reboot stays on version 2.
     s.sh_ok("systemctl reboot --no-block", SHELL).unwrap();
@@ -464,6 +468,22 @@ fn update_ab_a_node_takes_a_good_version_returns_from_a_broken_one_and_refuses_a
     assert!(
         e.contains("imgforge_2.conf ") && e.contains("imgforge_3+0-"),
         "version 3 should be marked bad and version 2 kept: {e}"
+    );
+    // The timer's path (imgforge-update.service) this time: its journal, two boots back,
+    // has the dump before the switch.
+    let log = s
+        .sh_ok(
+            "journalctl -b -2 --no-pager -o cat -u imgforge-update.service -u imgforge-job-backup-app.service",
+            SHELL,
+        )
+        .unwrap();
+    let (dumping, switching) = (
+        log.find("version 3 found; dumping the databases first"),
+        log.find("version 3 installed"),
+    );
+    assert!(
+        dumping.is_some() && switching.is_some() && dumping < switching,
+        "the update service did not dump the database before switching:\n{log}"
     );
     assert_eq!(
         s.sh_ok(STATE, SHELL).unwrap(),

@@ -72,13 +72,38 @@ impl Ssh {
 struct NodeState {
     boot_id: String,
     version: String,
-    /// imgforge-ready.service's state: `active` once READY, `failed` when not.
-    ready: String,
+    ready: Readiness,
+}
+
+/// The worker's verdict on this boot, from imgforge-ready.service (a oneshot: inactive once
+/// it has run, so its result and exit time say whether it ran and how it ended).
+#[derive(Debug, PartialEq)]
+enum Readiness {
+    Pending,
+    Ready,
+    Failed,
+}
+
+impl Readiness {
+    /// From `systemctl show -p Result -p ExecMainExitTimestampMonotonic` (KEY=VALUE lines).
+    fn parse(show: &str) -> Readiness {
+        let get = |k: &str| {
+            show.lines()
+                .find_map(|l| l.trim().strip_prefix(k)?.strip_prefix('='))
+                .unwrap_or("")
+        };
+        let ran = !matches!(get("ExecMainExitTimestampMonotonic"), "" | "0");
+        match get("Result") {
+            "success" if ran => Readiness::Ready,
+            "success" | "" => Readiness::Pending,
+            _ => Readiness::Failed,
+        }
+    }
 }
 
 fn state(ssh: &Ssh) -> Result<NodeState> {
     let out = ssh.output(&format!(
-        "cat /proc/sys/kernel/random/boot_id {}; systemctl is-active imgforge-ready.service || true",
+        "cat /proc/sys/kernel/random/boot_id {}; systemctl show -p Result -p ExecMainExitTimestampMonotonic imgforge-ready.service",
         seed_area::version::PATH
     ))?;
     let mut lines = out.lines().map(str::trim);
@@ -91,7 +116,7 @@ fn state(ssh: &Ssh) -> Result<NodeState> {
     Ok(NodeState {
         boot_id: next("boot id")?,
         version: next("version")?,
-        ready: next("readiness")?,
+        ready: Readiness::parse(&out),
     })
 }
 
@@ -192,8 +217,8 @@ pub fn run(a: UpdateArgs) -> Result<()> {
         }
         match state(&ssh) {
             Ok(s) if s.boot_id != before.boot_id => {
-                last = format!("version {}, ready: {}", s.version, s.ready);
-                if s.version == new && s.ready == "active" {
+                last = format!("version {}, {:?}", s.version, s.ready);
+                if s.version == new && s.ready == Readiness::Ready {
                     println!(
                         "{}: version {new} READY, {:.0} s after the update started (was {})",
                         a.host,
@@ -202,7 +227,7 @@ pub fn run(a: UpdateArgs) -> Result<()> {
                     );
                     return Ok(());
                 }
-                if s.version == before.version && s.ready == "active" {
+                if s.version == before.version && s.ready == Readiness::Ready {
                     return Err(BootFailed(format!(
                         "host `{}`: version {new} did not become READY; the node returned to \
                          version {} by itself and is READY on it (on the node, `journalctl -b -1` \
@@ -216,5 +241,22 @@ pub fn run(a: UpdateArgs) -> Result<()> {
             Err(e) => last = format!("{e:#}"),
         }
         std::thread::sleep(Duration::from_secs(5));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_comes_from_the_oneshots_result_and_whether_it_ran() {
+        // systemctl show of imgforge-ready.service: before it runs, after READY, after FAILED.
+        let before = "Result=success\nExecMainExitTimestampMonotonic=0\n";
+        let ready = "Result=success\nExecMainExitTimestampMonotonic=97314711\n";
+        let failed = "Result=exit-code\nExecMainExitTimestampMonotonic=88123001\n";
+        assert_eq!(Readiness::parse(before), Readiness::Pending);
+        assert_eq!(Readiness::parse(ready), Readiness::Ready);
+        assert_eq!(Readiness::parse(failed), Readiness::Failed);
+        assert_eq!(Readiness::parse(""), Readiness::Pending);
     }
 }
