@@ -126,6 +126,22 @@ impl Drop for Server {
     }
 }
 
+/// Stops the gpg-agents the test's signing started (one per gpg home), also when it fails:
+/// an agent outlives its home folder otherwise.
+struct Agents(Vec<PathBuf>);
+
+impl Drop for Agents {
+    fn drop(&mut self) {
+        for home in &self.0 {
+            let _ = Command::new("gpgconf")
+                .arg("--homedir")
+                .arg(home)
+                .args(["--kill", "gpg-agent"])
+                .status();
+        }
+    }
+}
+
 /// Makes `served/node` the folder `version_dir`: what a publish into the served folder does.
 fn serve(served: &Path, version_dir: &Path) {
     let link = served.join(HOST);
@@ -238,6 +254,7 @@ fn update_ab_a_node_takes_a_good_version_returns_from_a_broken_one_and_refuses_a
         .tempdir_in("/tmp")
         .unwrap();
     let keys = key_home.path().join("signing");
+    let _agents = Agents(vec![keys.join("gnupg"), key_home.path().join("forger")]);
     let o = imgforge(&[
         "keygen",
         "--key-dir",
