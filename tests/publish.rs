@@ -63,17 +63,21 @@ fn keygen_makes_a_private_folder_with_the_public_key_and_refuses_to_replace_it()
 
 #[test]
 fn keygen_refuses_a_folder_inside_the_checkout() {
-    let inside = Path::new(env!("CARGO_TARGET_TMPDIR")).join("keys-in-checkout");
-    let _ = std::fs::remove_dir_all(&inside);
+    // A folder of the checkout itself (CARGO_TARGET_TMPDIR is outside it when the target
+    // folder is, as scripts/cargo-env.sh puts it); keygen must refuse before making it.
+    let inside = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("keys-in-checkout-test-{}", std::process::id()));
     let o = keygen(&inside);
-    assert_eq!(o.status.code(), Some(1));
+    let made = inside.exists();
+    let _ = std::fs::remove_dir_all(&inside);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
     let err = text(&o.stderr);
     assert!(
         err.contains(&format!("key folder {}", inside.display()))
             && err.contains("inside the checkout"),
         "{err}"
     );
-    assert!(!inside.exists(), "nothing made in the checkout");
+    assert!(!made, "nothing made in the checkout");
 }
 
 #[test]
