@@ -88,7 +88,17 @@ fn every_roles_ruleset_passes_nft_check_and_opens_only_what_the_site_says() {
 
 /// Builds (cached after the first time) and boots `role` with `imgforge test`.
 fn boots_to_ready(role: &str, out: &Path) -> String {
-    let o = imgforge(&["test", "--role", role, "--out", out.to_str().unwrap()]);
+    // A first boot now copies the slot's /var to the data partition before the services
+    // start (vm-ia's took 64 s under TCG on a loaded machine): more than the profile's 300 s.
+    let o = imgforge(&[
+        "test",
+        "--role",
+        role,
+        "--timeout",
+        "900",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     let err = text(&o.stderr);
     assert!(
         o.status.success(),
