@@ -334,26 +334,10 @@ fn in_image_python(
              echo \"apps: {name}: bytecode in $(( $(date +%s) - started )) s\"\n"
         ));
     }
-    // A private mount namespace: /proc and /dev exist for the chroot and vanish with it,
-    // whatever happens to this process.
-    let inner = format!(
-        "mount -t proc proc {r}/proc && mount --rbind /dev {r}/dev && exec chroot {r} /bin/sh -c {s}",
-        r = shell_quote(&root.display().to_string()),
-        s = shell_quote(&script)
-    );
-    let mut cmd = Command::new("unshare");
-    cmd.args([
-        "--mount",
-        "--propagation",
-        "private",
-        "--fork",
-        "sh",
-        "-c",
-        &inner,
-    ])
-    .env("LC_ALL", "C.UTF-8")
-    .env("PYTHONHASHSEED", "0")
-    .env("SOURCE_DATE_EPOCH", plan.source_date_epoch.to_string());
+    let mut cmd = chroot_command(root, &script);
+    cmd.env("LC_ALL", "C.UTF-8")
+        .env("PYTHONHASHSEED", "0")
+        .env("SOURCE_DATE_EPOCH", plan.source_date_epoch.to_string());
     let result = tool::run_streaming(&mut cmd, |line| {
         if line.starts_with("apps: ") || line.starts_with("ERROR") {
             progress.detail(line);
@@ -367,6 +351,28 @@ fn in_image_python(
         return Err(e.context("building the apps' venvs"));
     }
     Ok(())
+}
+
+/// `script` run by /bin/sh chrooted into `root`, in a private mount namespace: /proc and
+/// /dev exist for the chroot and vanish with it, whatever happens to this process. (An
+/// arm64 root runs under qemu-user through binfmt.)
+pub(super) fn chroot_command(root: &Path, script: &str) -> Command {
+    let inner = format!(
+        "mount -t proc proc {r}/proc && mount --rbind /dev {r}/dev && exec chroot {r} /bin/sh -c {s}",
+        r = shell_quote(&root.display().to_string()),
+        s = shell_quote(script)
+    );
+    let mut cmd = Command::new("unshare");
+    cmd.args([
+        "--mount",
+        "--propagation",
+        "private",
+        "--fork",
+        "sh",
+        "-c",
+        &inner,
+    ]);
+    cmd
 }
 
 fn write_files(dir: &Path, files: &[AppFile]) -> Result<()> {

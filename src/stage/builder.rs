@@ -205,29 +205,14 @@ impl SourceBuild for Builder<'_> {
              exec python3 -m pip wheel --no-deps --no-build-isolation --no-index --no-cache-dir --disable-pip-version-check --progress-bar off -w /tmp/imgforge/out .\n",
             file = shell_quote(&sdist.file_name)
         );
-        // A private mount namespace: /proc and /dev exist for the chroot and vanish with it.
-        let inner = format!(
-            "mount -t proc proc {r}/proc && mount --rbind /dev {r}/dev && exec chroot {r} /bin/sh -c {s}",
-            r = shell_quote(&root.display().to_string()),
-            s = shell_quote(&script)
-        );
-        let mut cmd = Command::new("unshare");
+        let mut cmd = super::apps::chroot_command(&root, &script);
         cmd.env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .env("HOME", "/root")
             .env("LC_ALL", "C.UTF-8")
             .env("PYTHONHASHSEED", "0")
             .env("PYTHONDONTWRITEBYTECODE", "1")
-            .env("SOURCE_DATE_EPOCH", self.plan.source_date_epoch.to_string())
-            .args([
-                "--mount",
-                "--propagation",
-                "private",
-                "--fork",
-                "sh",
-                "-c",
-                &inner,
-            ]);
+            .env("SOURCE_DATE_EPOCH", self.plan.source_date_epoch.to_string());
         let started = Instant::now();
         let mut log: VecDeque<String> = VecDeque::new();
         let result = tool::run_streaming(&mut cmd, |line| {
