@@ -486,9 +486,9 @@ fn check_version(v: &str) -> Result<String> {
     Ok(v.to_string())
 }
 
-/// Each root slot's size when no profile says: room for the largest role today (vm-ia's
-/// JupyterLab, about 1.3 GiB) to double in later versions.
-pub const DEFAULT_ROOT_SLOT_MIB: u64 = 3072;
+/// Each root slot's size when no profile says (profiles/common.toml says the same): over
+/// three times the proxy's root; larger roles set their own.
+pub const DEFAULT_ROOT_SLOT_MIB: u64 = 1024;
 
 /// The version of an image no one named: `0~` and the first 12 hex digits of the plan's
 /// hash, so the same inputs give the same version. `~` sorts before everything in

@@ -356,13 +356,7 @@ fn bmaptool_copy_of_the_xz_card_gives_the_raw_images_bytes() {
         .arg(&bmap)
         .arg(&xz)
         .arg(&dst));
-    let sha = |p: &Path| {
-        run(Command::new("sha256sum").arg(p))
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .to_string()
-    };
+    let sha = |p: &Path| common::sha256_of(p, None);
     assert_eq!(
         sha(&dst),
         sha(&img),

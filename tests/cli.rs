@@ -354,9 +354,9 @@ fn plan_summary_shows_disk_outputs_services_who_may_reach_them_and_slots() {
         "  2  imgforge-seed  -     65 MiB   1 MiB              secrets",
         // Slot A is named for the version (by default `0~` and a hash of the plan).
         "  3  root_0~",
-        "ext4  66 MiB   3072 MiB           root slot A",
-        "  4  _empty         -     3138 MiB 3072 MiB           root slot B",
-        "  5  imgforge-data  ext4  6210 MiB content + 256 MiB  all state (/var)",
+        "ext4  66 MiB   1024 MiB           root slot A",
+        "  4  _empty         -     1090 MiB 1024 MiB           root slot B",
+        "  5  imgforge-data  ext4  2114 MiB content + 256 MiB  all state (/var)",
         "  proxy-x86_64-vm.img\n",
         "  proxy-x86_64-vm.qcow2\n",
         "  SHA256SUMS\n",
@@ -398,9 +398,9 @@ fn plan_summary_shows_disk_outputs_services_who_may_reach_them_and_slots() {
         "  1  boot           vfat  1 MiB    256 MiB            Pi firmware",
         // The seed area and both slots are logical partitions, each after its boot record.
         "  5  imgforge-seed  -     258 MiB  1 MiB              secrets",
-        "  6  root-a         ext4  260 MiB  3072 MiB           root slot A",
-        "  7  root-b         -     3333 MiB 3072 MiB           root slot B",
-        "  3  imgforge-data  ext4  6405 MiB content + 256 MiB  all state (/var)",
+        "  6  root-a         ext4  260 MiB  1024 MiB           root slot A",
+        "  7  root-b         -     1285 MiB 1024 MiB           root slot B",
+        "  3  imgforge-data  ext4  2309 MiB content + 256 MiB  all state (/var)",
         "  root on sd: the build derives its initramfs drivers",
         "  proxy-rpi4.img.xz\n",
     ] {
@@ -427,7 +427,7 @@ fn plan_json_has_the_documented_keys() {
     assert_eq!(names[3..], ["_empty", "imgforge-data"]);
     assert_eq!(parts[0]["size_mib"], 64);
     assert_eq!(parts[0]["start_mib"], 1);
-    // Both slots are root-slot-mib (profiles/common.toml), so the data partition's start is
+    // Both slots are root-slot-mib (vm-ia's file sets 3072), so the data partition's start is
     // known; its size follows from the content.
     assert_eq!(parts[2]["size_mib"], 3072);
     assert_eq!(parts[3]["start_mib"], 3138);

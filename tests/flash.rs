@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
 mod common;
-use common::{imgforge, run, serial, text, tmp};
+use common::{imgforge, run, serial, sha256_of, text, tmp};
 
 static BUILT: OnceLock<PathBuf> = OnceLock::new();
 const SECRET: &str = "admin:$2y$05$FLASH-TEST-SECRET-VALUE-7f3a";
@@ -20,30 +20,6 @@ fn image() -> &'static Path {
         assert!(o.status.success(), "build failed:\n{}", text(&o.stderr));
         out.join("proxy-x86_64-vm.img")
     })
-}
-
-fn sha256_of(path: &Path, len: Option<u64>) -> String {
-    let mut f = std::fs::File::open(path).unwrap();
-    let mut h = Command::new("sha256sum")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = h.stdin.take().unwrap();
-    match len {
-        Some(n) => {
-            std::io::copy(&mut std::io::Read::take(&mut f, n), &mut stdin).unwrap();
-        }
-        None => {
-            std::io::copy(&mut f, &mut stdin).unwrap();
-        }
-    }
-    drop(stdin);
-    text(&h.wait_with_output().unwrap().stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string()
 }
 
 fn contains(path: &Path, needle: &str) -> bool {

@@ -60,11 +60,7 @@ fn slot_a_version(img: &Path) -> String {
 }
 
 fn sha256(p: &Path) -> String {
-    run(Command::new("sha256sum").arg(p))
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string()
+    common::sha256_of(p, None)
 }
 
 /// The cache the imgforge under test uses (its default, as `cache::default_dir` picks it).
@@ -245,10 +241,10 @@ fn a_root_larger_than_the_fixed_slot_is_refused_naming_the_key() {
         .arg(&dir));
     let common = dir.join("profiles/common.toml");
     let text_of = std::fs::read_to_string(&common).unwrap();
-    assert!(text_of.contains("root-slot-mib = 3072"));
+    assert!(text_of.contains("root-slot-mib = 1024"));
     std::fs::write(
         &common,
-        text_of.replace("root-slot-mib = 3072", "root-slot-mib = 300"),
+        text_of.replace("root-slot-mib = 1024", "root-slot-mib = 300"),
     )
     .unwrap();
     let out = dir.join("out");

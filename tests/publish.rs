@@ -246,7 +246,7 @@ fn a_published_version_is_the_slot_bytes_and_gpg_verifies_its_sums_with_the_publ
     );
     assert_eq!(
         slot_size,
-        3072 << 20,
+        1024 << 20,
         "root-slot-mib of profiles/common.toml"
     );
     let size = manifest["root-slot-bytes"].as_u64().unwrap();

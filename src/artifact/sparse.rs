@@ -10,6 +10,24 @@ use sha2::{Digest, Sha256};
 
 const CHUNK: usize = 1 << 20;
 
+/// One chunk of zeros: the bytes of a hole, hashed without reading it, and what a read
+/// chunk is compared with (a slice comparison is a vectorised memcmp; a per-byte loop made
+/// this copy take most of a 6.5 GiB image's outputs stage).
+static ZEROS: [u8; CHUNK] = [0; CHUNK];
+
+/// Where the input's next data starts at or after `pos` (its length if only a hole is
+/// left): a root slot is mostly a hole in the image file, and reading a hole only makes the
+/// kernel fill pages with zeros.
+fn next_data(input: &File, pos: u64, len: u64) -> std::io::Result<u64> {
+    match rustix::fs::seek(input, rustix::fs::SeekFrom::Data(pos)) {
+        Ok(off) => Ok(off),
+        Err(rustix::io::Errno::NXIO) => Ok(len),
+        // A filesystem without SEEK_DATA: treat everything as data.
+        Err(rustix::io::Errno::INVAL | rustix::io::Errno::OPNOTSUPP) => Ok(pos),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Copies `src` to `dst` (created new), leaving all-zero MiB chunks as holes, and returns
 /// the sha256 of the whole content and its block map, computed in the same pass. Chunks
 /// inside `always_mapped` (offset, len) extents are mapped even when zero.
@@ -29,26 +47,36 @@ pub fn copy_and_hash(
     let mut map = crate::artifact::bmap::Builder::new();
     let mut pos = 0u64;
     let mut buf = vec![0u8; CHUNK];
-    loop {
+    // The input holds only zeros in [pos, hole_end).
+    let mut hole_end = 0u64;
+    while pos < len {
         crate::interrupt::check()?;
-        let n = read_full(&mut input, &mut buf)
-            .with_context(|| format!("reading {}", src.display()))?;
-        if n == 0 {
-            break;
+        let n = (len - pos).min(CHUNK as u64) as usize;
+        if pos >= hole_end {
+            hole_end = next_data(&input, pos, len)
+                .with_context(|| format!("reading {}", src.display()))?;
         }
-        h.update(&buf[..n]);
-        let zero = buf[..n].iter().all(|b| *b == 0);
+        let chunk: &[u8] = if pos + n as u64 <= hole_end {
+            &ZEROS[..n]
+        } else {
+            input.seek(SeekFrom::Start(pos))?;
+            let got = read_full(&mut input, &mut buf[..n])
+                .with_context(|| format!("reading {}", src.display()))?;
+            anyhow::ensure!(got == n, "{} shrank while it was read", src.display());
+            &buf[..n]
+        };
+        h.update(chunk);
+        let zero = chunk == &ZEROS[..n];
         let forced = always_mapped
             .iter()
             .any(|(o, l)| pos < o + l && *o < pos + n as u64);
-        map.feed(&buf[..n], !zero || forced);
-        pos += n as u64;
-        if zero {
-            out.seek(SeekFrom::Current(n as i64))?;
-        } else {
-            out.write_all(&buf[..n])
+        map.feed(chunk, !zero || forced);
+        if !zero {
+            out.seek(SeekFrom::Start(pos))?;
+            out.write_all(chunk)
                 .with_context(|| format!("writing {}", dst.display()))?;
         }
+        pos += n as u64;
     }
     out.set_len(len)?;
     out.sync_all()?;

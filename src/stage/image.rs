@@ -66,7 +66,7 @@ pub fn run(
     if root_bytes > slot_bytes {
         return Err(crate::exit::UserError(format!(
             "role {}: its root needs {} MiB ({} MiB of content and root-free-mib = {}), more than \
-             a root slot's {} MiB (root-slot-mib, profiles/common.toml or the target's file). \
+             a root slot's {} MiB (root-slot-mib, in the role's, the target's or profiles/common.toml). \
              Raise root-slot-mib for new disks; nodes flashed with smaller slots cannot take \
              this version",
             plan.role,
