@@ -11,6 +11,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
+/// How a stage output being written is named, before the writing process's id:
+/// `<cache>/stages/<stage>/.tmp-<pid>-<random>`.
+pub const PENDING_PREFIX: &str = ".tmp-";
+
 /// Bumped when a stage's output format changes, so old cache entries stop matching.
 pub const FORMAT_VERSION: &str = "imgforge-cache-1";
 
@@ -148,8 +152,10 @@ impl Cache {
     pub fn begin(&self, stage: &str, key: &str) -> Result<Pending> {
         let parent = self.root.join("stages").join(stage);
         fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
+        // The process id in the name says whose build a pending folder is: builds run side
+        // by side on one cache (the test suite's two lanes, a user's two terminals).
         let tmp = tempfile::Builder::new()
-            .prefix(".tmp-")
+            .prefix(&format!("{PENDING_PREFIX}{}-", std::process::id()))
             .tempdir_in(&parent)
             .with_context(|| format!("creating a temporary folder in {}", parent.display()))?;
         Ok(Pending {
