@@ -330,6 +330,59 @@ fn only_apps_tar(cache: &Path) -> PathBuf {
     tars[0].clone()
 }
 
+/// `imgforge lock` for a requirement that publishes no wheel (crcmod): wheels alone cannot
+/// satisfy it, so the lock is resolved with source archives allowed, pins crcmod with its
+/// source archive's hash, and says that the build compiles it. Fast (~10 s); the network.
+#[test]
+fn lock_pins_a_package_without_wheels_by_its_source_archive_and_says_it_will_be_built() {
+    let app = tmp("crc-lock-app");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::fs::copy(
+        root.join("tests/fixtures/apps/crc-src/check.py"),
+        app.join("check.py"),
+    )
+    .unwrap();
+    std::fs::write(app.join("requirements.in"), "crcmod==1.7\n").unwrap();
+    let profiles = profiles_with_crc_role("crc-lock-profiles", &app);
+    // The machine's uv (tools) with a wheel cache of the test's own.
+    let cache = tmp("crc-lock-cache");
+    let shared = cache_dir().join("tools");
+    if shared.is_dir() {
+        std::os::unix::fs::symlink(&shared, cache.join("tools")).unwrap();
+    }
+    let o = common::imgforge(&[
+        "lock",
+        "crc",
+        "--profiles",
+        profiles.to_str().unwrap(),
+        "--role",
+        "crc-src",
+        "--site",
+        "crc-src",
+        "--cache",
+        cache.to_str().unwrap(),
+    ]);
+    let err = text(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("no set of wheels alone for")
+            && err.contains("resolving with source archives allowed"),
+        "{err}"
+    );
+    assert!(
+        err.contains("no wheel for x86_64 of crcmod")
+            && err.contains("no wheel for aarch64 of crcmod")
+            && err.contains("`imgforge build` builds them from source"),
+        "{err}"
+    );
+    let lock = std::fs::read_to_string(app.join("requirements.txt")).unwrap();
+    assert!(lock.contains("crcmod==1.7"), "{lock}");
+    assert!(
+        lock.contains(&format!("--hash=sha256:{CRCMOD_SDIST}")),
+        "{lock}"
+    );
+}
+
 const CRCMOD_SDIST: &str = "dc7051a0db5f2bd48665a990d3ec1cc305a466a77358ca4492826f41f283601e";
 
 /// crcmod 1.7 publishes a source archive only, with a C extension: the build compiles it for

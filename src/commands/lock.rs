@@ -75,35 +75,48 @@ pub fn run(a: LockArgs) -> Result<()> {
             label,
             t.describe()
         );
-        let out = pydeps::uv::command(&uv, &tools)
-            .args([
+        // Wheels only first: where some version has a wheel for the image, that version is
+        // pinned and nothing is compiled at build time. Only if no such set exists are
+        // source archives allowed (a package that publishes none, like crcmod); the build
+        // then compiles those for the target (pydeps::build), and the fetch below names them.
+        let compile = |wheels_only: bool| {
+            let mut cmd = pydeps::uv::command(&uv, &tools);
+            cmd.args([
                 "pip",
                 "compile",
                 "--quiet",
                 "--no-header",
                 "--no-annotate",
                 "--generate-hashes",
-            ])
-            .args([
                 "--system-certs",
-                "--only-binary",
-                ":all:",
                 "--python-version",
                 &t.python,
             ])
             .arg("--python-platform")
-            .arg(format!("{}-manylinux_2_{uv_glibc}", t.machine()))
-            .arg(&input)
-            .output()
-            .context("starting uv")?;
+            .arg(format!("{}-manylinux_2_{uv_glibc}", t.machine()));
+            if wheels_only {
+                cmd.args(["--only-binary", ":all:"]);
+            }
+            cmd.arg(&input).output().context("starting uv")
+        };
+        let mut out = compile(true)?;
         if !out.status.success() {
-            return Err(UserError(format!(
-                "app `{}`: {label}: no set of wheels for {} satisfies it (uv's resolver):\n{}",
+            eprintln!(
+                "imgforge: lock {}: no set of wheels alone for {}; resolving with source archives allowed",
                 app.name,
-                t.describe(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            ))
-            .into());
+                t.describe()
+            );
+            let with_sources = compile(false)?;
+            if !with_sources.status.success() {
+                return Err(UserError(format!(
+                    "app `{}`: {label}: no set of packages for {} satisfies it, wheels or source archives (uv's resolver):\n{}",
+                    app.name,
+                    t.describe(),
+                    String::from_utf8_lossy(&with_sources.stderr).trim()
+                ))
+                .into());
+            }
+            out = with_sources;
         }
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         let parsed = lock::parse(&label, &text).map_err(user)?;
