@@ -142,7 +142,8 @@ impl Cache {
     }
 
     /// Removes the least recently used committed entries of `stage` beyond the newest
-    /// `keep`, sparing any used in the last ten minutes (another build may be copying it out).
+    /// `keep`, sparing any used in the last hour (another build may be copying it out, or a
+    /// test suite's other lane may still read an entry it looked up at its start).
     /// Without this every overlay edit would leave a root tar and a disk image behind.
     pub fn prune(&self, stage: &str, keep: usize) -> Result<Vec<PathBuf>> {
         prune_dir(&self.root.join("stages").join(stage), keep)
@@ -182,6 +183,11 @@ fn keep_for(stage: &str) -> usize {
     }
 }
 
+/// How long an entry is kept after its last use whatever the counts say. An hour: the test
+/// suite's slow lanes run side by side, and one lane's image tests read entries they looked
+/// up minutes earlier while the other lane commits many more.
+const PRUNE_GRACE: std::time::Duration = std::time::Duration::from_secs(3600);
+
 fn prune_dir(dir: &Path, keep: usize) -> Result<Vec<PathBuf>> {
     let Ok(rd) = fs::read_dir(&dir) else {
         return Ok(Vec::new());
@@ -197,7 +203,7 @@ fn prune_dir(dir: &Path, keep: usize) -> Result<Vec<PathBuf>> {
         }
     }
     entries.sort_by(|a, b| b.0.cmp(&a.0));
-    let recent = std::time::SystemTime::now() - std::time::Duration::from_secs(600);
+    let recent = std::time::SystemTime::now() - PRUNE_GRACE;
     let mut removed = Vec::new();
     for (used, path) in entries.into_iter().skip(keep) {
         if used > recent {
@@ -223,18 +229,35 @@ impl Pending {
         fs::write(self.tmp.path().join(".complete"), b"")
             .with_context(|| format!("marking {} complete", self.tmp.path().display()))?;
         let tmp = self.tmp.keep();
-        if self.dest.join(".complete").is_file() {
-            let _ = fs::remove_dir_all(&tmp);
-            return Ok(self.dest);
-        }
-        if self.dest.exists() {
-            // An incomplete leftover (a crash between mkdir and rename cannot make one, but a
-            // hand-edited cache can): replace it.
+        // Rename first, check after: two builds of one key (the suite's two lanes, two
+        // terminals) may commit at the same moment, and a check-then-rename could remove an
+        // entry the other has just committed and is reading.
+        if let Err(e) = fs::rename(&tmp, &self.dest) {
+            if self.dest.join(".complete").is_file() {
+                // The other build's entry won (same key, same content): ours goes.
+                let _ = fs::remove_dir_all(&tmp);
+                return Ok(self.dest);
+            }
+            if !self.dest.exists() {
+                let _ = fs::remove_dir_all(&tmp);
+                return Err(e).with_context(|| {
+                    format!("renaming {} to {}", tmp.display(), self.dest.display())
+                });
+            }
+            // An incomplete leftover (a crash between mkdir and rename cannot make one, but
+            // a hand-edited cache can): replace it.
             fs::remove_dir_all(&self.dest)
                 .with_context(|| format!("removing stale {}", self.dest.display()))?;
+            if let Err(e) = fs::rename(&tmp, &self.dest) {
+                if !self.dest.join(".complete").is_file() {
+                    let _ = fs::remove_dir_all(&tmp);
+                    return Err(e).with_context(|| {
+                        format!("renaming {} to {}", tmp.display(), self.dest.display())
+                    });
+                }
+                let _ = fs::remove_dir_all(&tmp);
+            }
         }
-        fs::rename(&tmp, &self.dest)
-            .with_context(|| format!("renaming {} to {}", tmp.display(), self.dest.display()))?;
         if let (Some(dir), Some(stage)) = (
             self.dest.parent(),
             self.dest.parent().and_then(|p| p.file_name()),
@@ -303,6 +326,38 @@ mod tests {
         assert_eq!(names, ["c", "b"], "a was used now and d is the newest");
         assert!(cache.lookup("image", "a").is_some() && cache.lookup("image", "d").is_some());
         assert!(cache.lookup("image", "b").is_none());
+    }
+
+    #[test]
+    fn two_builds_of_one_key_both_commit_and_the_first_entry_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path().to_path_buf()).unwrap();
+        let first = cache.begin("binaries", "k").unwrap();
+        let second = cache.begin("binaries", "k").unwrap();
+        fs::write(first.path().join("out"), b"first").unwrap();
+        fs::write(second.path().join("out"), b"second").unwrap();
+        let a = first.commit().unwrap();
+        // The second finds the key committed when its rename fails, and drops its own.
+        let b = second.commit().unwrap();
+        assert_eq!(a, b);
+        assert_eq!(fs::read(a.join("out")).unwrap(), b"first");
+        let names: Vec<_> = fs::read_dir(dir.path().join("stages/binaries"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["k"], "no pending folder left");
+    }
+
+    #[test]
+    fn a_pending_folder_names_its_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path().to_path_buf()).unwrap();
+        let p = cache.begin("image", "k").unwrap();
+        let name = p.path().file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            name.starts_with(&format!("{PENDING_PREFIX}{}-", std::process::id())),
+            "{name}"
+        );
     }
 
     #[test]

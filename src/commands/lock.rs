@@ -67,57 +67,83 @@ pub fn run(a: LockArgs) -> Result<()> {
     // uv knows manylinux tags up to 2.40; a wheel needing glibc 2.41 exactly is rare.
     let uv_glibc = base.glibc.min(40);
     let label = format!("{}/{}", app.source, input_name);
-    let mut resolved: Vec<(String, lock::Lock)> = Vec::new();
-    for t in &targets {
+    // Wheels only first: where some version has a wheel for the image, that version is
+    // pinned and nothing is compiled at build time. Only when a requirement has no wheel for
+    // one of the CPUs (a package that publishes none, like crcmod) are source archives
+    // allowed, for both CPUs alike so their pins agree and the lock carries the source
+    // archives' hashes; the build then compiles those packages for the target
+    // (pydeps::build), and the fetch below names them.
+    let compile = |t: &Target, wheels_only: bool| {
         eprintln!(
-            "imgforge: lock {}: resolving {} for {}",
+            "imgforge: lock {}: resolving {} for {}{}",
             app.name,
             label,
-            t.describe()
-        );
-        // Wheels only first: where some version has a wheel for the image, that version is
-        // pinned and nothing is compiled at build time. Only if no such set exists are
-        // source archives allowed (a package that publishes none, like crcmod); the build
-        // then compiles those for the target (pydeps::build), and the fetch below names them.
-        let compile = |wheels_only: bool| {
-            let mut cmd = pydeps::uv::command(&uv, &tools);
-            cmd.args([
-                "pip",
-                "compile",
-                "--quiet",
-                "--no-header",
-                "--no-annotate",
-                "--generate-hashes",
-                "--system-certs",
-                "--python-version",
-                &t.python,
-            ])
-            .arg("--python-platform")
-            .arg(format!("{}-manylinux_2_{uv_glibc}", t.machine()));
+            t.describe(),
             if wheels_only {
-                cmd.args(["--only-binary", ":all:"]);
+                ""
+            } else {
+                ", source archives allowed"
             }
-            cmd.arg(&input).output().context("starting uv")
-        };
-        let mut out = compile(true)?;
-        if !out.status.success() {
-            eprintln!(
-                "imgforge: lock {}: no set of wheels alone for {}; resolving with source archives allowed",
-                app.name,
-                t.describe()
-            );
-            let with_sources = compile(false)?;
-            if !with_sources.status.success() {
-                return Err(UserError(format!(
-                    "app `{}`: {label}: no set of packages for {} satisfies it, wheels or source archives (uv's resolver):\n{}",
-                    app.name,
-                    t.describe(),
-                    String::from_utf8_lossy(&with_sources.stderr).trim()
-                ))
-                .into());
-            }
-            out = with_sources;
+        );
+        let mut cmd = pydeps::uv::command(&uv, &tools);
+        cmd.args([
+            "pip",
+            "compile",
+            "--quiet",
+            "--no-header",
+            "--no-annotate",
+            "--generate-hashes",
+            "--system-certs",
+            "--python-version",
+            &t.python,
+        ])
+        .arg("--python-platform")
+        .arg(format!("{}-manylinux_2_{uv_glibc}", t.machine()));
+        if wheels_only {
+            cmd.args(["--only-binary", ":all:"]);
         }
+        cmd.arg(&input).output().context("starting uv")
+    };
+    let refused = |t: &Target, what: &str, out: &std::process::Output| -> anyhow::Error {
+        UserError(format!(
+            "app `{}`: {label}: no set of {what} for {} satisfies it (uv's resolver):\n{}",
+            app.name,
+            t.describe(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+        .into()
+    };
+    let mut outputs = Vec::new();
+    for t in &targets {
+        let out = compile(t, true)?;
+        if out.status.success() {
+            outputs.push(out);
+            continue;
+        }
+        // uv says a package has no wheel this CPU can use; anything else (a version that
+        // does not exist, a conflict, the network) is the user's to fix, in uv's words.
+        let err = String::from_utf8_lossy(&out.stderr);
+        if !err.contains("no usable wheels") {
+            return Err(refused(t, "wheels", &out));
+        }
+        eprintln!(
+            "imgforge: lock {}: wheels alone do not satisfy it for {}:\n{}",
+            app.name,
+            t.describe(),
+            err.trim()
+        );
+        outputs.clear();
+        for t in &targets {
+            let out = compile(t, false)?;
+            if !out.status.success() {
+                return Err(refused(t, "wheels or source archives", &out));
+            }
+            outputs.push(out);
+        }
+        break;
+    }
+    let mut resolved: Vec<(String, lock::Lock)> = Vec::new();
+    for out in &outputs {
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         let parsed = lock::parse(&label, &text).map_err(user)?;
         resolved.push((text, parsed));
