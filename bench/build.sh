@@ -17,7 +17,11 @@
 # change (goal < 30 s), the .img.xz's size and compression time beside `xz -T0` (the tool a
 # user would otherwise pick) on the same raw image.
 #
-# Usage: bench/build.sh [--warm-only] [--no-mkosi] [--no-arm64]   (--warm-only reuses ~/.cache/imgforge)
+# Last, the apps stage (skip it with --no-apps): bench/apps.sh, prospectlab's wheels from its
+# PyPI lock cold and warm on x86_64-vm (and rpi4 unless --no-arm64) beside `pip install -r`
+# of the same lock; it takes its base roots from ~/.cache/imgforge (see that script).
+#
+# Usage: bench/build.sh [--warm-only] [--no-mkosi] [--no-arm64] [--no-apps]   (--warm-only reuses ~/.cache/imgforge)
 # Takes ~5 min cold on 2 cores, ~10 min with mkosi, ~10 min more for arm64; needs root and
 # the host packages.
 set -euo pipefail
@@ -36,13 +40,14 @@ now() { date +%s.%N; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
 summary() { sed -n '/^summary:/,$p' "$1" | sed -n '2,7p' | awk '{printf "    %-12s %s\n", $1, $2}'; }
 
-warm_only=false; mkosi=true; arm64=true
+warm_only=false; mkosi=true; arm64=true; apps=true
 for a in "$@"; do
   case $a in
     --warm-only) warm_only=true ;;
     --no-mkosi) mkosi=false ;;
     --no-arm64) arm64=false ;;
-    *) echo "usage: bench/build.sh [--warm-only] [--no-mkosi] [--no-arm64]" >&2; exit 1 ;;
+    --no-apps) apps=false ;;
+    *) echo "usage: bench/build.sh [--warm-only] [--no-mkosi] [--no-arm64] [--no-apps]" >&2; exit 1 ;;
   esac
 done
 
@@ -193,3 +198,9 @@ row "rebuild, one overlay/extra file changed" "$overlay_s" "$mk_extra" " s"
 row "image size" "$(awk -v s="$size" 'BEGIN{printf "%.0f", s/1048576}')" "$(awk -v s="$mk_size" 'BEGIN{printf "%.0f", s/1048576}')" " MiB"
 row "allocated" "$(awk -v s="$alloc" 'BEGIN{printf "%.0f", s/1048576}')" "$(awk -v s="$mk_alloc" 'BEGIN{printf "%.0f", s/1048576}')" " MiB"
 row "boot, OVMF (imgforge: IMGFORGE-READY; mkosi: multi-user)" "$boot_s" "$mk_boot" " s"
+
+if $apps; then
+  echo
+  # The machine's cache (its base roots), not this bench's emptied one.
+  env -u IMGFORGE_CACHE IMGFORGE_BIN="$bin" bash bench/apps.sh $($arm64 || echo --no-arm64)
+fi
