@@ -250,9 +250,9 @@ fn heavy_prospectlab_rpi4_card_boots_to_ready_with_its_aarch64_wheels() {
         "{line}\n{err}"
     );
     // The venv holds the aarch64 build of the compiled dependency, not the build machine's
-    // (read from the card's root with debugfs).
+    // (read from the card's root slot A, logical partition 6 of its MBR, with debugfs).
     let img = out.join("prospectlab-rpi4.img");
-    let (root_off, _) = common::partition(&img, 3);
+    let (root_off, _) = common::partition(&img, 6);
     let dir = "/opt/prospectlab/venv/lib/python3.13/site-packages/psycopg_binary";
     let listing = common::debugfs(&img, root_off, &format!("ls {dir}"));
     assert!(
