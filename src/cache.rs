@@ -232,30 +232,26 @@ impl Pending {
         // Rename first, check after: two builds of one key (the suite's two lanes, two
         // terminals) may commit at the same moment, and a check-then-rename could remove an
         // entry the other has just committed and is reading.
-        if let Err(e) = fs::rename(&tmp, &self.dest) {
-            if self.dest.join(".complete").is_file() {
+        for attempt in 0..2 {
+            match fs::rename(&tmp, &self.dest) {
+                Ok(()) => break,
                 // The other build's entry won (same key, same content): ours goes.
-                let _ = fs::remove_dir_all(&tmp);
-                return Ok(self.dest);
-            }
-            if !self.dest.exists() {
-                let _ = fs::remove_dir_all(&tmp);
-                return Err(e).with_context(|| {
-                    format!("renaming {} to {}", tmp.display(), self.dest.display())
-                });
-            }
-            // An incomplete leftover (a crash between mkdir and rename cannot make one, but
-            // a hand-edited cache can): replace it.
-            fs::remove_dir_all(&self.dest)
-                .with_context(|| format!("removing stale {}", self.dest.display()))?;
-            if let Err(e) = fs::rename(&tmp, &self.dest) {
-                if !self.dest.join(".complete").is_file() {
+                Err(_) if self.dest.join(".complete").is_file() => {
+                    let _ = fs::remove_dir_all(&tmp);
+                    break;
+                }
+                // An incomplete leftover (a crash between mkdir and rename cannot make one,
+                // but a hand-edited cache can): replace it, once.
+                Err(_) if attempt == 0 && self.dest.exists() => {
+                    fs::remove_dir_all(&self.dest)
+                        .with_context(|| format!("removing stale {}", self.dest.display()))?;
+                }
+                Err(e) => {
                     let _ = fs::remove_dir_all(&tmp);
                     return Err(e).with_context(|| {
                         format!("renaming {} to {}", tmp.display(), self.dest.display())
                     });
                 }
-                let _ = fs::remove_dir_all(&tmp);
             }
         }
         if let (Some(dir), Some(stage)) = (

@@ -299,22 +299,32 @@ fn cache_with_empty_wheels(name: &str) -> PathBuf {
     dir
 }
 
+/// The arguments that pick the crc-src role and site from a profiles copy.
+fn crc_role(profiles: &Path) -> [&str; 6] {
+    [
+        "--profiles",
+        profiles.to_str().unwrap(),
+        "--role",
+        "crc-src",
+        "--site",
+        "crc-src",
+    ]
+}
+
 fn build_crc(profiles: &Path, target: &str, out: &Path, cache: &Path, offline: bool) -> Output {
     build(
         &[
-            "--profiles",
-            profiles.to_str().unwrap(),
-            "--role",
-            "crc-src",
-            "--site",
-            "crc-src",
-            "--target",
-            target,
-            "--out",
-            out.to_str().unwrap(),
-            "--cache",
-            cache.to_str().unwrap(),
-        ],
+            &crc_role(profiles)[..],
+            &[
+                "--target",
+                target,
+                "--out",
+                out.to_str().unwrap(),
+                "--cache",
+                cache.to_str().unwrap(),
+            ],
+        ]
+        .concat(),
         offline,
     )
 }
@@ -351,18 +361,14 @@ fn lock_pins_a_package_without_wheels_by_its_source_archive_and_says_it_will_be_
     if shared.is_dir() {
         std::os::unix::fs::symlink(&shared, cache.join("tools")).unwrap();
     }
-    let o = common::imgforge(&[
-        "lock",
-        "crc",
-        "--profiles",
-        profiles.to_str().unwrap(),
-        "--role",
-        "crc-src",
-        "--site",
-        "crc-src",
-        "--cache",
-        cache.to_str().unwrap(),
-    ]);
+    let o = common::imgforge(
+        &[
+            &["lock", "crc"][..],
+            &crc_role(&profiles),
+            &["--cache", cache.to_str().unwrap()],
+        ]
+        .concat(),
+    );
     let err = text(&o.stderr);
     assert!(o.status.success(), "{err}");
     assert!(

@@ -56,7 +56,8 @@ pub fn copy_and_hash(
             hole_end = next_data(&input, pos, len)
                 .with_context(|| format!("reading {}", src.display()))?;
         }
-        let chunk: &[u8] = if pos + n as u64 <= hole_end {
+        let in_hole = pos + n as u64 <= hole_end;
+        let chunk: &[u8] = if in_hole {
             &ZEROS[..n]
         } else {
             input.seek(SeekFrom::Start(pos))?;
@@ -66,7 +67,7 @@ pub fn copy_and_hash(
             &buf[..n]
         };
         h.update(chunk);
-        let zero = chunk == &ZEROS[..n];
+        let zero = in_hole || chunk == &ZEROS[..n];
         let forced = always_mapped
             .iter()
             .any(|(o, l)| pos < o + l && *o < pos + n as u64);

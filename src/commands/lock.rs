@@ -114,6 +114,7 @@ pub fn run(a: LockArgs) -> Result<()> {
         .into()
     };
     let mut outputs = Vec::new();
+    let mut with_sources = false;
     for t in &targets {
         let out = compile(t, true)?;
         if out.status.success() {
@@ -132,15 +133,21 @@ pub fn run(a: LockArgs) -> Result<()> {
             t.describe(),
             err.trim()
         );
-        outputs.clear();
-        for t in &targets {
-            let out = compile(t, false)?;
-            if !out.status.success() {
-                return Err(refused(t, "wheels or source archives", &out));
-            }
-            outputs.push(out);
-        }
+        with_sources = true;
         break;
+    }
+    if with_sources {
+        outputs = targets
+            .iter()
+            .map(|t| {
+                let out = compile(t, false)?;
+                if out.status.success() {
+                    Ok(out)
+                } else {
+                    Err(refused(t, "wheels or source archives", &out))
+                }
+            })
+            .collect::<Result<_>>()?;
     }
     let mut resolved: Vec<(String, lock::Lock)> = Vec::new();
     for out in &outputs {

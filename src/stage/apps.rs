@@ -334,7 +334,7 @@ fn in_image_python(
              echo \"apps: {name}: bytecode in $(( $(date +%s) - started )) s\"\n"
         ));
     }
-    let mut cmd = chroot_command(root, &script);
+    let mut cmd = super::chroot::command(root, &script);
     cmd.env("LC_ALL", "C.UTF-8")
         .env("PYTHONHASHSEED", "0")
         .env("SOURCE_DATE_EPOCH", plan.source_date_epoch.to_string());
@@ -353,28 +353,6 @@ fn in_image_python(
     Ok(())
 }
 
-/// `script` run by /bin/sh chrooted into `root`, in a private mount namespace: /proc and
-/// /dev exist for the chroot and vanish with it, whatever happens to this process. (An
-/// arm64 root runs under qemu-user through binfmt.)
-pub(super) fn chroot_command(root: &Path, script: &str) -> Command {
-    let inner = format!(
-        "mount -t proc proc {r}/proc && mount --rbind /dev {r}/dev && exec chroot {r} /bin/sh -c {s}",
-        r = shell_quote(&root.display().to_string()),
-        s = shell_quote(script)
-    );
-    let mut cmd = Command::new("unshare");
-    cmd.args([
-        "--mount",
-        "--propagation",
-        "private",
-        "--fork",
-        "sh",
-        "-c",
-        &inner,
-    ]);
-    cmd
-}
-
 fn write_files(dir: &Path, files: &[AppFile]) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     for f in files {
@@ -386,8 +364,4 @@ fn write_files(dir: &Path, files: &[AppFile]) -> Result<()> {
         fs::set_permissions(&p, fs::Permissions::from_mode(f.mode))?;
     }
     Ok(())
-}
-
-fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "'\\''"))
 }

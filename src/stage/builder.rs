@@ -205,7 +205,7 @@ impl SourceBuild for Builder<'_> {
              exec python3 -m pip wheel --no-deps --no-build-isolation --no-index --no-cache-dir --disable-pip-version-check --progress-bar off -w /tmp/imgforge/out .\n",
             file = shell_quote(&sdist.file_name)
         );
-        let mut cmd = super::apps::chroot_command(&root, &script);
+        let mut cmd = super::chroot::command(&root, &script);
         cmd.env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .env("HOME", "/root")

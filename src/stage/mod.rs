@@ -6,6 +6,7 @@ pub mod apps;
 pub mod base;
 pub mod binaries;
 pub mod builder;
+mod chroot;
 pub mod compose;
 pub mod image;
 pub mod outputs;
