@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # bench/apps.sh: the apps stage of the prospectlab role (35 wheels from its PyPI lock, one
-# compiled: psycopg-binary) on x86_64-vm and rpi4: cold (an empty wheel cache) and warm,
+# compiled: psycopg-binary) on x86_64-vm and rpi4: cold (empty wheel and bytecode caches:
+# every wheel downloaded, every source compiled by the image's Python) and warm (both kept),
 # beside `pip install -r` of the same lock (--require-hashes, for the same Python and
 # platform, into a plain --target folder) on this machine, cold (no pip cache) and warm.
 #
 # The stages other than the wheels come from ~/.cache/imgforge (the base roots must be
-# there: build prospectlab for both targets once first); the wheel cache is a fresh folder.
+# there: build prospectlab for both targets once first); the wheel and bytecode caches are
+# fresh folders.
 # Usage: bench/apps.sh [--no-arm64]   (root; network to the package index)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,8 +44,10 @@ for t in "${targets[@]}"; do
       || { tail -20 "$work/$t-$run.log"; exit 1; }
     t1=$(now)
     fetched=$(sed -n 's/^    prospectlab: \([0-9]* wheels, .* in [0-9.]* s\)$/\1/p' "$work/$t-$run.log")
-    printf "%-10s %-5s wheels %-8s apps %-7s (%s) whole --rebuild compose %s s\n" "$t" "$run" \
-      "$(stage wheels "$work/$t-$run.log")" "$(stage apps "$work/$t-$run.log")" "${fetched:-nothing downloaded}" "$(secs "$t0" "$t1")"
+    compiled=$(sed -n 's/^    apps: prospectlab: bytecode of \([0-9]*\) sources.*/\1 compiled/p' "$work/$t-$run.log")
+    printf "%-10s %-5s wheels %-8s apps %-7s (%s; bytecode: %s) whole --rebuild compose %s s\n" "$t" "$run" \
+      "$(stage wheels "$work/$t-$run.log")" "$(stage apps "$work/$t-$run.log")" "${fetched:-nothing downloaded}" \
+      "${compiled:-all from the cache}" "$(secs "$t0" "$t1")"
   done
 done
 

@@ -52,9 +52,12 @@ fn build(args: &[&str], offline: bool) -> Output {
 }
 
 /// Builds prospectlab with the network cut and no apps stage output cached, so the apps
-/// stage runs from the wheel cache; returns the apps tar it wrote and the build's stderr.
-fn rebuild_apps_offline(out: &Path, name: &str) -> (PathBuf, String) {
+/// stage runs from the wheel cache, with `bytecode` as its bytecode cache; returns the apps
+/// tar it wrote and the build's stderr.
+fn rebuild_apps_offline(out: &Path, name: &str, bytecode: &Path) -> (PathBuf, String) {
     let cache = cache_without_apps(name);
+    std::fs::remove_file(cache.join("bytecode")).ok();
+    std::os::unix::fs::symlink(bytecode, cache.join("bytecode")).unwrap();
     let o = build(
         &[
             "--role",
@@ -93,11 +96,33 @@ fn the_same_lock_gives_the_same_venv_bytes_and_a_warm_rebuild_downloads_nothing(
     );
     assert!(o.status.success(), "{}", text(&o.stderr));
 
-    let (tar1, err1) = rebuild_apps_offline(&out, "pypi-repro-cache1");
+    // The first rebuild with an empty bytecode cache: the image's Python compiles every
+    // source. The second finds them all in that cache and runs no Python: the tars must
+    // still be the same bytes.
+    let bytecode = tmp("pypi-repro-bytecode");
+    let (tar1, err1) = rebuild_apps_offline(&out, "pypi-repro-cache1", &bytecode);
     let first = sha256(&tar1);
     assert!(err1.contains("wheels       cached"), "{err1}");
-    assert!(err1.contains("36 wheels unpacked for x86_64"), "{err1}");
-    let (tar2, _) = rebuild_apps_offline(&out, "pypi-repro-cache2");
+    assert!(
+        err1.contains("36 wheels unpacked for x86_64, bytecode of 0 sources from the cache"),
+        "{err1}"
+    );
+    assert!(err1.contains("sources by the image's Python"), "{err1}");
+    let (tar2, err2) = rebuild_apps_offline(&out, "pypi-repro-cache2", &bytecode);
+    assert!(
+        !err2.contains("by the image's Python"),
+        "all bytecode from the cache:\n{err2}"
+    );
+    let compiled: usize = err1
+        .split("prospectlab: bytecode of ")
+        .nth(1)
+        .and_then(|t| t.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("how many sources were compiled:\n{err1}"));
+    assert!(
+        err2.contains(&format!("bytecode of {compiled} sources from the cache")),
+        "{err2}"
+    );
     assert_eq!(
         tar1.parent().unwrap().file_name(),
         tar2.parent().unwrap().file_name(),
@@ -161,6 +186,7 @@ fn the_same_lock_gives_the_same_venv_bytes_and_a_warm_rebuild_downloads_nothing(
     );
     let _ = std::fs::remove_dir_all(&scratch);
     let _ = std::fs::remove_dir_all(&out);
+    let _ = std::fs::remove_dir_all(&bytecode);
 }
 
 #[test]

@@ -21,12 +21,19 @@ const HELPER: &str = include_str!("install_wheels.py");
 /// The image's exact Python version (`3.13.5`) from the base's package list, which must
 /// hold the interpreter `pythonX.Y` of the target.
 pub fn image_python_version(packages_tsv: &str, target: &Target, role: &str) -> Result<String> {
+    let v = image_python_build(packages_tsv, target, role)?;
+    let v = v.split(':').next_back().unwrap_or(&v);
+    Ok(v.split(['-', '+', '~']).next().unwrap_or(v).to_string())
+}
+
+/// The version of the image's `pythonX.Y` package as Debian gives it (`3.13.5-2`): which
+/// build of the interpreter writes the bytecode.
+pub fn image_python_build(packages_tsv: &str, target: &Target, role: &str) -> Result<String> {
     let want = format!("python{}", target.python);
     for l in packages_tsv.lines() {
         if let Some((p, v)) = l.split_once('\t') {
             if p == want {
-                let v = v.split(':').next_back().unwrap_or(v);
-                return Ok(v.split(['-', '+', '~']).next().unwrap_or(v).to_string());
+                return Ok(v.to_string());
             }
         }
     }

@@ -12,6 +12,7 @@
 //! child gets a cleared environment: the build machine's pyenv and its `PIP_*` variables
 //! never take part; only the machine's pip configuration file (index, certificates) does.
 
+pub mod bytecode;
 pub mod fetch;
 pub mod install;
 pub mod lock;

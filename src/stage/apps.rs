@@ -12,7 +12,9 @@
 //! An app with `deps = "pypi"` instead installs the wheels of its lock (see `pydeps`),
 //! fetched before the base stage (a bad lock fails the build at once, and the download
 //! overlaps nothing): its venv is assembled and the wheels unpacked on the build machine,
-//! with no chroot and no emulation, so an arm64 venv costs what an x86_64 one does.
+//! with no chroot and no emulation, so an arm64 venv costs what an x86_64 one does. Their
+//! bytecode comes from `pydeps::bytecode`'s cache; only sources it lacks need the image's
+//! Python.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -28,7 +30,7 @@ use crate::cache::KeyBuilder;
 use crate::plan::{AppPlan, Plan};
 use crate::profile::schema::Deps;
 use crate::progress::Progress;
-use crate::pydeps::{self, fetch::Fetched, lock::Lock, Target};
+use crate::pydeps::{self, bytecode::BytecodeCache, fetch::Fetched, lock::Lock, Target};
 use crate::tool;
 
 /// The locks of the role's PyPI apps and their wheels, checked and cached.
@@ -216,11 +218,19 @@ pub fn run(
         .iter()
         .filter(|(a, _)| a.deps == Deps::Pypi)
         .collect();
+    // The PyPI apps' sources whose bytecode the cache lacks, and the cache.
+    let mut to_compile = Vec::new();
+    let mut bytecode = None;
     if !pypi.is_empty() {
         let target = target(plan)?;
         let tsv = fs::read_to_string(&base.packages_tsv)
             .with_context(|| format!("reading {}", base.packages_tsv.display()))?;
         let version = pydeps::install::image_python_version(&tsv, &target, &plan.role)?;
+        let cache = bytecode.insert(BytecodeCache::new(
+            opts.cache.aux_dir("bytecode")?,
+            &target,
+            &pydeps::install::image_python_build(&tsv, &target, &plan.role)?,
+        ));
         let mut debian_dists = None;
         for (app, files) in pypi {
             let (lock, fetched) = wheels
@@ -242,24 +252,37 @@ pub fn run(
             pydeps::install::make_venv(&root, &venv, &target, &version, app.system_site_packages)?;
             pydeps::install::install(&root, &venv, &target, &fetched.wheels, pending.path())
                 .with_context(|| format!("app `{}`", app.name))?;
+            let applied = cache.apply(&root, &format!("/opt/{}", app.name))?;
             progress.detail(&format!(
-                "{}: {} files, {} wheels unpacked for {} in {:.1} s (no emulation)",
+                "{}: {} files, {} wheels unpacked for {}, bytecode of {} sources from the cache, in {:.1} s (no emulation)",
                 app.name,
                 files.len(),
                 fetched.wheels.len(),
                 target.machine(),
+                applied.from_cache,
                 started.elapsed().as_secs_f64()
             ));
+            if !applied.missing.is_empty() {
+                to_compile.push((app.name.as_str(), applied.missing));
+            }
         }
     }
     // The image's own Python, in a chroot of the base root: the Debian apps' venvs, and
-    // every app's bytecode (emulated for arm64; see `in_image_python`).
-    let compile_only: Vec<&str> = sources
-        .iter()
-        .filter(|(a, _)| a.deps == Deps::Pypi)
-        .map(|(a, _)| a.name.as_str())
-        .collect();
-    in_image_python(plan, base, &root, &debian, &compile_only, progress)?;
+    // the bytecode the cache lacks (emulated for arm64; see `in_image_python`). A warm
+    // rebuild of PyPI apps alone needs neither.
+    if !debian.is_empty() || !to_compile.is_empty() {
+        let lists: Vec<(&str, Vec<&str>)> = to_compile
+            .iter()
+            .map(|(name, m)| (*name, m.iter().map(|m| m.path.as_str()).collect()))
+            .collect();
+        in_image_python(plan, base, &root, &debian, &lists, progress)?;
+        for (_, missing) in &to_compile {
+            bytecode
+                .as_ref()
+                .expect("PyPI apps have a bytecode cache")
+                .store(&root, missing)?;
+        }
+    }
     let mut tar = Command::new("tar");
     tar.arg("-C")
         .arg(&root)
@@ -284,8 +307,8 @@ pub fn run(
 }
 
 /// The image's own Python in a chroot of the base root: the Debian apps' venvs (their
-/// requirements met by the role's Debian packages), and the bytecode of every app, its venv
-/// included. The PyPI apps' wheels are unpacked without emulation, but their .pyc are
+/// requirements met by the role's Debian packages) and bytecode, and the bytecode of the
+/// PyPI apps' sources the bytecode cache lacks (`compile_only`: app, paths in the image). The PyPI apps' wheels are unpacked without emulation, but their .pyc are
 /// written here by the target's interpreter (under qemu-user for arm64): without them every
 /// service start compiles the whole dependency tree in memory, which on a slow machine
 /// outlasts Gunicorn's worker timeout. `--invalidation-mode unchecked-hash` and
@@ -295,7 +318,7 @@ fn in_image_python(
     base: &Base,
     root: &Path,
     apps: &[&(&AppPlan, Vec<AppFile>)],
-    compile_only: &[&str],
+    compile_only: &[(&str, Vec<&str>)],
     progress: &mut Progress,
 ) -> Result<()> {
     if !rustix::process::geteuid().is_root() {
@@ -322,16 +345,26 @@ fn in_image_python(
              \x20 echo \"apps: {name}: requirements\"\n\
              \x20 {dir}/venv/bin/python -m pip install --no-index --no-deps --no-cache-dir --disable-pip-version-check --no-build-isolation -r {req}\n\
              fi\n\
-             {dir}/venv/bin/python -m compileall -q --invalidation-mode unchecked-hash -x /venv/ {dir}\n",
+             {dir}/venv/bin/python -m compileall {opts} -x /venv/ {dir}\n",
             name = app.name,
+            opts = pydeps::bytecode::COMPILEALL_OPTS,
         ));
     }
-    for name in compile_only {
+    // The sources named in a list file (`compileall -i`): a list of thousands of paths
+    // would not fit one argument of `sh -c`.
+    for (name, paths) in compile_only {
+        let list = format!("/tmp/imgforge-bytecode-{name}.list");
+        let mut text = paths.join("\n");
+        text.push('\n');
+        fs::write(root.join(list.trim_start_matches('/')), text)
+            .with_context(|| format!("writing {list} in {}", root.display()))?;
         script.push_str(&format!(
-            "echo \"apps: {name}: bytecode\"\n\
+            "echo \"apps: {name}: bytecode of {n} sources by the image's Python\"\n\
              started=$(date +%s)\n\
-             /opt/{name}/venv/bin/python -m compileall -q --invalidation-mode unchecked-hash /opt/{name} >/dev/null || echo \"apps: {name}: some files did not compile (kept as source)\"\n\
-             echo \"apps: {name}: bytecode in $(( $(date +%s) - started )) s\"\n"
+             /opt/{name}/venv/bin/python -m compileall {opts} -i {list} >/dev/null || echo \"apps: {name}: some files did not compile (kept as source)\"\n\
+             echo \"apps: {name}: bytecode in $(( $(date +%s) - started )) s (kept in the cache)\"\n",
+            n = paths.len(),
+            opts = pydeps::bytecode::COMPILEALL_OPTS,
         ));
     }
     let mut cmd = super::chroot::command(root, &script);

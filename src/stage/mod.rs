@@ -133,6 +133,7 @@ pub(crate) mod code {
         include_bytes!("../pydeps/lock.rs"),
         include_bytes!("../pydeps/install.rs"),
         include_bytes!("../pydeps/install_wheels.py"),
+        include_bytes!("../pydeps/bytecode.rs"),
     ];
     pub const COMPOSE: &[&[u8]] = &[
         include_bytes!("compose.rs"),
