@@ -29,7 +29,7 @@ enum Cmd {
         /// The plain HTTP listener, overriding the configuration's server.http.
         #[arg(long, value_name = "ADDR:PORT")]
         listen: Option<std::net::SocketAddr>,
-        /// Worker threads (default: one per CPU).
+        /// Worker threads, each with its own runtime and upstream pools (default: one per CPU).
         #[arg(long)]
         threads: Option<usize>,
     },
@@ -56,18 +56,9 @@ fn main() -> ExitCode {
             listen,
             threads,
         } => {
-            let mut b = tokio::runtime::Builder::new_multi_thread();
-            if let Some(t) = threads {
-                b.worker_threads(t);
-            }
-            let rt = match b.enable_all().build() {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("gateway: error: starting the runtime: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            let served = rt.block_on(server::serve(server::Options { config, listen }));
+            let workers = threads
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            let served = server::run(server::Options { config, listen }, workers);
             gateway::access_log::flush();
             match served {
                 Ok(()) => ExitCode::SUCCESS,

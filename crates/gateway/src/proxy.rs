@@ -1,8 +1,9 @@
 //! One request through the gateway: route, access, auth, then forward to the upstream with
 //! its timeouts, rewriting what the client sees; WebSocket upgrades are spliced both ways.
 
+use std::cell::Cell;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,7 +34,10 @@ pub struct Runtime {
     htpasswd: Vec<Option<Htpasswd>>,
     /// Failed Basic attempts per address and per user (server.auth-failure-*).
     basic_failures: Failures,
-    clients: Vec<Client<HttpConnector, UpBody>>,
+    /// Each worker's upstream clients, one per route (`clients[worker][route]`): a pooled
+    /// upstream connection's task runs on the worker that opened it, so a worker uses its
+    /// own pools and no request waits on another thread (see `server::run`).
+    clients: Vec<Vec<Client<HttpConnector, UpBody>>>,
     /// Each route's upstream authority, parsed once.
     authorities: Vec<uri::Authority>,
     /// With no route at all (no --config), the gateway answers a page naming the node.
@@ -53,7 +57,7 @@ impl Runtime {
                 )?));
         }
         let mut htpasswd = Vec::new();
-        let mut clients = Vec::new();
+        let mut clients = vec![Vec::new(); WORKERS.load(Ordering::Relaxed).max(1)];
         let mut authorities = Vec::new();
         for (i, r) in cfg.routes.iter().enumerate() {
             authorities.push(
@@ -73,11 +77,13 @@ impl Runtime {
             let mut conn = HttpConnector::new();
             conn.set_connect_timeout(Some(Duration::from_secs(r.connect_timeout_secs)));
             conn.set_nodelay(true);
-            clients.push(
-                Client::builder(TokioExecutor::new())
-                    .pool_idle_timeout(Duration::from_secs(60))
-                    .build(conn),
-            );
+            for mine in &mut clients {
+                mine.push(
+                    Client::builder(TokioExecutor::new())
+                        .pool_idle_timeout(Duration::from_secs(60))
+                        .build(conn.clone()),
+                );
+            }
         }
         let window = Duration::from_secs(cfg.server.auth_failure_window_secs.get());
         let login = cfg
@@ -102,9 +108,28 @@ impl Runtime {
 }
 
 impl Runtime {
+    /// The calling worker's client for `route`.
     pub fn client(&self, route: usize) -> &Client<HttpConnector, UpBody> {
-        &self.clients[route]
+        let w = WORKER.with(|w| w.get()).min(self.clients.len() - 1);
+        &self.clients[w][route]
     }
+}
+
+/// How many workers serve (`server::run`): each configuration loaded makes a set of
+/// upstream clients for each.
+static WORKERS: AtomicUsize = AtomicUsize::new(1);
+
+thread_local! {
+    /// The worker this thread is (0: the first, which also runs signals and health checks).
+    static WORKER: Cell<usize> = const { Cell::new(0) };
+}
+
+pub fn set_workers(n: usize) {
+    WORKERS.store(n, Ordering::Relaxed);
+}
+
+pub fn set_worker(w: usize) {
+    WORKER.with(|c| c.set(w));
 }
 
 /// A request body on its way to an upstream: the client's, cut off with an error past the
@@ -498,7 +523,7 @@ async fn forward_auth(
         .body(no_body())
         .map_err(|_| pages::bad_gateway(&url.authority))?;
     let timeout = Duration::from_secs(rt.cfg.routes[i].read_timeout_secs);
-    match tokio::time::timeout(timeout, rt.clients[i].request(sub)).await {
+    match tokio::time::timeout(timeout, rt.client(i).request(sub)).await {
         Ok(Ok(r)) if r.status().is_success() => Ok(()),
         Ok(Ok(r)) => {
             let status = r.status();
@@ -725,7 +750,7 @@ async fn forward(
     let out = Request::from_parts(parts, body.boxed());
 
     let timeout = Duration::from_secs(route.read_timeout_secs);
-    let mut resp = match tokio::time::timeout(timeout, rt.clients[i].request(out)).await {
+    let mut resp = match tokio::time::timeout(timeout, rt.client(i).request(out)).await {
         Ok(Ok(r)) => r,
         Ok(Err(_)) if body_fault.load(Ordering::Acquire) == BODY_MALFORMED => {
             return pages::html(

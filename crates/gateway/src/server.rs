@@ -221,7 +221,56 @@ fn refuse_busy(stream: tokio::net::TcpStream) {
     });
 }
 
-pub async fn serve(o: Options) -> Result<()> {
+/// Runs the gateway on `workers` threads, nginx's model: each thread has its own
+/// single-threaded runtime and accepts from the same listening sockets, and a connection,
+/// its requests and its upstream connections stay on the thread that accepted it. (On a
+/// work-stealing runtime a request and the upstream connection's task woke each other
+/// across threads, two hand-offs per request: most of the CPU the gateway spent above
+/// nginx's under TLS.) The first thread also runs the signals, reloads, ACME and health
+/// checks.
+pub fn run(o: Options, workers: usize) -> Result<()> {
+    let workers = workers.max(1);
+    proxy::set_workers(workers);
+    let main = single_threaded().context("starting the runtime")?;
+    main.block_on(serve(o, workers))
+}
+
+fn single_threaded() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}
+
+/// A worker's listening sockets. Each worker has its own, bound with SO_REUSEPORT, so the
+/// kernel spreads new connections across the workers: with one socket shared, the first
+/// worker to wake accepted a whole burst of keep-alive clients and served them alone.
+/// (The price of SO_REUSEPORT: a second gateway of the same user on the same port would
+/// share the connections instead of failing to bind; the unit runs one.)
+struct Listeners {
+    http: std::net::TcpListener,
+    https: Option<(std::net::TcpListener, TlsAcceptor)>,
+}
+
+/// A listening socket with SO_REUSEPORT, handed to a worker (which registers it with its
+/// own runtime): the backlog is tokio's `TcpListener::bind`'s.
+fn bind(addr: std::net::SocketAddr) -> Result<std::net::TcpListener> {
+    let s = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .with_context(|| format!("binding {addr}"))?;
+    s.set_reuseaddr(true)
+        .and_then(|()| s.set_reuseport(true))
+        .and_then(|()| s.bind(addr))
+        .with_context(|| format!("binding {addr}"))?;
+    let l = s
+        .listen(1024)
+        .with_context(|| format!("listening on {addr}"))?;
+    Ok(l.into_std()?)
+}
+
+async fn serve(o: Options, workers: usize) -> Result<()> {
     let rt = load(&o).map_err(anyhow::Error::msg)?;
     let addr = rt.cfg.server.http.context("no listener: set server.http")?;
     let https = rt.cfg.server.https;
@@ -247,40 +296,109 @@ pub async fn serve(o: Options) -> Result<()> {
         challenges,
         certs: certs.clone(),
     });
-    let listener = TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding {addr}"))?;
-    let tls_listener = match https {
-        Some(a) => Some((
-            TcpListener::bind(a)
-                .await
-                .with_context(|| format!("binding {a}"))?,
-            TlsAcceptor::from(crate::tls::server_config(certs, rt_http2)),
-        )),
-        None => None,
-    };
+    let acceptor = https.map(|_| TlsAcceptor::from(crate::tls::server_config(certs, rt_http2)));
+    // Every worker's sockets bound here, before the first connection: a port in use fails
+    // the start, not a worker later.
+    let mut listeners = Vec::new();
+    for _ in 0..workers {
+        listeners.push(Listeners {
+            http: bind(addr)?,
+            https: match (https, &acceptor) {
+                (Some(a), Some(acc)) => Some((bind(a)?, acc.clone())),
+                _ => None,
+            },
+        });
+    }
+    let mut listeners = listeners.into_iter();
+    let first = listeners.next().expect("at least one worker");
     eprintln!(
-        "gateway: listening on http://{addr}{} ({} routes)",
+        "gateway: listening on http://{addr}{} ({} routes, {workers} workers)",
         https
             .map(|a| format!(" and https://{a}"))
             .unwrap_or_default(),
         shared.current.load().cfg.routes.len()
     );
+    // max-connections counts the whole gateway's, not each worker's.
+    let slots = Arc::new(Semaphore::new(
+        shared.current.load().cfg.server.max_connections.get(),
+    ));
+    // Failed handshakes are logged from the connections' tasks, throttled together: a
+    // crowd of clients that never finish one must not flood the journal.
+    let handshake_failures = Arc::new(std::sync::Mutex::new(Throttled::new()));
+    for (w, mine) in (1..).zip(listeners) {
+        let (shared, slots, failures) = (shared.clone(), slots.clone(), handshake_failures.clone());
+        std::thread::Builder::new()
+            .name(format!("gateway-{w}"))
+            .spawn(move || {
+                proxy::set_worker(w);
+                let rt = match single_threaded() {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        // The other workers still serve; the operator hears of it.
+                        eprintln!("gateway: error: starting worker {w}: {e}");
+                        return;
+                    }
+                };
+                rt.block_on(accept_loop(shared, mine, slots, failures))
+            })
+            .context("starting a worker thread")?;
+    }
+    tokio::spawn(accept_loop(
+        shared.clone(),
+        first,
+        slots,
+        handshake_failures,
+    ));
+
+    let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                match load(&o) {
+                    Ok(rt) => {
+                        if rt.cfg.server.http != Some(addr) {
+                            eprintln!("gateway: reload: the listener address changed; it takes effect at restart");
+                        }
+                        for c in &rt.file_certs {
+                            shared.certs.put(c.clone());
+                        }
+                        eprintln!("gateway: reloaded ({} routes)", rt.cfg.routes.len());
+                        let rt = Arc::new(rt);
+                        crate::health::spawn(&rt);
+                        shared.current.store(rt);
+                    }
+                    Err(e) => eprintln!("gateway: reload refused, the running configuration stays: {e}"),
+                }
+            }
+            _ = term.recv() => { eprintln!("gateway: stopping"); return Ok(()); }
+            _ = tokio::signal::ctrl_c() => { eprintln!("gateway: stopping"); return Ok(()); }
+        }
+    }
+}
+
+/// One worker's accepting: connections from both listeners, each served on this thread.
+async fn accept_loop(
+    shared: Arc<Shared>,
+    listeners: Listeners,
+    slots: Arc<Semaphore>,
+    handshake_failures: Arc<std::sync::Mutex<Throttled>>,
+) {
+    let register = |l: std::net::TcpListener| {
+        TcpListener::from_std(l).expect("a non-blocking listener, in this worker's runtime")
+    };
+    let listener = register(listeners.http);
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let tls_listener = listeners.https.map(|(l, a)| (register(l), a));
     let accept_tls = async |l: &Option<(TcpListener, TlsAcceptor)>| match l {
         Some((l, _)) => l.accept().await,
         None => std::future::pending().await,
     };
-
-    let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
-    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
-    let slots = Arc::new(Semaphore::new(
-        shared.current.load().cfg.server.max_connections.get(),
-    ));
     let mut accept_errors = Throttled::new();
     let mut refusals = Throttled::new();
-    // Failed handshakes are logged from the connections' tasks, throttled together: a
-    // crowd of clients that never finish one must not flood the journal.
-    let handshake_failures = Arc::new(std::sync::Mutex::new(Throttled::new()));
     let mut backoff = Backoff(Backoff::FIRST);
     loop {
         tokio::select! {
@@ -345,25 +463,6 @@ pub async fn serve(o: Options) -> Result<()> {
                     }
                 });
             }
-            _ = hup.recv() => {
-                match load(&o) {
-                    Ok(rt) => {
-                        if rt.cfg.server.http != Some(addr) {
-                            eprintln!("gateway: reload: the listener address changed; it takes effect at restart");
-                        }
-                        for c in &rt.file_certs {
-                            shared.certs.put(c.clone());
-                        }
-                        eprintln!("gateway: reloaded ({} routes)", rt.cfg.routes.len());
-                        let rt = Arc::new(rt);
-                        crate::health::spawn(&rt);
-                        shared.current.store(rt);
-                    }
-                    Err(e) => eprintln!("gateway: reload refused, the running configuration stays: {e}"),
-                }
-            }
-            _ = term.recv() => { eprintln!("gateway: stopping"); return Ok(()); }
-            _ = tokio::signal::ctrl_c() => { eprintln!("gateway: stopping"); return Ok(()); }
         }
     }
 }
