@@ -244,30 +244,38 @@ fn single_threaded() -> std::io::Result<tokio::runtime::Runtime> {
 /// A worker's listening sockets. Each worker has its own, bound with SO_REUSEPORT, so the
 /// kernel spreads new connections across the workers: with one socket shared, the first
 /// worker to wake accepted a whole burst of keep-alive clients and served them alone.
-/// (The price of SO_REUSEPORT: a second gateway of the same user on the same port would
-/// share the connections instead of failing to bind; the unit runs one.)
+/// (A second gateway on the same port would share them too: `bind_group` refuses it.)
 struct Listeners {
     http: std::net::TcpListener,
     https: Option<(std::net::TcpListener, TlsAcceptor)>,
 }
 
-/// A listening socket with SO_REUSEPORT, handed to a worker (which registers it with its
-/// own runtime): the backlog is tokio's `TcpListener::bind`'s.
-fn bind(addr: std::net::SocketAddr) -> Result<std::net::TcpListener> {
-    let s = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()
-    } else {
-        tokio::net::TcpSocket::new_v6()
-    }
-    .with_context(|| format!("binding {addr}"))?;
-    s.set_reuseaddr(true)
-        .and_then(|()| s.set_reuseport(true))
-        .and_then(|()| s.bind(addr))
-        .with_context(|| format!("binding {addr}"))?;
-    let l = s
-        .listen(1024)
-        .with_context(|| format!("listening on {addr}"))?;
-    Ok(l.into_std()?)
+/// `n` listening sockets on `addr` with SO_REUSEPORT, one per worker (each registers its
+/// own with its runtime); the backlog is tokio's `TcpListener::bind`'s. A socket bound
+/// first without SO_REUSEPORT, then closed, keeps the safety a plain bind has: a port
+/// another program listens on, another gateway of the same user, or `https` set to the
+/// `http` address fails the start with "address in use" instead of sharing connections.
+fn bind_group(addr: std::net::SocketAddr, n: usize) -> Result<Vec<std::net::TcpListener>> {
+    let bound = |reuseport: bool| -> std::io::Result<tokio::net::TcpSocket> {
+        let s = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        s.set_reuseaddr(true)?;
+        s.set_reuseport(reuseport)?;
+        s.bind(addr)?;
+        Ok(s)
+    };
+    // Bound, never listening: no client can reach it before it closes.
+    drop(bound(false).with_context(|| format!("binding {addr}"))?);
+    (0..n)
+        .map(|_| {
+            bound(true)
+                .and_then(|s| s.listen(1024)?.into_std())
+                .with_context(|| format!("binding {addr}"))
+        })
+        .collect()
 }
 
 async fn serve(o: Options, workers: usize) -> Result<()> {
@@ -296,20 +304,22 @@ async fn serve(o: Options, workers: usize) -> Result<()> {
         challenges,
         certs: certs.clone(),
     });
+    // Before the sockets: a SIGHUP or SIGTERM once the port answers finds its handler.
+    let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let acceptor = https.map(|_| TlsAcceptor::from(crate::tls::server_config(certs, rt_http2)));
     // Every worker's sockets bound here, before the first connection: a port in use fails
     // the start, not a worker later.
-    let mut listeners = Vec::new();
-    for _ in 0..workers {
-        listeners.push(Listeners {
-            http: bind(addr)?,
-            https: match (https, &acceptor) {
-                (Some(a), Some(acc)) => Some((bind(a)?, acc.clone())),
-                _ => None,
-            },
-        });
+    let mut http_group = bind_group(addr, workers)?.into_iter();
+    let mut https_group = match https {
+        Some(a) => bind_group(a, workers)?,
+        None => Vec::new(),
     }
-    let mut listeners = listeners.into_iter();
+    .into_iter();
+    let mut listeners = (0..workers).map(|_| Listeners {
+        http: http_group.next().expect("one per worker"),
+        https: https_group.next().zip(acceptor.clone()),
+    });
     let first = listeners.next().expect("at least one worker");
     eprintln!(
         "gateway: listening on http://{addr}{} ({} routes, {workers} workers)",
@@ -327,19 +337,22 @@ async fn serve(o: Options, workers: usize) -> Result<()> {
     let handshake_failures = Arc::new(std::sync::Mutex::new(Throttled::new()));
     for (w, mine) in (1..).zip(listeners) {
         let (shared, slots, failures) = (shared.clone(), slots.clone(), handshake_failures.clone());
+        // Made here, so a runtime that cannot start fails the start.
+        let rt = single_threaded().with_context(|| format!("starting worker {w}"))?;
         std::thread::Builder::new()
             .name(format!("gateway-{w}"))
             .spawn(move || {
                 proxy::set_worker(w);
-                let rt = match single_threaded() {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        // The other workers still serve; the operator hears of it.
-                        eprintln!("gateway: error: starting worker {w}: {e}");
-                        return;
-                    }
-                };
-                rt.block_on(accept_loop(shared, mine, slots, failures))
+                let run = std::panic::AssertUnwindSafe(|| {
+                    rt.block_on(accept_loop(shared, mine, slots, failures))
+                });
+                // The accept loop never ends; if it panics, the gateway would go on with a
+                // worker fewer and its share of new connections reset: better to stop whole
+                // and be started again (the unit's Restart=).
+                let _ = std::panic::catch_unwind(run);
+                eprintln!("gateway: error: worker {w} stopped; stopping the gateway");
+                crate::access_log::flush();
+                std::process::exit(2);
             })
             .context("starting a worker thread")?;
     }
@@ -350,12 +363,17 @@ async fn serve(o: Options, workers: usize) -> Result<()> {
         handshake_failures,
     ));
 
-    let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
-    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let o = Arc::new(o);
     loop {
         tokio::select! {
             _ = hup.recv() => {
-                match load(&o) {
+                // Loading hashes a dummy password per login or Basic route (0.5 s and more
+                // at bcrypt cost 13): off this thread, which is also worker 0's.
+                let loading = o.clone();
+                let loaded = tokio::task::spawn_blocking(move || load(&loading))
+                    .await
+                    .unwrap_or_else(|e| Err(format!("loading the configuration: {e}")));
+                match loaded {
                     Ok(rt) => {
                         if rt.cfg.server.http != Some(addr) {
                             eprintln!("gateway: reload: the listener address changed; it takes effect at restart");

@@ -232,3 +232,51 @@ fn pebble_issues_a_certificate_over_http01_that_the_gateway_then_serves() {
         0o600
     );
 }
+
+/// Each worker listens on its own SO_REUSEPORT socket; a plain bind checked first keeps
+/// what a plain bind gave: a second gateway on the port in use, or `https` on the `http`
+/// address, fails to start naming the address, instead of taking a share of the
+/// connections (which the reuse-port group alone would have allowed).
+#[test]
+fn a_second_gateway_on_the_same_port_or_https_on_the_http_address_fails_to_start() {
+    let dir = scratch("bind-twice");
+    let port = free_port();
+    let cfg = config(&dir, "[[route]]\nupstream = \"http://127.0.0.1:9\"\n");
+    let _first = gateway(&cfg, port);
+    let second = Command::new(gateway_bin())
+        .args(["serve", "--config", cfg.to_str().unwrap()])
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--threads", "2"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(2), "{err}");
+    assert!(err.contains(&format!("binding 127.0.0.1:{port}")), "{err}");
+    assert!(err.contains("in use"), "{err}");
+
+    let other = free_port();
+    let (cert, key) = openssl_cert(&dir, "bind", "bind.test", "DNS:bind.test");
+    let same = config(
+        &dir,
+        &format!(
+            "[server]\nhttp = \"127.0.0.1:{other}\"\nhttps = \"127.0.0.1:{other}\"\n\
+             [tls]\ncerts = [{{ cert = \"{}\", key = \"{}\" }}]\n\n\
+             [[route]]\nupstream = \"http://127.0.0.1:9\"\n",
+            cert.display(),
+            key.display()
+        ),
+    );
+    let o = Command::new(gateway_bin())
+        .args([
+            "serve",
+            "--config",
+            same.to_str().unwrap(),
+            "--threads",
+            "2",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(err.contains(&format!("127.0.0.1:{other}")), "{err}");
+}

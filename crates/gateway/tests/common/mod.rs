@@ -70,6 +70,9 @@ pub fn gateway(config: &Path, port: u16) -> Proc {
             config.to_str().unwrap(),
             "--listen",
             &format!("127.0.0.1:{port}"),
+            // The same two workers on any machine (the default is one per CPU).
+            "--threads",
+            "2",
         ])
         .stdout(Stdio::null())
         .spawn()
