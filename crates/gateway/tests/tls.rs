@@ -243,11 +243,11 @@ fn a_second_gateway_on_the_same_port_or_https_on_the_http_address_fails_to_start
     let port = free_port();
     let cfg = config(&dir, "[[route]]\nupstream = \"http://127.0.0.1:9\"\n");
     let _first = gateway(&cfg, port);
-    let second = Command::new(gateway_bin())
+    let mut serve = Command::new(gateway_bin());
+    serve
         .args(["serve", "--config", cfg.to_str().unwrap()])
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--threads", "2"])
-        .output()
-        .unwrap();
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--threads", "2"]);
+    let second = exits_within_5_s(&mut serve);
     let err = String::from_utf8_lossy(&second.stderr);
     assert_eq!(second.status.code(), Some(2), "{err}");
     assert!(err.contains(&format!("binding 127.0.0.1:{port}")), "{err}");
@@ -265,18 +265,38 @@ fn a_second_gateway_on_the_same_port_or_https_on_the_http_address_fails_to_start
             key.display()
         ),
     );
-    let o = Command::new(gateway_bin())
-        .args([
-            "serve",
-            "--config",
-            same.to_str().unwrap(),
-            "--threads",
-            "2",
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let o = exits_within_5_s(Command::new(gateway_bin()).args([
+        "serve",
+        "--config",
+        same.to_str().unwrap(),
+        "--threads",
+        "2",
+    ]));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success(), "{err}");
     assert!(err.contains(&format!("127.0.0.1:{other}")), "{err}");
+}
+
+/// Runs `cmd` to its end; one still running after 5 s (a gateway that started) is killed
+/// and fails the test.
+fn exits_within_5_s(cmd: &mut Command) -> std::process::Output {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            let o = child.wait_with_output().unwrap();
+            panic!(
+                "it started and served instead of failing:\n{}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
 }
