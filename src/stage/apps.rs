@@ -308,8 +308,9 @@ pub fn run(
 
 /// The image's own Python in a chroot of the base root: the Debian apps' venvs (their
 /// requirements met by the role's Debian packages) and bytecode, and the bytecode of the
-/// PyPI apps' sources the bytecode cache lacks (`compile_only`: app, paths in the image). The PyPI apps' wheels are unpacked without emulation, but their .pyc are
-/// written here by the target's interpreter (under qemu-user for arm64): without them every
+/// PyPI apps' sources the bytecode cache lacks (`compile_only`: app, paths in the image).
+/// The PyPI apps' wheels are unpacked without emulation, but their .pyc are written by the
+/// target's interpreter (under qemu-user for arm64): without them every
 /// service start compiles the whole dependency tree in memory, which on a slow machine
 /// outlasts Gunicorn's worker timeout. `--invalidation-mode unchecked-hash` and
 /// PYTHONHASHSEED=0 make them the same bytes on every build.
