@@ -178,14 +178,19 @@ mod tests {
     fn a_stored_pyc_comes_back_with_its_mode_and_a_refused_source_stays_source() {
         let d = tempfile::tempdir().unwrap();
         let c = cache(d.path());
+        // The same two sources under another root: one that compiles, one that does not.
+        let sources = |root: &Path| {
+            let app = root.join("opt/web");
+            write(&app.join("app.py"), "x = 1\n", 0o644);
+            write(
+                &app.join("venv/lib/python3.13/site-packages/m/bad.py"),
+                "def (\n",
+                0o644,
+            );
+            app
+        };
         let root = d.path().join("root");
-        let app = root.join("opt/web");
-        write(&app.join("app.py"), "x = 1\n", 0o644);
-        write(
-            &app.join("venv/lib/python3.13/site-packages/m/bad.py"),
-            "def (\n",
-            0o644,
-        );
+        let app = sources(&root);
         write(&app.join("venv/bin/tool"), "#!/bin/sh\n", 0o755);
         // A symlinked folder is not entered (compileall does not), a __pycache__ neither.
         std::os::unix::fs::symlink("lib", app.join("venv/lib64")).unwrap();
@@ -207,13 +212,7 @@ mod tests {
         c.store(&root, &first.missing).unwrap();
 
         let again = d.path().join("again");
-        let app2 = again.join("opt/web");
-        write(&app2.join("app.py"), "x = 1\n", 0o644);
-        write(
-            &app2.join("venv/lib/python3.13/site-packages/m/bad.py"),
-            "def (\n",
-            0o644,
-        );
+        let app2 = sources(&again);
         let second = c.apply(&again, "/opt/web").unwrap();
         assert_eq!((second.from_cache, second.missing.len()), (2, 0));
         let pyc = app2.join("__pycache__/app.cpython-313.pyc");

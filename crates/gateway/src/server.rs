@@ -222,7 +222,7 @@ fn refuse_busy(stream: tokio::net::TcpStream) {
 }
 
 /// Runs the gateway on `workers` threads, nginx's model: each thread has its own
-/// single-threaded runtime and accepts from the same listening sockets, and a connection,
+/// single-threaded runtime and its own listening sockets (`Listeners`), and a connection,
 /// its requests and its upstream connections stay on the thread that accepted it. (On a
 /// work-stealing runtime a request and the upstream connection's task woke each other
 /// across threads, two hand-offs per request: most of the CPU the gateway spent above
