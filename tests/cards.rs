@@ -47,6 +47,42 @@ fn mtools_read(volume: &Path, path: &str) -> Vec<u8> {
     o.stdout
 }
 
+/// The card's three FAT partitions (autoboot, slot A's boot, slot B's boot) copied out as
+/// volume files, each passed by `fsck.fat -n`.
+fn fat_volumes(img: &Path, out: &Path, target: &str) -> Vec<PathBuf> {
+    let data = std::fs::read(img).unwrap();
+    (1..=3)
+        .map(|n| {
+            let (off, len) = partition(img, n);
+            let volume = out.join(format!("p{n}.vfat"));
+            std::fs::write(&volume, &data[off as usize..(off + len) as usize]).unwrap();
+            let fsck = run(Command::new("fsck.fat").arg("-n").arg(&volume));
+            assert_eq!(fsck.lines().count(), 2, "{target}: fsck.fat of partition {n}:\n{fsck}");
+            volume
+        })
+        .collect()
+}
+
+/// A config.txt-style file's sections (`[all]`, `[tryboot]`) with their settings, in order;
+/// lines before the first section belong to `[all]`.
+fn sections(text: &str) -> Vec<(String, Vec<String>)> {
+    let mut out: Vec<(String, Vec<String>)> = vec![("all".into(), vec![])];
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            if out.last().is_some_and(|(n, v)| n == name || v.is_empty()) {
+                out.pop();
+            }
+            out.push((name.to_string(), vec![]));
+        } else {
+            out.last_mut().unwrap().1.push(line.to_string());
+        }
+    }
+    out
+}
+
 /// What config.txt names: the `kernel=` file and the `initramfs` file.
 /// `pi4`: the Pi 4 family, whose firmware is start4*.elf.
 fn named_by_config(config: &str, pi4: bool) -> Vec<String> {
@@ -100,14 +136,34 @@ fn check_boot_partition(target: &str, model_files: &[&str], console: &str) {
         .trim_start_matches("0x")
         .to_string();
 
-    // The boot partition on its own, as the firmware and fsck.fat see it.
-    let (off, len) = partition(&img, 1);
-    let volume = out.join("boot.vfat");
-    let data = std::fs::read(&img).unwrap();
-    std::fs::write(&volume, &data[off as usize..(off + len) as usize]).unwrap();
-    drop(data);
-    let fsck = run(Command::new("fsck.fat").arg("-n").arg(&volume));
-    assert_eq!(fsck.lines().count(), 2, "{target}: fsck.fat:\n{fsck}");
+    // The firmware's A/B: three FAT partitions, each as fsck.fat sees it. The first holds
+    // only autoboot.txt, which boots slot A's boot partition (2) and, after an update sets
+    // the tryboot flag, slot B's (3) once.
+    let volumes = fat_volumes(&img, &out, target);
+    let autoboot_files = mtools_listing(&volumes[0]);
+    assert_eq!(
+        autoboot_files,
+        BTreeSet::from(["autoboot.txt".to_string()]),
+        "{target}: the first FAT holds autoboot.txt alone"
+    );
+    let autoboot = String::from_utf8(mtools_read(&volumes[0], "autoboot.txt")).unwrap();
+    assert!(autoboot.len() <= 512, "{target}: the firmware reads 512 bytes: {autoboot}");
+    assert_eq!(
+        sections(&autoboot),
+        [
+            ("all".to_string(), vec!["tryboot_a_b=1".to_string(), "boot_partition=2".to_string()]),
+            ("tryboot".to_string(), vec!["boot_partition=3".to_string()]),
+        ],
+        "{target}: autoboot.txt:\n{autoboot}"
+    );
+    // (mdir's batch listing fails on an empty volume: its plain listing says so.)
+    let b = run(Command::new("mdir").args(["-i", volumes[2].to_str().unwrap(), "::"]));
+    assert!(
+        b.contains("No files") && b.contains("BOOT-B"),
+        "{target}: slot B's boot partition is empty until an update writes it:\n{b}"
+    );
+    let volume = &volumes[1];
+    let (off, len) = partition(&img, 2);
 
     // Our reader and mtools list the same files.
     let mut f = std::fs::File::open(&img).unwrap();
@@ -116,10 +172,10 @@ fn check_boot_partition(target: &str, model_files: &[&str], console: &str) {
         .iter()
         .map(|(p, _)| p.trim_start_matches('/').to_lowercase())
         .collect();
-    let theirs = mtools_listing(&volume);
+    let theirs = mtools_listing(volume);
     assert_eq!(ours, theirs, "{target}: our FAT reader and mtools disagree");
 
-    let config = String::from_utf8(mtools_read(&volume, "config.txt")).unwrap();
+    let config = String::from_utf8(mtools_read(volume, "config.txt")).unwrap();
     let ours_config = imgforge::fs::fat::read_file(&mut f, off, len, "config.txt").unwrap();
     assert_eq!(config.as_bytes(), ours_config.as_slice());
     assert!(
@@ -146,14 +202,14 @@ fn check_boot_partition(target: &str, model_files: &[&str], console: &str) {
         .lines()
         .find_map(|l| l.trim().strip_prefix("kernel="))
         .expect("config.txt names a kernel");
-    let kernel = mtools_read(&volume, kernel_name);
+    let kernel = mtools_read(volume, kernel_name);
     assert_eq!(
         &kernel[0x38..0x3c],
         b"ARM\x64",
         "{target}: not an arm64 Image"
     );
 
-    let cmdline = String::from_utf8(mtools_read(&volume, "cmdline.txt")).unwrap();
+    let cmdline = String::from_utf8(mtools_read(volume, "cmdline.txt")).unwrap();
     assert_eq!(
         cmdline.lines().count(),
         1,
@@ -426,12 +482,13 @@ fn card_root_boots_on_virt_and_grows_to_fill_the_card(target: &str) {
         line.starts_with(&format!("IMGFORGE-READY role=proxy target={target}")),
         "{line}"
     );
-    // The data partition (primary 3, last on the card) now ends at the card's end (sfdisk),
+    // The data partition (logical 8, last on the card) now ends at the card's end (sfdisk),
     // and its ext4 fills it: only the worker's grow-root unit moves it on an MBR card
-    // (systemd-repart handles only GPT).
+    // (systemd-repart handles only GPT). sfdisk -V checks the grown chain of boot records.
     // (Its journal line reaches the serial console on the rpi4 card, not on the rpi5's
     // kernel, so the console is not the evidence.)
-    let (root_off, root_len) = partition(&disk, 3);
+    run(Command::new("sfdisk").arg("-V").arg(&disk));
+    let (root_off, root_len) = partition(&disk, 8);
     let card = std::fs::metadata(&disk).unwrap().len();
     assert_eq!(
         root_off + root_len,

@@ -389,18 +389,21 @@ fn plan_summary_shows_disk_outputs_services_who_may_reach_them_and_slots() {
     }
     assert!(!s.contains("from portal"), "{s}");
 
-    // A card: an MBR, the Pi's boot partition, an .img.xz.
+    // A card: an MBR, the firmware's A/B boot partitions, an .img.xz.
     let out = imgforge(dir.path(), &["plan", "--target", "rpi4"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let s = text(&out.stdout);
     for want in [
         "DISK (mbr, boots by raspi-firmware)",
-        "  1  boot           vfat  1 MiB    256 MiB            Pi firmware",
-        // The seed area and both slots are logical partitions, each after its boot record.
-        "  5  imgforge-seed  -     258 MiB  1 MiB              secrets",
-        "  6  root-a         ext4  260 MiB  1024 MiB           root slot A",
-        "  7  root-b         -     1285 MiB 1024 MiB           root slot B",
-        "  3  imgforge-data  ext4  2309 MiB content + 256 MiB  all state (/var)",
+        "  1  autoboot       vfat  1 MiB    40 MiB             autoboot.txt",
+        "  2  boot-a         vfat  41 MiB   256 MiB            slot A's Pi firmware",
+        "  3  boot-b         vfat  297 MiB  256 MiB            slot B's boot files",
+        // The seed area, both slots and the data partition are logical partitions, each
+        // after its boot record.
+        "  5  imgforge-seed  -     554 MiB  1 MiB              secrets",
+        "  6  root-a         ext4  556 MiB  1024 MiB           root slot A",
+        "  7  root-b         -     1581 MiB 1024 MiB           root slot B",
+        "  8  imgforge-data  ext4  2606 MiB content + 256 MiB  all state (/var)",
         "  root on sd: the build derives its initramfs drivers",
         "  proxy-rpi4.img.xz\n",
     ] {

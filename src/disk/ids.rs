@@ -51,16 +51,18 @@ pub enum Part {
 
 impl Part {
     /// The partition's number under `table` (`gpt` or `mbr`), as Linux numbers it. A GPT
-    /// numbers them in disk order; an MBR has the boot partition and the data partition as
-    /// primaries 1 and 3, the extended partition as 2, and the seed area and both slots as
-    /// its logical partitions 5, 6 and 7 (see `disk::mbr`).
+    /// numbers them in disk order. A card's MBR has the firmware's A/B boot partitions as
+    /// primaries (1: autoboot.txt alone, 2: slot A's boot files, 3: slot B's), the extended
+    /// partition as 4, and in it the seed area, both root slots and the data partition as
+    /// logical partitions 5 to 8 (see `disk::mbr`). `Part::Boot` is slot A's boot partition.
     pub fn number(self, table: &str) -> u32 {
+        use seed_area::card::{CardSlot, DATA_PARTITION, SEED_PARTITION};
         match (table, self) {
-            ("mbr", Part::Boot) => 1,
-            ("mbr", Part::Data) => 3,
-            ("mbr", Part::Seed) => 5,
-            ("mbr", Part::RootA) => 6,
-            ("mbr", Part::RootB) => 7,
+            ("mbr", Part::Boot) => CardSlot::A.boot_partition(),
+            ("mbr", Part::Seed) => SEED_PARTITION,
+            ("mbr", Part::RootA) => CardSlot::A.root_partition(),
+            ("mbr", Part::RootB) => CardSlot::B.root_partition(),
+            ("mbr", Part::Data) => DATA_PARTITION,
             (_, Part::Boot) => 1,
             (_, Part::Seed) => 2,
             (_, Part::RootA) => 3,
@@ -70,8 +72,12 @@ impl Part {
     }
 }
 
+/// On a card's MBR: the small FAT that holds only autoboot.txt (`seed_area::card`).
+pub const MBR_AUTOBOOT: u32 = seed_area::card::AUTOBOOT_PARTITION;
+/// On a card's MBR: slot B's boot partition (slot A's is `Part::Boot`).
+pub const MBR_BOOT_B: u32 = seed_area::card::CardSlot::B.boot_partition();
 /// The number of the extended partition on an MBR disk.
-pub const MBR_EXTENDED: u32 = 2;
+pub const MBR_EXTENDED: u32 = seed_area::card::EXTENDED_PARTITION;
 
 impl Ids {
     pub fn derive(seed: &str) -> Self {
@@ -170,7 +176,11 @@ mod tests {
         assert_eq!(mbr, format!("{:08x}-06", ids.mbr_signature));
         assert_eq!(
             ids.partuuid("mbr", Part::Data),
-            format!("{:08x}-03", ids.mbr_signature)
+            format!("{:08x}-08", ids.mbr_signature)
+        );
+        assert_eq!(
+            ids.partuuid("mbr", Part::Boot),
+            format!("{:08x}-02", ids.mbr_signature)
         );
         assert_eq!(
             ids.seed_device("mbr"),

@@ -1,9 +1,14 @@
 //! Partition placement: 1 MiB aligned. The boot partition (ESP or the Pi's FAT) first, the
 //! seed area, root slot A, root slot B (the same size: an update writes one slot while the
 //! other runs), and the data partition last, so it alone grows to fill the disk at first
-//! boot. On an MBR the seed area and both slots are logical partitions inside an extended
-//! one (an MBR has four primary entries; see `mbr`): each logical is preceded by 1 MiB that
-//! holds its extended boot record.
+//! boot.
+//!
+//! A Raspberry Pi card (MBR) has the firmware's own A/B in front: a small FAT holding only
+//! autoboot.txt (the bootloader reads the first FAT and is sent from there to a slot's boot
+//! partition), then slot A's and slot B's boot partitions, the same size. An MBR has four
+//! primary entries, so the seed area, both slots and the data partition are logical
+//! partitions inside an extended one that reaches the disk's end; each logical is preceded
+//! by 1 MiB that holds its extended boot record.
 
 use crate::profile::machine::PartitionTable;
 
@@ -39,10 +44,27 @@ pub struct Layout {
     pub root_b: Extent,
     /// All state (mounted at /var); last, so it can grow to the disk's end.
     pub data: Extent,
-    /// On an MBR, the extended partition around the seed area and both slots.
+    /// On an MBR, the extended partition around the seed area, both slots and the data
+    /// partition.
     pub extended: Option<Extent>,
+    /// On a Raspberry Pi card, the firmware's A/B boot partitions besides `esp` (slot A's).
+    pub card: Option<CardBoot>,
     pub total: u64,
 }
+
+/// A card's boot partitions beyond slot A's (`Layout::esp`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CardBoot {
+    /// The first FAT, holding only autoboot.txt.
+    pub autoboot: Extent,
+    /// Slot B's boot partition, the size of slot A's.
+    pub boot_b: Extent,
+}
+
+/// The autoboot partition's size: the smallest FAT32 imgforge writes is 33 MiB (FAT32's
+/// cluster minimum at 512-byte clusters); the firmware reads FAT16 too, but one FAT writer
+/// serves every boot partition.
+pub const AUTOBOOT_MIB: u64 = 40;
 
 impl Layout {
     /// The root slots in order (A, B).
@@ -78,18 +100,29 @@ pub fn plan(
     root_bytes: u64,
     data_bytes: u64,
 ) -> Layout {
-    // The 1 MiB before each logical partition of an MBR holds its extended boot record.
-    let ebr = match table {
-        PartitionTable::Mbr => MIB,
-        PartitionTable::Gpt => 0,
-    };
     let mib = |b: u64| b.div_ceil(MIB) * MIB;
+    // The 1 MiB before each logical partition of an MBR holds its extended boot record.
+    let (ebr, card) = match table {
+        PartitionTable::Mbr => {
+            let autoboot = Extent {
+                offset: MIB,
+                len: AUTOBOOT_MIB * MIB,
+            };
+            let boot_b = Extent {
+                offset: autoboot.end() + esp_mib * MIB,
+                len: esp_mib * MIB,
+            };
+            (MIB, Some(CardBoot { autoboot, boot_b }))
+        }
+        PartitionTable::Gpt => (0, None),
+    };
     let esp = Extent {
-        offset: MIB,
+        offset: card.map_or(MIB, |c| c.autoboot.end()),
         len: esp_mib * MIB,
     };
+    let boot_end = card.map_or(esp.end(), |c| c.boot_b.end());
     let seed = Extent {
-        offset: esp.end() + ebr,
+        offset: boot_end + ebr,
         len: mib(seed_bytes),
     };
     let root_a = Extent {
@@ -101,12 +134,12 @@ pub fn plan(
         len: root_a.len,
     };
     let data = Extent {
-        offset: root_b.end(),
+        offset: root_b.end() + ebr,
         len: mib(data_bytes),
     };
     let extended = (ebr > 0).then(|| Extent {
-        offset: esp.end(),
-        len: root_b.end() - esp.end(),
+        offset: boot_end,
+        len: data.end() - boot_end,
     });
     // 1 MiB at the end holds the backup GPT (33 sectors) and keeps the size MiB-aligned.
     Layout {
@@ -116,6 +149,7 @@ pub fn plan(
         root_b,
         data,
         extended,
+        card,
         total: data.end() + MIB,
     }
 }
@@ -144,19 +178,22 @@ mod tests {
     }
 
     #[test]
-    fn an_mbr_leaves_room_for_each_logical_partitions_boot_record() {
+    fn a_card_has_the_firmwares_boot_partitions_then_logicals_to_the_end() {
         let l = plan(PartitionTable::Mbr, 256, MIB, 300 * MIB, 100 * MIB);
+        let card = l.card.expect("a card's boot partitions");
+        assert_eq!(card.autoboot.offset, MIB);
+        assert_eq!(l.esp.offset, card.autoboot.end());
+        assert_eq!(card.boot_b.offset, l.esp.end());
+        assert_eq!(card.boot_b.len, l.esp.len, "both slots' boot partitions alike");
         let ext = l.extended.expect("an extended partition");
-        assert_eq!(ext.offset, l.esp.end());
+        assert_eq!(ext.offset, card.boot_b.end());
         assert_eq!(l.seed.offset, ext.offset + MIB);
         assert_eq!(l.root_a.offset, l.seed.end() + MIB);
         assert_eq!(l.root_b.offset, l.root_a.end() + MIB);
-        assert_eq!(ext.end(), l.root_b.end());
-        assert_eq!(
-            l.data.offset,
-            ext.end(),
-            "data follows the extended partition"
-        );
+        assert_eq!(l.data.offset, l.root_b.end() + MIB);
+        assert_eq!(ext.end(), l.data.end(), "data is the extended partition's last");
+        assert_eq!(l.total, l.data.end() + MIB);
+        assert_eq!(plan(PartitionTable::Gpt, 64, MIB, MIB, MIB).card, None);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Writing and reading the MBR of Raspberry Pi cards with the `mbrman` crate: the Pi's boot
-//! ROM reads only an MBR and boots from its first FAT partition. The disk signature is
+//! ROM reads only an MBR and starts from its first FAT partition, where autoboot.txt sends
+//! it on to a slot's boot partition. The disk signature is
 //! derived from the build's inputs, so each partition's PARTUUID (`SSSSSSSS-NN`, the form
 //! Linux gives MBR partitions) is known when the image is composed.
 
@@ -7,7 +8,7 @@ use std::fs::File;
 
 use anyhow::{anyhow, Context, Result};
 
-use super::ids::{mbr_partuuid, Part, MBR_EXTENDED};
+use super::ids::{mbr_partuuid, Part, MBR_AUTOBOOT, MBR_BOOT_B, MBR_EXTENDED};
 use super::layout::{Extent, Layout, SECTOR};
 use super::{Device, ReadPartition};
 
@@ -16,18 +17,20 @@ pub const TYPE_FAT32_LBA: u8 = 0x0c;
 /// "Non-FS data": nothing mounts it; imgforge finds its seed area here (partition 5).
 pub const TYPE_SEED: u8 = 0xda;
 pub const TYPE_LINUX: u8 = 0x83;
-/// An extended partition addressed by LBA: holds the seed area and both root slots.
+/// An extended partition addressed by LBA: holds the seed area, both root slots and the
+/// data partition.
 pub const TYPE_EXTENDED_LBA: u8 = 0x0f;
 /// The protective MBR of a GPT disk.
 pub const TYPE_GPT_PROTECTIVE: u8 = 0xee;
 
-/// Writes an MBR with the boot FAT (1), the extended partition (2) holding the seed area
-/// (5), root slot A (6) and root slot B (7), and the data partition (3) last on the disk.
+/// Writes a card's MBR: the autoboot FAT (1), slot A's and slot B's boot FATs (2, 3), and
+/// the extended partition (4) holding the seed area (5), root slot A (6), root slot B (7) and
+/// the data partition (8), which is last on the disk.
 ///
-/// An MBR has four primary entries and the disk needs five partitions. The data partition
-/// stays primary and last, so the worker's grow step only moves one entry's end; the seed
-/// area and the slots, which never change size, go inside the extended partition. The boot
-/// FAT stays partition 1, where the Pi's boot ROM looks.
+/// An MBR has four primary entries and a card needs eight partitions. The firmware's A/B
+/// wants its three FATs as primaries (the layout of Rugix's and rpi-image-gen's cards); the
+/// rest are logical, the data partition last so the worker's grow step only moves the ends
+/// of the extended partition and of that one logical.
 pub fn write(file: &mut File, layout: &Layout, signature: u32) -> Result<()> {
     let mut mbr = mbrman::MBR::new_from(&mut *file, SECTOR as u32, signature.to_le_bytes())
         .context("initializing the MBR")?;
@@ -48,15 +51,20 @@ pub fn write(file: &mut File, layout: &Layout, signature: u32) -> Result<()> {
     let extended = layout
         .extended
         .ok_or_else(|| anyhow!("the layout has no extended partition for an MBR"))?;
-    mbr[1] = entry(&layout.esp, TYPE_FAT32_LBA)?;
+    let card = layout
+        .card
+        .ok_or_else(|| anyhow!("the layout has no card boot partitions for an MBR"))?;
+    mbr[MBR_AUTOBOOT as usize] = entry(&card.autoboot, TYPE_FAT32_LBA)?;
+    mbr[Part::Boot.number("mbr") as usize] = entry(&layout.esp, TYPE_FAT32_LBA)?;
+    mbr[MBR_BOOT_B as usize] = entry(&card.boot_b, TYPE_FAT32_LBA)?;
     mbr[MBR_EXTENDED as usize] = entry(&extended, TYPE_EXTENDED_LBA)?;
-    mbr[Part::Data.number("mbr") as usize] = entry(&layout.data, TYPE_LINUX)?;
     // Each logical's boot record sits in the MiB before it (layout::plan leaves it free);
     // mbrman puts the partition one alignment unit (1 MiB) after the record.
     for (ext, sys) in [
         (&layout.seed, TYPE_SEED),
         (&layout.root_a, TYPE_LINUX),
         (&layout.root_b, TYPE_LINUX),
+        (&layout.data, TYPE_LINUX),
     ] {
         let ebr = ext.offset - super::layout::MIB;
         mbr.push(
@@ -74,7 +82,9 @@ pub fn write(file: &mut File, layout: &Layout, signature: u32) -> Result<()> {
 /// no names): what `read` reports and the seed tools look for.
 fn name_of(number: u32, sys: u8) -> &'static str {
     match (number, sys) {
-        (1, TYPE_FAT32_LBA) => "boot",
+        (MBR_AUTOBOOT, TYPE_FAT32_LBA) => "autoboot",
+        (n, TYPE_FAT32_LBA) if n == Part::Boot.number("mbr") => "boot-a",
+        (MBR_BOOT_B, TYPE_FAT32_LBA) => "boot-b",
         (MBR_EXTENDED, TYPE_EXTENDED_LBA) => "extended",
         (n, TYPE_LINUX) if n == Part::Data.number("mbr") => seed_area::disk::DATA_PART_NAME,
         (n, TYPE_SEED) if n == Part::Seed.number("mbr") => seed_area::PART_NAME,
@@ -134,19 +144,32 @@ mod tests {
                 .find(|p| p["node"].as_str().unwrap().ends_with(&n.to_string()))
                 .unwrap_or_else(|| panic!("no partition {n} in {parts:?}"))
         };
-        assert_eq!(parts.len(), 6, "{parts:?}");
+        assert_eq!(parts.len(), 8, "{parts:?}");
+        let card = layout.card.unwrap();
         assert_eq!(by_node(1)["start"], 2048);
-        assert_eq!(by_node(1)["size"], 256 * 2048);
-        assert_eq!(by_node(1)["type"], "c");
-        assert_eq!(by_node(2)["type"], "f");
-        assert_eq!(by_node(3)["type"], "83");
-        assert_eq!(by_node(3)["start"], layout.data.first_lba());
+        assert_eq!(by_node(1)["size"], card.autoboot.len / SECTOR);
+        for n in 1..=3 {
+            assert_eq!(by_node(n)["type"], "c", "partition {n} is a FAT");
+        }
+        assert_eq!(by_node(2)["start"], layout.esp.first_lba());
+        assert_eq!(by_node(2)["size"], 256 * 2048);
+        assert_eq!(by_node(3)["start"], card.boot_b.first_lba());
+        assert_eq!(by_node(3)["size"], 256 * 2048);
+        assert_eq!(by_node(4)["type"], "f");
         assert_eq!(by_node(5)["type"], "da");
         assert_eq!(by_node(5)["start"], layout.seed.first_lba());
         assert_eq!(by_node(6)["start"], layout.root_a.first_lba());
         assert_eq!(by_node(6)["size"], layout.root_a.len / SECTOR);
         assert_eq!(by_node(7)["start"], layout.root_b.first_lba());
         assert_eq!(by_node(7)["size"], layout.root_a.len / SECTOR);
+        assert_eq!(by_node(8)["type"], "83");
+        assert_eq!(by_node(8)["start"], layout.data.first_lba());
+        assert_eq!(by_node(8)["size"], layout.data.len / SECTOR);
+        assert_eq!(
+            by_node(4)["start"].as_u64().unwrap() + by_node(4)["size"].as_u64().unwrap(),
+            layout.data.end() / SECTOR,
+            "the extended partition ends with the data partition"
+        );
 
         let mut f = File::open(&path).unwrap();
         let (sig, read_back) = read(&mut f).unwrap();
@@ -155,7 +178,9 @@ mod tests {
         assert_eq!(
             names,
             [
-                "boot",
+                "autoboot",
+                "boot-a",
+                "boot-b",
                 "extended",
                 seed_area::PART_NAME,
                 "root-a",
@@ -163,10 +188,10 @@ mod tests {
                 "imgforge-data"
             ]
         );
-        assert_eq!(read_back[3].partuuid, "1234abcd-06");
-        assert_eq!(read_back[3].offset, layout.root_a.offset);
-        assert_eq!(read_back[3].len, layout.root_a.len);
-        assert_eq!(read_back[5].partuuid, "1234abcd-03");
-        assert_eq!(read_back[5].offset, layout.data.offset);
+        assert_eq!(read_back[5].partuuid, "1234abcd-06");
+        assert_eq!(read_back[5].offset, layout.root_a.offset);
+        assert_eq!(read_back[5].len, layout.root_a.len);
+        assert_eq!(read_back[7].partuuid, "1234abcd-08");
+        assert_eq!(read_back[7].offset, layout.data.offset);
     }
 }

@@ -193,7 +193,17 @@ fn entry_records(
             s
         }
         _ => {
-            let short = short_alias(name, taken);
+            // A lower-case name that fits 8.3 gets its upper-case self as the short name, not
+            // an alias: `config.txt` is CONFIG.TXT plus the long name, as Linux's vfat writes
+            // it, so firmware that matches only short names (the Pi's bootloader looking
+            // for autoboot.txt and start4.elf) finds it.
+            let short = match plain_short_name(&name.to_ascii_uppercase()) {
+                Some(s) if !taken.contains(&s) => {
+                    taken.push(s);
+                    s
+                }
+                _ => short_alias(name, taken),
+            };
             let units: Vec<u16> = name.encode_utf16().collect();
             let pieces = units.len().div_ceil(13);
             let sum = lfn_checksum(&short);
@@ -627,6 +637,11 @@ mod tests {
             listing.contains("BOOTX64  EFI") && listing.contains(" imgforge.conf\n"),
             "{listing}"
         );
+        // mtools shows the short name first: vmlinuz's is VMLINUZ, not an alias.
+        assert!(
+            listing.contains("VMLINUZ ") && !listing.contains("VMLINU~"),
+            "{listing}"
+        );
         assert!(listing.contains("1234-5678"), "volume id: {listing}");
 
         let mut f = File::open(&disk).unwrap();
@@ -650,6 +665,14 @@ mod tests {
         let recs = entry_records("initrd.img", &mut taken, ATTR_ARCHIVE, 5, 1, (0, 0));
         assert_eq!(recs.len(), 2, "one long-name record, one short");
         assert_eq!(recs[0][0], 0x41);
+        // A lower-case 8.3 name keeps itself, upper-cased, as the short name (no ~1 alias),
+        // as Linux's vfat writes it; a second file with the same upper-case name gets an
+        // alias.
+        assert_eq!(&recs[1][..11], b"INITRD  IMG");
+        let recs = entry_records("autoboot.txt", &mut taken, ATTR_ARCHIVE, 6, 1, (0, 0));
+        assert_eq!(&recs[1][..11], b"AUTOBOOTTXT");
+        let recs = entry_records("AutoBoot.txt", &mut taken, ATTR_ARCHIVE, 7, 1, (0, 0));
+        assert_eq!(&recs[1][..11], b"AUTOBO~1TXT");
     }
 
     #[test]

@@ -336,5 +336,43 @@ fn write_raspi_boot(
         "BOOT",
         plan.source_date_epoch,
         &files,
+    )?;
+    write_raspi_ab(file, plan, c, lay)
+}
+
+/// The firmware's A/B around slot A's boot partition: the first FAT holding autoboot.txt,
+/// which boots slot A and tries slot B once after an update sets the tryboot flag, and slot
+/// B's boot partition, formatted and empty until an update writes a version's boot files
+/// there (its root slot is empty too, so a stray trial finds nothing to boot and the next
+/// reset returns to slot A).
+fn write_raspi_ab(file: &mut File, plan: &Plan, c: &Composed, lay: &layout::Layout) -> Result<()> {
+    let card = lay
+        .card
+        .ok_or_else(|| anyhow::anyhow!("a Raspberry Pi card's layout lacks its A/B partitions"))?;
+    let autoboot = seed_area::card::autoboot_txt(seed_area::card::CardSlot::A);
+    // Volume ids of their own (FAT has no UUIDs to keep apart otherwise): fstab mounts the
+    // running version's boot partition by its id.
+    fat::write_volume(
+        file,
+        card.autoboot.offset,
+        card.autoboot.len,
+        c.ids.fat_volume_id ^ 0x0000_a0b0,
+        "AUTOBOOT",
+        plan.source_date_epoch,
+        &[fat::FatFile {
+            path: seed_area::card::AUTOBOOT_FILE.into(),
+            content: autoboot.as_bytes(),
+        }],
     )
+    .context("writing the autoboot partition")?;
+    fat::write_volume(
+        file,
+        card.boot_b.offset,
+        card.boot_b.len,
+        c.ids.fat_volume_id ^ 0x0000_b0b0,
+        "BOOT-B",
+        plan.source_date_epoch,
+        &[],
+    )
+    .context("writing slot B's boot partition")
 }

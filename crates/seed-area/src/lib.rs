@@ -8,6 +8,7 @@
 //! the payload length (u32 LE), 4 zero bytes, the payload's sha256, then the TOML payload.
 //! An all-zero record is "absent".
 
+pub mod card;
 pub mod disk;
 pub mod ready;
 pub mod version;

@@ -1,10 +1,13 @@
 //! Growing the data partition (the last) of an MBR card to the end of the card, at first boot.
 //!
 //! On GPT disks systemd-repart does this; it does not handle MBR, which the Raspberry Pi
-//! boot ROM needs. The data partition is the card's last (primary 3), so growing it only moves its end:
-//! the MBR entry's sector count is rewritten, the kernel is told with `partx` (util-linux;
-//! the BLKPG ioctl, which works on a mounted partition), and systemd-growfs, ordered after
-//! this step, grows the ext4 (`x-systemd.growfs` in /etc/fstab).
+//! boot ROM needs. The data partition is the card's last: a logical partition (8), the last
+//! in the extended partition, which ends with it. Growing it moves two ends: the extended
+//! partition's in the MBR and the data partition's in its extended boot record (and in the
+//! previous record's link to it). The kernel is told with `partx` (util-linux; the BLKPG
+//! ioctl, which works on a mounted partition), and systemd-growfs, ordered after this step,
+//! grows the ext4 (`x-systemd.growfs` in /etc/fstab). A primary partition that is last (the
+//! layout of cards built before the firmware's A/B) is grown the same way, alone.
 
 use std::fs::{self, File};
 use std::io::{Seek, SeekFrom};
@@ -47,26 +50,51 @@ pub fn disk_of(partition: &Path) -> Result<(PathBuf, usize)> {
     Ok((PathBuf::from("/dev").join(parent), number))
 }
 
-/// Rewrites MBR entry `number` of `disk` (an open file of `disk_sectors` sectors) to end at
-/// the disk's end, if it is the last partition and does not already.
+/// Rewrites MBR partition `number` of `disk` (an open file of `disk_sectors` sectors) to end
+/// at the disk's end, if it is the last partition and does not already; a logical
+/// partition's extended partition is grown with it.
 pub fn grow_entry(disk: &mut File, disk_sectors: u64, number: usize) -> Result<Outcome> {
     let mut mbr = mbrman::MBR::read_from(&mut *disk, SECTOR).context("reading the MBR")?;
-    let p = mbr[number].clone();
+    let logical = number > 4;
+    let p = if logical {
+        mbr.logical_partitions
+            .get(number - 5)
+            .map(|l| l.partition.clone())
+            .with_context(|| format!("MBR partition {number} does not exist"))?
+    } else {
+        mbr[number].clone()
+    };
     if !p.is_used() {
         bail!("MBR partition {number} is empty");
     }
     let start = u64::from(p.starting_lba);
+    let extended = (1..=4).find(|&i| mbr[i].is_used() && mbr[i].is_extended());
     for (i, other) in mbr.iter() {
-        if i != number && other.is_used() && u64::from(other.starting_lba) > start {
+        // The extended partition starts before its logicals: it is grown with them.
+        let around = logical && Some(i) == extended;
+        if i != number && !around && other.is_used() && u64::from(other.starting_lba) > start {
             bail!("partition {number} is not the last on the disk (partition {i} follows it)");
         }
     }
     // An MBR counts sectors in 32 bits: a card over 2 TiB keeps the first 2 TiB.
-    let want = (disk_sectors - start).min(u64::from(u32::MAX)) as u32;
+    let to_end = |from: u64| (disk_sectors - from).min(u64::from(u32::MAX)) as u32;
+    let want = to_end(start);
     if want <= p.sectors {
         return Ok(Outcome::AlreadyFull);
     }
-    mbr[number].sectors = want;
+    if logical {
+        let ext = extended.context("a logical partition without an extended partition")?;
+        mbr[ext].sectors = to_end(u64::from(mbr[ext].starting_lba));
+        let l = &mut mbr.logical_partitions[number - 5];
+        l.partition.sectors = want;
+        // The previous record's link gives the size from this record to the partition's end
+        // (the first logical's record is the extended partition's start: no link).
+        if l.ebr_sectors.is_some() {
+            l.ebr_sectors = Some(to_end(u64::from(l.absolute_ebr_lba)));
+        }
+    } else {
+        mbr[number].sectors = want;
+    }
     disk.seek(SeekFrom::Start(0))?;
     mbr.write_into(&mut *disk).context("writing the MBR")?;
     disk.sync_all()?;
@@ -158,6 +186,82 @@ mod tests {
             .clone();
         assert_eq!(parts[2]["size"], 100_000 - 6144);
         assert_eq!(parts[1]["size"], 2048);
+    }
+
+    /// A card as imgforge lays it out now: three FATs, and an extended partition whose
+    /// logicals are the seed area, both root slots and the data partition, last.
+    fn ab_card(sectors: u64) -> (tempfile::NamedTempFile, File) {
+        let t = tempfile::NamedTempFile::new().unwrap();
+        let mut f = t.reopen().unwrap();
+        f.set_len(sectors * 512).unwrap();
+        let mut mbr = mbrman::MBR::new_from(&mut f, SECTOR, [1, 2, 3, 4]).unwrap();
+        let e = |start: u32, n: u32, sys: u8| mbrman::MBRPartitionEntry {
+            boot: mbrman::BOOT_INACTIVE,
+            first_chs: mbrman::CHS::empty(),
+            sys,
+            last_chs: mbrman::CHS::empty(),
+            starting_lba: start,
+            sectors: n,
+        };
+        mbr[1] = e(2048, 2048, 0x0c);
+        mbr[2] = e(4096, 2048, 0x0c);
+        mbr[3] = e(6144, 2048, 0x0c);
+        mbr[4] = e(8192, 4 * 4096, 0x0f);
+        for (i, sys) in [0xda, 0x83, 0x83, 0x83].into_iter().enumerate() {
+            mbr.push(sys, 8192 + 4096 * i as u32, 4096).unwrap();
+        }
+        mbr.write_into(&mut f).unwrap();
+        (t, f)
+    }
+
+    fn sfdisk_parts(path: &Path) -> Vec<serde_json::Value> {
+        let out = Command::new("sfdisk")
+            .arg("--json")
+            .arg(path)
+            .output()
+            .expect("sfdisk (package fdisk)");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["partitiontable"]["partitions"].as_array().unwrap().clone()
+    }
+
+    #[test]
+    fn grows_the_last_logical_partition_and_its_extended_partition() {
+        let (t, mut f) = ab_card(100_000);
+        let data_start = 8192 + 3 * 4096 + 2048;
+        assert_eq!(
+            grow_entry(&mut f, 100_000, 8).unwrap(),
+            Outcome::Grown {
+                from_sectors: 2048,
+                to_sectors: 100_000 - data_start
+            }
+        );
+        assert_eq!(
+            grow_entry(&mut f, 100_000, 8).unwrap(),
+            Outcome::AlreadyFull
+        );
+        drop(f);
+        // sfdisk, not our reader, checks the chain of boot records and sees the new ends.
+        let verify = Command::new("sfdisk")
+            .arg("-V")
+            .arg(t.path())
+            .output()
+            .unwrap();
+        assert!(
+            verify.status.success(),
+            "sfdisk -V: {}{}",
+            String::from_utf8_lossy(&verify.stdout),
+            String::from_utf8_lossy(&verify.stderr)
+        );
+        let parts = sfdisk_parts(t.path());
+        assert_eq!(parts.len(), 8, "{parts:?}");
+        assert_eq!(parts[3]["size"], 100_000 - 8192, "the extended partition");
+        assert_eq!(parts[7]["start"], data_start);
+        assert_eq!(parts[7]["size"], 100_000 - data_start, "the data partition");
+        assert_eq!(parts[6]["size"], 2048, "root slot B unchanged");
+        let e = grow_entry(&mut File::options().read(true).write(true).open(t.path()).unwrap(), 100_000, 7)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not the last"), "{e}");
     }
 
     #[test]

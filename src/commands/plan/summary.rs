@@ -325,8 +325,8 @@ fn disk(plan: &Plan) -> Disk {
     // an MBR) names its first partition `boot`; a UEFI disk's is the ESP.
     let (boot_name, boot_holds) = if plan.raspi.is_some() {
         (
-            "boot",
-            "Pi firmware, config.txt, device trees, kernel, initramfs",
+            "boot-a",
+            "slot A's Pi firmware, config.txt, device trees, kernel, initramfs",
         )
     } else {
         ("esp", "systemd-boot, kernel, initramfs")
@@ -340,14 +340,14 @@ fn disk(plan: &Plan) -> Disk {
             seed_area::disk::EMPTY_SLOT_NAME.to_string(),
         )
     };
-    let part = |p: Part,
+    let part = |number: u32,
                 name: &str,
                 fs: &str,
                 start: Option<u64>,
                 size: Option<u64>,
                 free: Option<u64>,
                 holds: &str| Partition {
-        number: p.number(table),
+        number,
         name: name.into(),
         filesystem: fs.into(),
         start_mib: start,
@@ -359,53 +359,78 @@ fn disk(plan: &Plan) -> Disk {
         partition_table: plan.partition_table.to_string(),
         boot: plan.boot.to_string(),
         root_storage: plan.raspi.as_ref().map(|r| r.root_device.to_string()),
-        partitions: vec![
-            part(
-                Part::Boot,
+        partitions: [
+            lay.card.map(|c| {
+                part(
+                    crate::disk::ids::MBR_AUTOBOOT,
+                    "autoboot",
+                    "vfat",
+                    Some(c.autoboot.offset / MIB),
+                    Some(c.autoboot.len / MIB),
+                    None,
+                    "autoboot.txt: which slot's boot partition the Pi firmware starts",
+                )
+            }),
+            Some(part(
+                Part::Boot.number(table),
                 boot_name,
                 "vfat",
                 Some(lay.esp.offset / MIB),
                 Some(lay.esp.len / MIB),
                 None,
                 boot_holds,
-            ),
-            part(
-                Part::Seed,
+            )),
+            lay.card.map(|c| {
+                part(
+                    crate::disk::ids::MBR_BOOT_B,
+                    "boot-b",
+                    "vfat",
+                    Some(c.boot_b.offset / MIB),
+                    Some(c.boot_b.len / MIB),
+                    None,
+                    "slot B's boot files: empty until an update writes them",
+                )
+            }),
+            Some(part(
+                Part::Seed.number(table),
                 crate::seed::PART_NAME,
                 "-",
                 Some(lay.seed.offset / MIB),
                 Some(lay.seed.len / MIB),
                 None,
                 "secrets given by `seed` or `flash --secrets`",
-            ),
-            part(
-                Part::RootA,
+            )),
+            Some(part(
+                Part::RootA.number(table),
                 &slot_a,
                 "ext4",
                 Some(lay.root_a.offset / MIB),
                 Some(lay.root_a.len / MIB),
                 None,
                 "root slot A: the system, read-only; this version",
-            ),
-            part(
-                Part::RootB,
+            )),
+            Some(part(
+                Part::RootB.number(table),
                 &slot_b,
                 "-",
                 Some(lay.root_b.offset / MIB),
                 Some(lay.root_b.len / MIB),
                 None,
                 "root slot B: empty until an update writes it",
-            ),
-            part(
-                Part::Data,
+            )),
+            Some(part(
+                Part::Data.number(table),
                 seed_area::disk::DATA_PART_NAME,
                 "ext4",
                 Some(lay.data.offset / MIB),
                 None,
                 Some(256),
                 "all state (/var); grows to the disk's end at first boot",
-            ),
-        ],
+            )),
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
     }
 }
 
