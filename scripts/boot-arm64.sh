@@ -11,5 +11,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup-host.sh --arch all --test
 cargo test --release --locked --test cards -- --ignored heavy_ --test-threads 1
+cargo test --release --locked --test card_ab -- --ignored heavy_ --test-threads 1
 cargo test --release --locked --test pypi -- --ignored heavy_ --test-threads 1
 bash scripts/boot-raspi4b.sh

@@ -441,18 +441,12 @@ pub fn resolve(src: &ProfileSource, req: &Request) -> Result<Plan> {
         inputs,
     };
     if plan.host.updates.is_some() {
-        if plan.boot != BootMethod::SystemdBoot {
-            bail!(
-                "{}: host `{}` has `updates`, but target {} boots with {}: updates in place run on the UEFI targets (systemd-sysupdate and systemd-boot's boot counting)",
-                view.display,
-                plan.host.name,
-                plan.target,
-                plan.boot.as_str()
-            );
-        }
         // The engine and what it needs on the node (see stage::updates).
-        plan.packages
-            .extend(UPDATE_PACKAGES.iter().map(|p| p.to_string()));
+        let needs: &[&str] = match plan.boot {
+            BootMethod::SystemdBoot => &UPDATE_PACKAGES,
+            BootMethod::RaspiFirmware => &CARD_UPDATE_PACKAGES,
+        };
+        plan.packages.extend(needs.iter().map(|p| p.to_string()));
         plan.packages = sorted_unique(std::mem::take(&mut plan.packages));
     }
     plan.version = match &req.version {
@@ -468,6 +462,10 @@ pub fn resolve(src: &ProfileSource, req: &Request) -> Result<Plan> {
 /// boot-complete.target is reached), gpg (/usr/bin/gpg: systemd-pull verifies
 /// SHA256SUMS.gpg by running it; gpgv alone is not what it runs).
 pub const UPDATE_PACKAGES: [&str; 3] = ["gpg", "systemd-boot", "systemd-container"];
+
+/// What a card's update engine (the worker's `card-update`) runs: curl fetches, gpg
+/// verifies SHA256SUMS.gpg as systemd-pull would, xz decompresses onto the other slot.
+pub const CARD_UPDATE_PACKAGES: [&str; 3] = ["curl", "gpg", "xz-utils"];
 
 /// A version as systemd-sysupdate reads it from a partition name (`root_@v`) and file
 /// names: letters, digits and `.+~^_-`, starting with a letter or digit, at most 64 bytes.

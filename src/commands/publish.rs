@@ -1,6 +1,7 @@
 //! `imgforge publish`: one version of a role's image as the files a node's
 //! systemd-sysupdate fetches from any static web server: the root slot compressed, the
-//! kernel, the initramfs and the systemd-boot entry that starts them, a manifest, and
+//! kernel, the initramfs and the systemd-boot entry that starts them (a card: the root and
+//! its boot partition, compressed, for the worker's card-update), a manifest, and
 //! `SHA256SUMS` (every version in the folder) with its detached signature
 //! `SHA256SUMS.gpg`. Publishing into a folder that holds earlier versions adds to it, so a
 //! node sees every version the folder offers and takes the newest.
@@ -13,7 +14,6 @@ use serde_json::json;
 
 use crate::cache::sha256_file;
 use crate::cli::{BuildArgs, KeygenArgs, PublishArgs};
-use crate::exit::UserError;
 use crate::profile::machine::BootMethod;
 use crate::progress::Progress;
 use crate::signing::KeyDir;
@@ -45,14 +45,9 @@ pub fn keygen(a: KeygenArgs) -> Result<()> {
 
 pub fn run(a: PublishArgs) -> Result<()> {
     let plan = super::resolve_plan(&a.profile)?;
-    if plan.boot != BootMethod::SystemdBoot {
-        return Err(UserError(format!(
-            "target {}: boots with {}; publish writes versions for systemd-sysupdate and systemd-boot, on the UEFI targets (x86_64-vm, aarch64-vm)",
-            plan.target,
-            plan.boot.as_str()
-        ))
-        .into());
-    }
+    // A card's version is its root and its boot partition, written by the card's own
+    // engine (the worker's card-update); a VM's is what systemd-sysupdate's transfers name.
+    let card = plan.boot == BootMethod::RaspiFirmware;
     let build = BuildArgs {
         profile: a.profile.clone(),
         out: a.images.clone(),
@@ -79,7 +74,12 @@ pub fn run(a: PublishArgs) -> Result<()> {
     fs::create_dir_all(&a.out)
         .with_context(|| format!("creating publish folder {}", a.out.display()))?;
     let name = |kind: &str| updates::published(&plan.role, &plan.version, kind);
-    let slot = seed_area::disk::slot_name(&plan.version);
+    // An MBR has no names: mbr::read names a card's slot A partitions by their place.
+    let slot = if card {
+        "root-a".to_string()
+    } else {
+        seed_area::disk::slot_name(&plan.version)
+    };
     let mut disk =
         File::open(&built.image).with_context(|| format!("opening {}", built.image.display()))?;
     let (_, parts) = crate::disk::read(&mut disk)
@@ -125,6 +125,23 @@ pub fn run(a: PublishArgs) -> Result<()> {
     records.push(put(&root_name, &|p: &Path| {
         crate::artifact::xz::compress_range(&built.image, root.offset, root_fs_bytes, p).map(|_| ())
     })?);
+    if card {
+        let boot = parts.iter().find(|p| p.name == "boot-a").ok_or_else(|| {
+            anyhow::anyhow!("{}: no boot partition for slot A", built.image.display())
+        })?;
+        let boot_name = name(updates::CARD_BOOT_KIND);
+        if !a.quiet {
+            eprintln!(
+                "imgforge: compressing the boot partition ({} MiB) to {boot_name}",
+                boot.len >> 20
+            );
+        }
+        // The whole partition: a card's boot partitions are the same size for life.
+        records.push(put(&boot_name, &|p: &Path| {
+            crate::artifact::xz::compress_range(&built.image, boot.offset, boot.len, p)
+                .map(|_| ())
+        })?);
+    }
     let copy = |src: PathBuf| {
         move |p: &Path| -> Result<()> {
             fs::copy(&src, p)
@@ -132,18 +149,20 @@ pub fn run(a: PublishArgs) -> Result<()> {
                 .with_context(|| format!("copying {}", src.display()))
         }
     };
-    records.push(put(
-        &name(updates::KERNEL_KIND),
-        &copy(built.compose.kernel()),
-    )?);
-    records.push(put(
-        &name(updates::INITRD_KIND),
-        &copy(built.compose.initrd()),
-    )?);
-    let entry = crate::stage::image::loader_entry(&plan, &built.compose);
-    records.push(put(&name(updates::ENTRY_KIND), &|p: &Path| {
-        Ok(fs::write(p, &entry)?)
-    })?);
+    if !card {
+        records.push(put(
+            &name(updates::KERNEL_KIND),
+            &copy(built.compose.kernel()),
+        )?);
+        records.push(put(
+            &name(updates::INITRD_KIND),
+            &copy(built.compose.initrd()),
+        )?);
+        let entry = crate::stage::image::loader_entry(&plan, &built.compose);
+        records.push(put(&name(updates::ENTRY_KIND), &|p: &Path| {
+            Ok(fs::write(p, &entry)?)
+        })?);
+    }
     let manifest = json!({
         "imgforge": env!("CARGO_PKG_VERSION"),
         "role": plan.role,

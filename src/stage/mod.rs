@@ -6,6 +6,7 @@ pub mod apps;
 pub mod base;
 pub mod binaries;
 pub mod builder;
+mod card_units;
 mod chroot;
 pub mod compose;
 pub mod image;
@@ -138,6 +139,8 @@ pub(crate) mod code {
     pub const COMPOSE: &[&[u8]] = &[
         include_bytes!("compose.rs"),
         include_bytes!("units.rs"),
+        include_bytes!("card_units.rs"),
+        include_bytes!("updates.rs"),
         include_bytes!("../site/firewall.rs"),
         include_bytes!("../site/gateway_toml.rs"),
         include_bytes!("../site/mod.rs"),
@@ -158,6 +161,7 @@ pub(crate) mod code {
         include_bytes!("../seed.rs"),
         include_bytes!("../../crates/seed-area/src/lib.rs"),
         include_bytes!("../../crates/seed-area/src/disk.rs"),
+        include_bytes!("../../crates/seed-area/src/card.rs"),
     ];
     pub const OUTPUTS: &[&[u8]] = &[
         include_bytes!("outputs.rs"),

@@ -192,8 +192,14 @@ pub fn generate(plan: &Plan, installed: &BTreeSet<String>, ids: &Ids) -> Vec<Gen
             mode: 0o644,
         });
     }
+    let card = plan.boot == crate::profile::machine::BootMethod::RaspiFirmware;
+    let backups: Vec<String> = plan
+        .jobs
+        .iter()
+        .map(|j| format!("{}.service", job_name(j)))
+        .collect();
     match &plan.host.updates {
-        Some(u) => {
+        Some(u) if !card => {
             // The role's readiness decides whether a new version is kept (stage/updates.rs).
             let ready = READY_UNIT
                 .replace(
@@ -223,14 +229,25 @@ pub fn generate(plan: &Plan, installed: &BTreeSet<String>, ids: &Ids) -> Vec<Gen
                 ),
                 target: format!("/{UNIT_DIR}/imgforge-ready.service"),
             });
-            let backups: Vec<String> = plan
-                .jobs
-                .iter()
-                .map(|j| format!("{}.service", job_name(j)))
-                .collect();
             out.extend(super::updates::generate(plan, u, &backups));
         }
-        None => add_unit(
+        _ if card => {
+            // A card's readiness keeps or leaves a slot on trial (stage/card_units.rs); a
+            // host with `updates` also gets the card's update engine.
+            let ready = READY_UNIT.replace(
+                "After=multi-user.target\n",
+                &format!(
+                    "After=multi-user.target\n{}",
+                    super::card_units::READY_DECIDES_TRIAL
+                ),
+            );
+            add_unit(&mut out, "imgforge-ready.service", ready, "multi-user.target");
+            out.extend(super::card_units::generate());
+            if let Some(u) = &plan.host.updates {
+                out.extend(super::updates::generate_card(plan, u, &backups));
+            }
+        }
+        _ => add_unit(
             &mut out,
             "imgforge-ready.service",
             READY_UNIT.to_string(),
@@ -619,9 +636,13 @@ WantedBy=multi-user.target
 
 /// The image carries no SSH host keys (each node must have its own): made on first boot.
 fn ssh_keygen_unit() -> String {
+    // Made in a folder beside the real one and renamed into place once all are written and
+    // synced: a power cut while they are made (an RSA key takes seconds on a Pi) leaves no
+    // folder, and the next boot makes them all again, never an empty key sshd cannot load.
+    let new = format!("{SSH_KEY_DIR}.new");
     let keys: Vec<String> = SSH_KEY_TYPES
         .iter()
-        .map(|t| format!("ExecStart=/usr/bin/ssh-keygen -q -t {t} -N \"\" -f {SSH_KEY_DIR}/ssh_host_{t}_key\n"))
+        .map(|t| format!("ExecStart=/usr/bin/ssh-keygen -q -t {t} -N \"\" -f {new}/ssh_host_{t}_key\n"))
         .collect();
     format!(
         "\
@@ -631,14 +652,16 @@ fn ssh_keygen_unit() -> String {
 Description=Generate this node's SSH host keys
 After=local-fs.target
 Before=ssh.service
-ConditionPathExists=!{SSH_KEY_DIR}/ssh_host_ed25519_key
+ConditionPathExists=!{SSH_KEY_DIR}
 
 [Service]
 Type=oneshot
 UMask=0077
-ExecStartPre=/usr/bin/rm -rf {SSH_KEY_DIR}
-ExecStartPre=/usr/bin/mkdir -p {SSH_KEY_DIR}
-{keys}
+ExecStartPre=/usr/bin/rm -rf {new}
+ExecStartPre=/usr/bin/mkdir -p {new}
+{keys}ExecStart=/usr/bin/sync --file-system {new}
+ExecStart=/usr/bin/mv -T {new} {SSH_KEY_DIR}
+
 [Install]
 WantedBy=multi-user.target
 ",
@@ -897,6 +920,58 @@ mod tests {
                 _ => None,
             })
             .unwrap_or_else(|| panic!("no {want}"))
+    }
+
+    #[test]
+    fn ssh_host_keys_appear_all_at_once() {
+        let unit = ssh_keygen_unit();
+        let keygen = unit.find("ExecStart=/usr/bin/ssh-keygen").expect("keygen lines");
+        let rename = unit
+            .find("ExecStart=/usr/bin/mv -T /var/lib/imgforge/ssh.new /var/lib/imgforge/ssh\n")
+            .expect("a rename into place");
+        assert!(keygen < rename, "{unit}");
+        assert!(
+            unit.lines()
+                .filter(|l| l.contains("ssh-keygen"))
+                .all(|l| l.contains(" -f /var/lib/imgforge/ssh.new/")),
+            "{unit}"
+        );
+        assert!(unit.contains("ConditionPathExists=!/var/lib/imgforge/ssh\n"), "{unit}");
+    }
+
+    #[test]
+    fn a_cards_readiness_decides_its_trial_and_systemd_pets_the_watchdog() {
+        let card = resolve(
+            &ProfileSource::Embedded,
+            &Request {
+                role: "proxy".into(),
+                target: "rpi4".into(),
+                site: "example".into(),
+                host: None,
+                version: None,
+            },
+        )
+        .unwrap();
+        let gen = generate(&card, &BTreeSet::new(), &Ids::derive("t"));
+        let ready = file(&gen, "etc/systemd/system/imgforge-ready.service");
+        assert!(
+            ready.contains("OnSuccess=imgforge-card-commit.service\n")
+                && ready.contains("OnFailure=imgforge-card-fallback.service\n"),
+            "{ready}"
+        );
+        assert!(file(&gen, "etc/systemd/system/imgforge-card-commit.service")
+            .contains("ExecStart=/usr/local/bin/worker card-commit\n"));
+        assert!(file(&gen, "etc/systemd/system/imgforge-card-fallback.service")
+            .contains("ExecStart=/usr/local/bin/worker card-fallback\n"));
+        // bcm2835_wdt refuses more than 15 s.
+        let wd = file(&gen, "etc/systemd/system.conf.d/imgforge-watchdog.conf");
+        assert!(wd.contains("RuntimeWatchdogSec=10s\n"), "{wd}");
+        // A VM has no card slots.
+        let vm = generate(&plan(), &BTreeSet::new(), &Ids::derive("t"));
+        assert!(!file(&vm, "etc/systemd/system/imgforge-ready.service").contains("card"));
+        assert!(!vm
+            .iter()
+            .any(|g| matches!(g, Generated::File { path, .. } if path.contains("card"))));
     }
 
     #[test]

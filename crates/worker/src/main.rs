@@ -8,8 +8,12 @@
 //! - `pg-init`: the role's database and its owner, the password from a credential.
 //! - `exec`: start a service with its env file, secret slots filled in from credentials.
 //! - `grow-root`: on an MBR card, grow the root partition to the card's end (first boot).
+//! - `card-status`, `card-commit`, `card-fallback`: a Raspberry Pi card's A/B slots: which
+//!   runs, keeping a new version that became READY, leaving one that did not.
 
 mod backup;
+mod cardab;
+mod cardupdate;
 mod checks;
 mod config;
 mod console;
@@ -34,6 +38,14 @@ struct Cli {
     config: PathBuf,
     #[command(subcommand)]
     command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum CardUpdateAction {
+    /// Print the newest version above the running one (exit 0), or exit 1 if none.
+    Check,
+    /// Download, verify and write VERSION into the other slot.
+    Install { version: String },
 }
 
 #[derive(Subcommand)]
@@ -76,6 +88,28 @@ enum Cmd {
         owner: String,
         #[arg(long)]
         password_credential: String,
+    },
+    /// A card's slots: the running one, the committed one, and whether this is a trial.
+    CardStatus,
+    /// After READY on a card: on trial, make the running slot the one the Pi boots.
+    CardCommit,
+    /// After a failed readiness on a card: on trial, reboot into the committed slot.
+    CardFallback,
+    /// A card's update engine: look for a newer version in a publish folder, or write one
+    /// into the slot that is not running.
+    CardUpdate {
+        #[command(subcommand)]
+        action: CardUpdateAction,
+        /// The publish folder (the site's `updates` URL).
+        #[arg(long, global = true)]
+        url: Option<String>,
+        /// The role whose versions to take.
+        #[arg(long, global = true)]
+        role: Option<String>,
+        #[arg(long, global = true, default_value = cardupdate::KEYRING)]
+        keyring: PathBuf,
+        #[arg(long, global = true, default_value = cardupdate::WORK_DIR)]
+        work_dir: PathBuf,
     },
     /// Grow the data partition (the last of an MBR disk) to the end of the disk.
     GrowRoot {
@@ -132,6 +166,84 @@ fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 ExitCode::from(1)
             })
+        }
+        Cmd::CardStatus => {
+            let s = cardab::state()?;
+            println!(
+                "worker: card {}: running slot {}, committed slot {}{}",
+                s.disk.display(),
+                s.running,
+                s.committed,
+                if s.on_trial() { " (on trial)" } else { "" }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::CardCommit => {
+            match cardab::commit()? {
+                cardab::Commit::Committed { from, to } => println!(
+                    "worker: version {} is READY on trial in slot {to}: committed (autoboot.txt boots slot {to}, was {from})",
+                    image_version()
+                ),
+                cardab::Commit::AlreadyCommitted(s) => {
+                    println!("worker: slot {s} is the committed slot; nothing to commit")
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::CardFallback => {
+            let s = cardab::fallback()?;
+            if s.on_trial() {
+                println!(
+                    "worker: version {} on trial in slot {} is not READY: rebooting into the committed slot {}",
+                    image_version(),
+                    s.running,
+                    s.committed
+                );
+            } else {
+                println!(
+                    "worker: slot {} is the committed slot and not READY; there is no other version to return to",
+                    s.running
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::CardUpdate {
+            action,
+            url,
+            role,
+            keyring,
+            work_dir,
+        } => {
+            let (Some(url), Some(role)) = (url, role) else {
+                anyhow::bail!("card-update needs --url and --role");
+            };
+            let url = if url.ends_with('/') { url } else { format!("{url}/") };
+            let src = cardupdate::Source {
+                url: &url,
+                role: &role,
+                keyring: &keyring,
+            };
+            match action {
+                CardUpdateAction::Check => {
+                    match cardupdate::check(&src, &image_version(), &work_dir)? {
+                        Some(v) => {
+                            println!("{v}");
+                            Ok(ExitCode::SUCCESS)
+                        }
+                        None => Ok(ExitCode::from(1)),
+                    }
+                }
+                CardUpdateAction::Install { version } => {
+                    let i = cardupdate::install(&src, &version, &work_dir)?;
+                    println!(
+                        "worker: version {version} written into slot {} (root {} MiB, boot {} MiB); it runs on trial after a reboot with the tryboot flag",
+                        i.slot,
+                        i.root_bytes >> 20,
+                        i.boot_bytes >> 20
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+            }
         }
         Cmd::GrowRoot { partition } => {
             match growroot::run(&partition)? {
