@@ -49,8 +49,9 @@ pub enum Command {
     Seed(SeedArgs),
     /// Write an image to a card (or a file), verified, then seed its secrets.
     Flash(FlashArgs),
-    /// Publish a version for nodes to update from (UEFI targets): the root slot compressed,
-    /// the kernel, initramfs and boot entry, a manifest, and a signed SHA256SUMS.
+    /// Publish a version for nodes to update from: the root slot compressed, the kernel,
+    /// initramfs and boot entry (a card: its boot partition compressed), a manifest, and a
+    /// signed SHA256SUMS.
     ///
     /// The folder can be served by any static web server; publishing another version into
     /// it adds that version. Sign with a key from `imgforge keygen`.

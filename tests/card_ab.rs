@@ -329,3 +329,306 @@ fn heavy_card_ab_keeps_a_ready_version_and_returns_from_a_broken_one_by_itself()
     run(Command::new("sfdisk").arg("-V").arg(&disk));
     let _ = std::fs::remove_dir_all(&work);
 }
+
+/// A free port on the loopback.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `python3 -m http.server` serving `root` on the loopback (the guest reaches it as
+/// 10.0.2.2); stopped on drop.
+struct Server(std::process::Child);
+
+impl Server {
+    fn start(root: &Path, port: u16) -> Server {
+        let s = Server(
+            Command::new("python3")
+                .args(["-m", "http.server", "--bind", "127.0.0.1"])
+                .arg(port.to_string())
+                .current_dir(root)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "http.server did not listen");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        s
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Stops the gpg-agent a signing started in `0` (a gpg home) when the test ends.
+struct Agent(PathBuf);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = Command::new("gpgconf")
+            .arg("--homedir")
+            .arg(&self.0)
+            .args(["--kill", "gpg-agent"])
+            .status();
+    }
+}
+
+/// The kernel's last words on a reboot with an argument (kernel/reboot.c, kernel_restart):
+/// what a Raspberry Pi kernel, or imgforge's module, turns into the tryboot flag.
+const TRYBOOT_RESTART: &str = "Restarting system with command '0 tryboot'";
+
+#[test]
+#[ignore = "heavy: builds the rpi4 card with `updates` (its own arm64 base: ~15 min cold), publishes versions 2 and 3 (~4 min each), and boots the card through two updates on virt (~20 min); scripts/boot-arm64.sh"]
+fn heavy_card_update_takes_a_published_version_and_returns_from_a_broken_one() {
+    let _g = serial();
+    let work = tmp("card-update");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let key_home = tempfile::Builder::new()
+        .prefix("imgforge-card-keys")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let keys = key_home.path().join("signing");
+    let _agent = Agent(keys.join("gnupg"));
+    let o = imgforge(&["keygen", "--key-dir", keys.to_str().unwrap(), "--name", "card test"]);
+    assert!(o.status.success(), "keygen: {}", text(&o.stderr));
+    let admin = key_home.path().join("admin");
+    run(Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "admin@card-test", "-f"])
+        .arg(&admin));
+    let admin_pub = std::fs::read_to_string(admin.with_extension("pub")).unwrap();
+    let port = free_port();
+    let url = format!("http://10.0.2.2:{port}/node/");
+
+    // Two profile folders: the good role, and version 3's mistake.
+    let profiles = |name: &str, broken: bool| -> PathBuf {
+        let dir = work.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        run(Command::new("cp").arg("-r").arg(root.join("profiles")).arg(&dir));
+        let p = dir.join("profiles");
+        std::fs::write(
+            p.join("sites/upd.toml"),
+            format!(
+                "domain = \"example.test\"\nlan = [\"10.0.2.0/24\"]\n\
+                 admin-ssh-keys = [\"{}\"]\n\n[[host]]\nname = \"node\"\nrole = \"proxy\"\n\
+                 updates = {{ url = \"{url}\", on-calendar = \"Sun 03:00\" }}\n",
+                admin_pub.trim()
+            ),
+        )
+        .unwrap();
+        if broken {
+            let role = p.join("roles/proxy.toml");
+            let mut t = std::fs::read_to_string(&role).unwrap();
+            t.push_str(
+                "\n[[service]]\nname = \"broken\"\n\
+                 description = \"version 3's mistake: a service that always fails\"\n\
+                 exec = [\"/bin/false\"]\n",
+            );
+            std::fs::write(&role, t).unwrap();
+        }
+        p
+    };
+    let good = profiles("p-good", false);
+    let broken = profiles("p-broken", true);
+    let common = |p: &Path, v: &str| -> Vec<String> {
+        [
+            "--profiles", p.to_str().unwrap(), "--site", "upd", "--role", "proxy",
+            "--target", TARGET, "--version", v, "--key-dir", keys.to_str().unwrap(), "--quiet",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let images = work.join("images");
+    let mut a = vec!["build".to_string(), "--out".into(), images.display().to_string()];
+    a.extend(common(&good, "1"));
+    let o = imgforge(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "build 1: {}", text(&o.stderr));
+    let served = work.join("served");
+    std::fs::create_dir_all(&served).unwrap();
+    let publish = |p: &Path, v: &str| -> PathBuf {
+        let out = work.join(format!("v{v}"));
+        let mut a = vec![
+            "publish".to_string(),
+            "--out".into(),
+            out.display().to_string(),
+            "--images".into(),
+            work.join(format!("images-{v}")).display().to_string(),
+        ];
+        a.extend(common(p, v));
+        let o = imgforge(&a.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(o.status.success(), "publish {v}: {}", text(&o.stderr));
+        for kind in ["root.xz", "boot.xz", "manifest.json"] {
+            assert!(out.join(format!("proxy_{v}.{kind}")).is_file(), "{kind}");
+        }
+        out
+    };
+    let (v2, v3) = (publish(&good, "2"), publish(&broken, "3"));
+    let serve = |dir: &Path| {
+        let link = served.join("node");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(dir, &link).unwrap();
+    };
+
+    let disk = work.join("card.img");
+    run(Command::new("cp")
+        .arg("--sparse=always")
+        .arg(images.join(format!("proxy-{TARGET}.img")))
+        .arg(&disk));
+    run(Command::new("truncate").arg("-s").arg("+1G").arg(&disk));
+    let htpasswd = run(Command::new("htpasswd").args(["-nbB", "ops", "correct horse"]));
+    let secrets = work.join("secrets.toml");
+    std::fs::write(&secrets, format!("jupyter-htpasswd = '''\n{}'''\n", htpasswd.trim_end()))
+        .unwrap();
+    let o = imgforge(&["seed", disk.to_str().unwrap(), "--secrets", secrets.to_str().unwrap()]);
+    assert!(o.status.success(), "seed: {}", text(&o.stderr));
+
+    let plan = imgforge::plan::resolve(
+        &imgforge::profile::ProfileSource::Dir(good.clone()),
+        &imgforge::plan::Request {
+            role: "proxy".into(),
+            version: Some("1".into()),
+            target: TARGET.into(),
+            site: "upd".into(),
+            host: Some("node".into()),
+        },
+    )
+    .unwrap();
+    let ssh_port = free_port();
+    let mut fw = PiBootloader {
+        disk: disk.clone(),
+        work: work.clone(),
+        tryboot: false,
+        boots: 0,
+    };
+    let _server = Server::start(&served, port);
+
+    // Boots the card through the model until a boot's QEMU is left running READY (the
+    // node's resets in between go back to the model); returns that session and the
+    // partitions booted.
+    let run_until_settled = |fw: &mut PiBootloader| -> (Session, Vec<(usize, Verdict)>) {
+        let mut booted = Vec::new();
+        loop {
+            let (n, mut opts) = fw.pick(&plan);
+            opts.forwards = vec![(ssh_port, 22)];
+            let log = work.join(format!("console-{}.log", fw.boots));
+            let mut s = Session::start(&opts, &log).unwrap();
+            let v = s.wait_verdict(BOOT).unwrap();
+            let said = worker_line(&mut s);
+            eprintln!("card update test: boot {}: partition {n}: {v:?}\n  {said}", fw.boots);
+            booted.push((n, v.clone()));
+            if matches!(v, Verdict::Ready(_)) {
+                return (s, booted);
+            }
+            s.wait_exit(Duration::from_secs(300)).unwrap();
+        }
+    };
+    // Runs `imgforge update --host node` while the model boots what the node's reboots ask
+    // for; returns update's exit code, its stdout and stderr, and the boots.
+    let update = |fw: &mut PiBootloader, mut s: Session| {
+        let known = format!("UserKnownHostsFile={}", work.join("known_hosts").display());
+        let child = Command::new(env!("CARGO_BIN_EXE_imgforge"))
+            .args(["update", "--host", "node", "--site", "upd", "--profiles"])
+            .arg(&good)
+            .args(["--address", "127.0.0.1", "--port", &ssh_port.to_string(), "-i"])
+            .arg(&admin)
+            .args(["--ssh-option", &known, "--timeout", "2400"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The node installs, then reboots asking for a trial: QEMU exits.
+        s.wait_exit(Duration::from_secs(1800)).unwrap();
+        let log = std::fs::read_to_string(work.join(format!("console-{}.log", fw.boots))).unwrap();
+        fw.tryboot = log.contains(TRYBOOT_RESTART);
+        let (s, booted) = run_until_settled(fw);
+        let o = child.wait_with_output().unwrap();
+        (o.status.code(), text(&o.stdout), text(&o.stderr), booted, s, fw.tryboot)
+    };
+
+    // 1. Version 1.
+    let (s, booted) = run_until_settled(&mut fw);
+    assert_eq!(booted.len(), 1);
+    assert_eq!(ready_version(&booted[0].1).as_deref(), Some("1"));
+    let state = {
+        drop(s);
+        kept_state(&disk, &work)
+    };
+    let (s, _) = run_until_settled(&mut fw);
+
+    // 2. Version 2: fetched, verified, written into slot B, tried, READY, committed.
+    serve(&v2);
+    let (code, out, err, booted, s, _) = update(&mut fw, s);
+    assert_eq!(code, Some(0), "imgforge update: {out}\n{err}");
+    assert!(out.contains("node: version 2 READY"), "{out}");
+    assert!(err.contains("version 2 written into slot B"), "{err}");
+    assert_eq!(booted.len(), 1, "{booted:?}");
+    assert_eq!((booted[0].0, ready_version(&booted[0].1).as_deref()), (3, Some("2")));
+    let ab = autoboot(&disk);
+    assert_eq!(setting(&ab, "all", "boot_partition").as_deref(), Some("3"), "{ab}");
+
+    // 3. Version 3: tried, not READY, the node reboots, and the card is on 2 again.
+    serve(&v3);
+    let (code, out, err, booted, s, _) = update(&mut fw, s);
+    assert_eq!(code, Some(3), "imgforge update: {out}\n{err}");
+    let parts: Vec<usize> = booted.iter().map(|(n, _)| *n).collect();
+    assert_eq!(parts, [2, 3], "version 3 in slot A tried, then slot B: {booted:?}");
+    assert!(matches!(&booted[0].1, Verdict::Failed(l) if l.contains("version=3")));
+    assert_eq!(ready_version(&booted[1].1).as_deref(), Some("2"));
+    let ab = autoboot(&disk);
+    assert_eq!(setting(&ab, "all", "boot_partition").as_deref(), Some("3"), "{ab}");
+
+    // 4. A folder signed by a key the node does not trust: refused, nothing written.
+    let forged = work.join("v4");
+    std::fs::create_dir_all(&forged).unwrap();
+    for e in std::fs::read_dir(&v2).unwrap() {
+        let name = e.unwrap().file_name().to_string_lossy().into_owned();
+        if !name.starts_with("SHA256SUMS") {
+            std::fs::copy(v2.join(&name), forged.join(name.replace("_2.", "_4."))).unwrap();
+        }
+    }
+    let sums = run(Command::new("sh").arg("-c").arg("sha256sum -- *").current_dir(&forged));
+    std::fs::write(forged.join("SHA256SUMS"), sums).unwrap();
+    let forger = key_home.path().join("forger");
+    std::fs::create_dir_all(&forger).unwrap();
+    run(Command::new("chmod").arg("700").arg(&forger));
+    let _forger_agent = Agent(forger.clone());
+    run(Command::new("gpg").arg("--homedir").arg(&forger).args([
+        "--batch", "--passphrase", "", "--quick-gen-key", "forger <forger@example.test>",
+        "ed25519", "sign", "never",
+    ]));
+    run(Command::new("gpg")
+        .arg("--homedir")
+        .arg(&forger)
+        .args(["--batch", "--yes", "--detach-sign", "--output", "SHA256SUMS.gpg", "SHA256SUMS"])
+        .current_dir(&forged));
+    serve(&forged);
+    let known = format!("UserKnownHostsFile={}", work.join("known_hosts").display());
+    let o = Command::new(env!("CARGO_BIN_EXE_imgforge"))
+        .args(["update", "--host", "node", "--site", "upd", "--profiles"])
+        .arg(&good)
+        .args(["--address", "127.0.0.1", "--port", &ssh_port.to_string(), "-i"])
+        .arg(&admin)
+        .args(["--ssh-option", &known, "--timeout", "600"])
+        .output()
+        .unwrap();
+    let (out, err) = (text(&o.stdout), text(&o.stderr));
+    assert!(
+        err.contains("no newer version (or the folder could not be read and verified)"),
+        "{out}\n{err}"
+    );
+    drop(s);
+    assert_eq!(setting(&autoboot(&disk), "all", "boot_partition").as_deref(), Some("3"));
+    assert_eq!(kept_state(&disk, &work), state);
+    let _ = std::fs::remove_dir_all(&work);
+}

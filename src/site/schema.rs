@@ -114,7 +114,8 @@ pub struct Host {
     /// the site file.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub apps: BTreeMap<String, String>,
-    /// Where and when the node takes new versions (UEFI targets):
+    /// Where and when the node takes new versions (systemd-sysupdate on a VM, the worker's
+    /// card-update on a Raspberry Pi card):
     /// `updates = { url = "https://...", on-calendar = "daily" }`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub updates: Option<super::updates::HostUpdates>,
