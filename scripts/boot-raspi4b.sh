@@ -28,8 +28,13 @@ imgforge=$CARGO_TARGET_DIR/release/imgforge
 "$imgforge" build --target rpi4 --out "$work/out" --quiet
 img="$work/out/proxy-rpi4.img"
 
-# The boot partition's files, read as the firmware would find them.
-start=$(sfdisk --json "$img" | python3 -c 'import json,sys; print(json.load(sys.stdin)["partitiontable"]["partitions"][0]["start"]*512)')
+# The boot partition's files, read as the firmware would find them: the first FAT's
+# autoboot.txt names the partition ([all] boot_partition=N).
+part_start() {
+  sfdisk --json "$img" | python3 -c 'import json,re,sys; n=sys.argv[1]; print([p for p in json.load(sys.stdin)["partitiontable"]["partitions"] if re.search(r"\D"+n+"$", p["node"])][0]["start"]*512)' "$1"
+}
+n=$( (mtype -i "$img@@$(part_start 1)" ::/autoboot.txt || true) | awk -F= '/^\[/{s=$0} s!="[tryboot]" && $1=="boot_partition"{print $2}')
+start=$(part_start "${n:-1}")
 for f in vmlinuz initrd.img bcm2711-rpi-4-b.dtb cmdline.txt; do
   mcopy -n -i "$img@@$start" "::/$f" "$work/$f"
 done

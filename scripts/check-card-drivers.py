@@ -50,13 +50,37 @@ class Card:
         sector = self.sector = table.get("sectorsize", 512)
         parts = table["partitions"]
         self.image = image
-        self.boot_offset = parts[0]["start"] * sector
         self.work = work
+        self.boot_offset = self.firmware_boot_partition(parts)["start"] * sector
         # The root is the one cmdline.txt names, as the kernel finds it: a card has several
         # Linux partitions (two root slots and a data partition), so the first one will not do.
         root = self.root_partition(parts, table.get("id", ""))
         # debugfs reads the ext4 in place, at its offset in the card.
         self.root = f"{image}?offset={root['start'] * sector}"
+
+    def firmware_boot_partition(self, parts):
+        """The partition the Pi bootloader boots, found as it finds it: the first FAT, or
+        where that FAT's autoboot.txt sends it ([all] boot_partition=N, config_txt/autoboot.adoc)."""
+        first = parts[0]
+        out = subprocess.run(
+            ["mtype", "-i", f"{self.image}@@{first['start'] * self.sector}", "::/autoboot.txt"],
+            capture_output=True,
+        )
+        if out.returncode != 0:
+            return first
+        section, number = "all", None
+        for line in out.stdout.decode(errors="replace").splitlines():
+            line = line.strip()
+            if line.startswith("[") and line.endswith("]"):
+                section = line[1:-1]
+            elif section == "all" and line.startswith("boot_partition="):
+                number = int(line.split("=", 1)[1])
+        if number is None:
+            return first
+        found = [p for p in parts if re.search(rf"\D{number}$", p["node"])]
+        if len(found) != 1:
+            raise RuntimeError(f"autoboot.txt's boot_partition={number}: no such partition")
+        return found[0]
 
     def root_partition(self, parts, disk_id):
         cmdline = open(self.boot_file("cmdline.txt")).read().split()
