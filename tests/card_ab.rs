@@ -239,6 +239,15 @@ fn heavy_card_ab_keeps_a_ready_version_and_returns_from_a_broken_one_by_itself()
     let v1 = build(&good, "1", &work.join("v1"));
     let v2 = build(&good, "2", &work.join("v2"));
     let v3 = build(&broken, "3", &work.join("v3"));
+    // Every version of a card names its partitions by the card's MBR signature (the seed
+    // area is by-partuuid/<signature>-05): the same in each version's image.
+    let signature = |img: &Path| {
+        let o = run(Command::new("sfdisk").arg("--json").arg(img));
+        let v: serde_json::Value = serde_json::from_str(&o[o.find('{').unwrap()..]).unwrap();
+        v["partitiontable"]["id"].as_str().unwrap().to_string()
+    };
+    assert_eq!(signature(&v1), signature(&v2));
+    assert_eq!(signature(&v1), signature(&v3));
 
     // The card: version 1, 1 GiB larger as real cards are, the proxy's slot seeded.
     let disk = work.join("card.img");

@@ -31,7 +31,10 @@ pub struct Ids {
     #[serde(default)]
     pub data_hash_seed: Uuid,
     pub fat_volume_id: u32,
-    /// The disk signature of an MBR (Raspberry Pi cards); never zero.
+    /// The disk signature of an MBR (Raspberry Pi cards); never zero. Not of one build but
+    /// of the card (`card_signature`): a card keeps the signature it was flashed with while
+    /// updates replace its slots, so every version must name its partitions
+    /// (`by-partuuid/SSSSSSSS-05`, the seed area) by the same signature.
     #[serde(default)]
     pub mbr_signature: u32,
 }
@@ -78,6 +81,13 @@ pub const MBR_AUTOBOOT: u32 = seed_area::card::AUTOBOOT_PARTITION;
 pub const MBR_BOOT_B: u32 = seed_area::card::CardSlot::B.boot_partition();
 /// The number of the extended partition on an MBR disk.
 pub const MBR_EXTENDED: u32 = seed_area::card::EXTENDED_PARTITION;
+
+/// The MBR signature of every card of `disk` (a string naming the site, host and target):
+/// the same for each version a card takes, other for other hosts.
+pub fn card_signature(disk: &str) -> u32 {
+    let sig = Uuid::new_v5(&NAMESPACE, format!("{disk}/mbr-signature").as_bytes());
+    u32::from_le_bytes(sig.as_bytes()[..4].try_into().expect("4 bytes")).max(1)
+}
 
 impl Ids {
     pub fn derive(seed: &str) -> Self {
@@ -158,6 +168,14 @@ mod tests {
             .fat_uuid(),
             "1234-ABCD"
         );
+    }
+
+    #[test]
+    fn a_cards_signature_is_its_hosts_not_its_builds() {
+        let a = card_signature("example/edge/rpi4");
+        assert_eq!(a, card_signature("example/edge/rpi4"));
+        assert_ne!(a, card_signature("example/portal/rpi4"));
+        assert_ne!(a, 0);
     }
 
     #[test]

@@ -161,7 +161,15 @@ pub fn run(
         NAME,
         "streaming the base root with overlays, units and binaries",
     );
-    let ids = Ids::derive(&key);
+    let mut ids = Ids::derive(&key);
+    if plan.partition_table == PartitionTable::Mbr {
+        // A card's partitions are named by its MBR signature, which updates keep: one per
+        // site, host and target, not per build (disk::ids::card_signature).
+        ids.mbr_signature = crate::disk::ids::card_signature(&format!(
+            "{}/{}/{}",
+            plan.site, plan.host.name, plan.target
+        ));
+    }
     let mut additions = BTreeMap::new();
     render_overlays(plan, &ids, &overlays, &mut additions)?;
     if plan.partition_table == PartitionTable::Mbr {

@@ -23,7 +23,8 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 use seed_area::card::{self, CardSlot};
 
-/// Where the autoboot partition is mounted while it is read or written.
+/// Where the autoboot partition is mounted while it is read or written: a folder per
+/// process (`autoboot.<pid>`), so a status read and a commit never stack on one mount point.
 const MOUNT_DIR: &str = "/run/imgforge/autoboot";
 
 /// The card's slots as the node sees them.
@@ -90,8 +91,9 @@ pub fn partition_device(disk: &str, number: u32) -> Result<PathBuf> {
 /// after, whatever `f` returned: unmounting flushes what `f` wrote.
 fn with_autoboot<T>(disk: &str, write: bool, f: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
     let dev = partition_device(disk, card::AUTOBOOT_PARTITION)?;
-    let dir = Path::new(MOUNT_DIR);
-    fs::create_dir_all(dir).with_context(|| format!("creating {MOUNT_DIR}"))?;
+    let dir = PathBuf::from(format!("{MOUNT_DIR}.{}", std::process::id()));
+    let dir = dir.as_path();
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let opts = if write { "rw,sync,umask=0077" } else { "ro,umask=0077" };
     let st = Command::new("mount")
         .args(["-t", "vfat", "-o", opts])
@@ -105,9 +107,12 @@ fn with_autoboot<T>(disk: &str, write: bool, f: impl FnOnce(&Path) -> Result<T>)
     let out = f(dir);
     let st = Command::new("umount").arg(dir).status();
     let unmounted = matches!(st, Ok(s) if s.success());
+    if unmounted {
+        let _ = fs::remove_dir(dir);
+    }
     let value = out?;
     if !unmounted {
-        bail!("unmounting {MOUNT_DIR} failed");
+        bail!("unmounting {} failed", dir.display());
     }
     Ok(value)
 }

@@ -126,12 +126,34 @@ pub fn offered(sums: &[(String, String)], role: &str) -> Vec<String> {
     let suffix = format!(".{ROOT_KIND}");
     sums.iter()
         .filter_map(|(name, _)| name.strip_prefix(&prefix)?.strip_suffix(&suffix))
+        .filter(|v| valid_version(v))
         .filter(|v| {
             let boot = format!("{prefix}{v}.{BOOT_KIND}");
             sums.iter().any(|(n, _)| *n == boot)
         })
         .map(str::to_string)
         .collect()
+}
+
+/// A version as imgforge writes one (letters, digits and `.+~^_-`, starting with a letter
+/// or digit, at most 64 bytes): a name from the list that is not one is no version, and
+/// never reaches a path or a command line.
+fn valid_version(v: &str) -> bool {
+    !v.is_empty()
+        && v.len() <= 64
+        && v.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && v.chars().all(|c| c.is_ascii_alphanumeric() || ".+~^_-".contains(c))
+}
+
+/// The file recording the version last written into the other slot. A version written and
+/// not running now was tried and left (or its trial never started): it is not taken again,
+/// or a card would rewrite its other slot and reboot at every timer run.
+pub const ATTEMPTED_FILE: &str = "attempted";
+
+fn attempted(work: &Path) -> Option<String> {
+    let v = fs::read_to_string(work.join(ATTEMPTED_FILE)).ok()?;
+    let v = v.trim();
+    (!v.is_empty()).then(|| v.to_string())
 }
 
 /// `a` is newer than `b` by systemd's version comparison (sysupdate's).
@@ -167,7 +189,32 @@ fn work_dir(dir: &Path) -> Result<PathBuf> {
 pub fn check(src: &Source, current: &str, work: &Path) -> Result<Option<String>> {
     let work = work_dir(work)?;
     let sums = parse_sums(&verified_sums(src, &work)?);
-    newest_above(&offered(&sums, src.role), current)
+    let versions = offered(&sums, src.role);
+    let (versions, skipped) = not_retried(versions, attempted(&work), current);
+    if let Some(tried) = skipped {
+        eprintln!(
+            "worker: version {tried} was written into the other slot before and is not running \
+             (its trial was left, or never started); not taking it again (delete {} to retry)",
+            work.join(ATTEMPTED_FILE).display()
+        );
+    }
+    newest_above(&versions, current)
+}
+
+/// `versions` without the one written before (`tried`) unless it is the running one; and
+/// the version left out, if any.
+fn not_retried(
+    mut versions: Vec<String>,
+    tried: Option<String>,
+    current: &str,
+) -> (Vec<String>, Option<String>) {
+    match tried {
+        Some(t) if t != current && versions.contains(&t) => {
+            versions.retain(|v| *v != t);
+            (versions, Some(t))
+        }
+        _ => (versions, None),
+    }
 }
 
 /// Copies `r` into `w`, returning the byte count and the sha256 of what was copied.
@@ -203,6 +250,14 @@ fn write_partition(xz_file: &Path, device: &Path, capacity: u64) -> Result<u64> 
         .with_context(|| format!("opening {}", device.display()))?;
     let mut limited = xz.stdout.take().expect("piped").take(capacity);
     let copied = copy_hashing(&mut limited, &mut dev);
+    let (n, _) = match copied {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = xz.kill();
+            let _ = xz.wait();
+            return Err(e).with_context(|| format!("writing {}", device.display()));
+        }
+    };
     // One byte more than the partition holds means the stream does not fit.
     let mut one = [0u8; 1];
     let more = limited.into_inner().read(&mut one).map(|k| k > 0).unwrap_or(false);
@@ -216,7 +271,6 @@ fn write_partition(xz_file: &Path, device: &Path, capacity: u64) -> Result<u64> 
         );
     }
     let st = xz.wait()?;
-    let (n, _) = copied.with_context(|| format!("writing {}", device.display()))?;
     if !st.success() {
         bail!("xz could not decompress {}", xz_file.display());
     }
@@ -246,6 +300,9 @@ pub struct Installed {
 /// slot that is not running: the root first, the boot partition last (a slot whose boot
 /// partition is incomplete is never tried: the trial starts only after this returns).
 pub fn install(src: &Source, version: &str, work: &Path) -> Result<Installed> {
+    if !valid_version(version) {
+        bail!("`{version}` is not a version (letters, digits and .+~^_-)");
+    }
     let s = cardab::state()?;
     if s.on_trial() {
         bail!(
@@ -258,14 +315,13 @@ pub fn install(src: &Source, version: &str, work: &Path) -> Result<Installed> {
     let disk = s.disk.file_name().and_then(|n| n.to_str()).unwrap_or("").to_string();
     let work = work_dir(work)?;
     let sums = parse_sums(&verified_sums(src, &work)?);
-    let mut written = [0u64; 2];
-    for (i, (kind, part)) in [
+    // Both files downloaded and checked before either is written: a failed download leaves
+    // the other slot (the previous version, until now a way back) as it was.
+    let mut files = Vec::new();
+    for (kind, part) in [
         (ROOT_KIND, target.root_partition()),
         (BOOT_KIND, target.boot_partition()),
-    ]
-    .into_iter()
-    .enumerate()
-    {
+    ] {
         let name = src.name(version, kind);
         let want = sums
             .iter()
@@ -279,9 +335,17 @@ pub fn install(src: &Source, version: &str, work: &Path) -> Result<Installed> {
             let _ = fs::remove_file(&file);
             bail!("{name}: its sha256 is {got}, the signed SHA256SUMS says {want}; nothing written");
         }
-        let device = cardab::partition_device(&disk, part)?;
-        written[i] = write_partition(&file, &device, partition_bytes(&device)?)?;
-        fs::remove_file(&file)?;
+        files.push((file, part));
+    }
+    // Recorded before the slot is written: a version that cannot be written or booted is
+    // not taken again by itself (see ATTEMPTED_FILE).
+    fs::write(work.join(ATTEMPTED_FILE), format!("{version}\n"))
+        .context("recording the version being installed")?;
+    let mut written = [0u64; 2];
+    for (i, (file, part)) in files.iter().enumerate() {
+        let device = cardab::partition_device(&disk, *part)?;
+        written[i] = write_partition(file, &device, partition_bytes(&device)?)?;
+        fs::remove_file(file)?;
     }
     Ok(Installed {
         slot: target,
@@ -305,6 +369,34 @@ mod tests {
         assert_eq!(sums.len(), 6);
         assert_eq!(offered(&sums, "proxy"), ["1"]);
         assert_eq!(offered(&sums, "other"), ["4"]);
+    }
+
+    #[test]
+    fn a_version_written_and_not_running_is_not_taken_again() {
+        let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        // Version 3 was written; the node runs 2: 3 was left (or never tried).
+        assert_eq!(
+            not_retried(v(&["2", "3"]), Some("3".into()), "2"),
+            (v(&["2"]), Some("3".to_string()))
+        );
+        // A newer 4 is still taken.
+        assert_eq!(
+            not_retried(v(&["3", "4"]), Some("3".into()), "2"),
+            (v(&["4"]), Some("3".to_string()))
+        );
+        // Version 3 was kept: it runs.
+        assert_eq!(not_retried(v(&["3"]), Some("3".into()), "3"), (v(&["3"]), None));
+        assert_eq!(not_retried(v(&["3"]), None, "2"), (v(&["3"]), None));
+    }
+
+    #[test]
+    fn a_name_that_is_no_version_is_not_offered() {
+        let h = "b".repeat(64);
+        let text = format!(
+            "{h}  proxy_../x.root.xz\n{h}  proxy_../x.boot.xz\n{h}  proxy_-rf.root.xz\n\
+             {h}  proxy_-rf.boot.xz\n{h}  proxy_2.root.xz\n{h}  proxy_2.boot.xz\n"
+        );
+        assert_eq!(offered(&parse_sums(&text), "proxy"), ["2"]);
     }
 
     #[test]

@@ -240,7 +240,7 @@ mod tests {
             Outcome::AlreadyFull
         );
         drop(f);
-        // sfdisk, not our reader, checks the chain of boot records and sees the new ends.
+        // sfdisk, not our reader, accepts the grown table and sees the new ends.
         let verify = Command::new("sfdisk")
             .arg("-V")
             .arg(t.path())
@@ -258,6 +258,15 @@ mod tests {
         assert_eq!(parts[7]["start"], data_start);
         assert_eq!(parts[7]["size"], 100_000 - data_start, "the data partition");
         assert_eq!(parts[6]["size"], 2048, "root slot B unchanged");
+        // sfdisk checks overlaps, not the chain's link sizes: read the link in the boot
+        // record before the data partition's (logical 7's, at LBA 16384) from the bytes. Its
+        // second entry gives the data partition's record (LBA 20480) relative to the
+        // extended partition (8192) and the sectors from there to the card's end.
+        let bytes = std::fs::read(t.path()).unwrap();
+        let link = 16384 * 512 + 446 + 16;
+        let le = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
+        assert_eq!(le(link + 8), 20480 - 8192, "the link's start");
+        assert_eq!(le(link + 12), 100_000 - 20480, "the link's size reaches the card's end");
         let e = grow_entry(&mut File::options().read(true).write(true).open(t.path()).unwrap(), 100_000, 7)
             .unwrap_err()
             .to_string();
