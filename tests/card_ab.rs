@@ -429,7 +429,11 @@ fn heavy_card_update_takes_a_published_version_and_returns_from_a_broken_one() {
             p.join("sites/upd.toml"),
             format!(
                 "domain = \"example.test\"\nlan = [\"10.0.2.0/24\"]\n\
-                 admin-ssh-keys = [\"{}\"]\n\n[[host]]\nname = \"node\"\nrole = \"proxy\"\n\
+                 admin-ssh-keys = [\"{}\"]\n\n\
+                 # The proxy's gateway listens on 443 (its tcp:443 check) when the site has TLS.\n\
+                 [tls]\nacme-directory = \"https://acme-v02.api.letsencrypt.org/directory\"\n\
+                 acme-email = \"admin@example.test\"\n\n\
+                 [[host]]\nname = \"node\"\nrole = \"proxy\"\n\
                  updates = {{ url = \"{url}\", on-calendar = \"Sun 03:00\" }}\n",
                 admin_pub.trim()
             ),
@@ -539,6 +543,10 @@ fn heavy_card_update_takes_a_published_version_and_returns_from_a_broken_one() {
             if matches!(v, Verdict::Ready(_)) {
                 return (s, booted);
             }
+            assert!(
+                said.contains("rebooting into the committed slot"),
+                "not READY and not on trial: nothing will reset the card: {said}\n{booted:?}"
+            );
             s.wait_exit(Duration::from_secs(300)).unwrap();
         }
     };
