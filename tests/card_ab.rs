@@ -27,7 +27,7 @@ use std::process::Command;
 use std::time::Duration;
 
 mod common;
-use common::{imgforge, partition, run, serial, text, tmp};
+use common::{free_port, imgforge, partition, run, serial, text, tmp, Server};
 use imgforge::qemu::{self, session::Session, BootOptions, Firmware, Verdict};
 
 const TARGET: &str = "rpi4";
@@ -214,27 +214,55 @@ fn build(profiles: &Path, version: &str, out: &Path) -> PathBuf {
     out.join(format!("proxy-{TARGET}.img"))
 }
 
+/// A copy of the checkout's profiles under `dir` (its `profiles` folder returned); with
+/// `site` as sites/upd.toml; `broken` adds version 3's mistake to the proxy role, a
+/// service that always fails.
+fn profiles_copy(dir: &Path, site: Option<&str>, broken: bool) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::fs::create_dir_all(dir).unwrap();
+    run(Command::new("cp").arg("-r").arg(root.join("profiles")).arg(dir));
+    let p = dir.join("profiles");
+    if let Some(site) = site {
+        std::fs::write(p.join("sites/upd.toml"), site).unwrap();
+    }
+    if broken {
+        let role = p.join("roles/proxy.toml");
+        let mut t = std::fs::read_to_string(&role).unwrap();
+        t.push_str(
+            "\n[[service]]\nname = \"broken\"\n\
+             description = \"version 3's mistake: a service that always fails\"\n\
+             exec = [\"/bin/false\"]\n",
+        );
+        std::fs::write(&role, t).unwrap();
+    }
+    p
+}
+
+/// The card: `image` copied to `work/card.img`, 1 GiB larger as real cards are, the proxy's
+/// required slot seeded as the operator would.
+fn seeded_card(image: &Path, work: &Path) -> PathBuf {
+    let disk = work.join("card.img");
+    run(Command::new("cp").arg("--sparse=always").arg(image).arg(&disk));
+    run(Command::new("truncate").arg("-s").arg("+1G").arg(&disk));
+    let htpasswd = run(Command::new("htpasswd").args(["-nbB", "ops", "correct horse"]));
+    let secrets = work.join("secrets.toml");
+    std::fs::write(
+        &secrets,
+        format!("jupyter-htpasswd = '''\n{}'''\n", htpasswd.trim_end()),
+    )
+    .unwrap();
+    let o = imgforge(&["seed", disk.to_str().unwrap(), "--secrets", secrets.to_str().unwrap()]);
+    assert!(o.status.success(), "seed: {}", text(&o.stderr));
+    disk
+}
+
 #[test]
 #[ignore = "heavy: builds three versions of the rpi4 card (~3 min each warm) and boots them five times on virt (~15 min); scripts/boot-arm64.sh"]
 fn heavy_card_ab_keeps_a_ready_version_and_returns_from_a_broken_one_by_itself() {
     let _g = serial();
     let work = tmp("card-ab");
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let good = work.join("p-good");
-    let broken = work.join("p-broken");
-    for p in [&good, &broken] {
-        std::fs::create_dir_all(p).unwrap();
-        run(Command::new("cp").arg("-r").arg(root.join("profiles")).arg(p));
-    }
-    let (good, broken) = (good.join("profiles"), broken.join("profiles"));
-    let role = broken.join("roles/proxy.toml");
-    let mut text_ = std::fs::read_to_string(&role).unwrap();
-    text_.push_str(
-        "\n[[service]]\nname = \"broken\"\n\
-         description = \"version 3's mistake: a service that always fails\"\n\
-         exec = [\"/bin/false\"]\n",
-    );
-    std::fs::write(&role, text_).unwrap();
+    let good = profiles_copy(&work.join("p-good"), None, false);
+    let broken = profiles_copy(&work.join("p-broken"), None, true);
 
     let v1 = build(&good, "1", &work.join("v1"));
     let v2 = build(&good, "2", &work.join("v2"));
@@ -249,19 +277,7 @@ fn heavy_card_ab_keeps_a_ready_version_and_returns_from_a_broken_one_by_itself()
     assert_eq!(signature(&v1), signature(&v2));
     assert_eq!(signature(&v1), signature(&v3));
 
-    // The card: version 1, 1 GiB larger as real cards are, the proxy's slot seeded.
-    let disk = work.join("card.img");
-    run(Command::new("cp").arg("--sparse=always").arg(&v1).arg(&disk));
-    run(Command::new("truncate").arg("-s").arg("+1G").arg(&disk));
-    let htpasswd = run(Command::new("htpasswd").args(["-nbB", "ops", "correct horse"]));
-    let secrets = work.join("secrets.toml");
-    std::fs::write(
-        &secrets,
-        format!("jupyter-htpasswd = '''\n{}'''\n", htpasswd.trim_end()),
-    )
-    .unwrap();
-    let o = imgforge(&["seed", disk.to_str().unwrap(), "--secrets", secrets.to_str().unwrap()]);
-    assert!(o.status.success(), "seed: {}", text(&o.stderr));
+    let disk = seeded_card(&v1, &work);
 
     let plan = imgforge::plan::resolve(
         &imgforge::profile::ProfileSource::Dir(good.clone()),
@@ -339,47 +355,6 @@ fn heavy_card_ab_keeps_a_ready_version_and_returns_from_a_broken_one_by_itself()
     let _ = std::fs::remove_dir_all(&work);
 }
 
-/// A free port on the loopback.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// `python3 -m http.server` serving `root` on the loopback (the guest reaches it as
-/// 10.0.2.2); stopped on drop.
-struct Server(std::process::Child);
-
-impl Server {
-    fn start(root: &Path, port: u16) -> Server {
-        let s = Server(
-            Command::new("python3")
-                .args(["-m", "http.server", "--bind", "127.0.0.1"])
-                .arg(port.to_string())
-                .current_dir(root)
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(std::time::Instant::now() < deadline, "http.server did not listen");
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        s
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Stops the gpg-agent a signing started in `0` (a gpg home) when the test ends.
 struct Agent(PathBuf);
 
@@ -402,7 +377,6 @@ const TRYBOOT_RESTART: &str = "Restarting system with command '0 tryboot'";
 fn heavy_card_update_takes_a_published_version_and_returns_from_a_broken_one() {
     let _g = serial();
     let work = tmp("card-update");
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let key_home = tempfile::Builder::new()
         .prefix("imgforge-card-keys")
         .tempdir_in("/tmp")
@@ -419,40 +393,20 @@ fn heavy_card_update_takes_a_published_version_and_returns_from_a_broken_one() {
     let port = free_port();
     let url = format!("http://10.0.2.2:{port}/node/");
 
-    // Two profile folders: the good role, and version 3's mistake.
-    let profiles = |name: &str, broken: bool| -> PathBuf {
-        let dir = work.join(name);
-        std::fs::create_dir_all(&dir).unwrap();
-        run(Command::new("cp").arg("-r").arg(root.join("profiles")).arg(&dir));
-        let p = dir.join("profiles");
-        std::fs::write(
-            p.join("sites/upd.toml"),
-            format!(
-                "domain = \"example.test\"\nlan = [\"10.0.2.0/24\"]\n\
-                 admin-ssh-keys = [\"{}\"]\n\n\
-                 # The proxy's gateway listens on 443 (its tcp:443 check) when the site has TLS.\n\
-                 [tls]\nacme-directory = \"https://acme-v02.api.letsencrypt.org/directory\"\n\
-                 acme-email = \"admin@example.test\"\n\n\
-                 [[host]]\nname = \"node\"\nrole = \"proxy\"\n\
-                 updates = {{ url = \"{url}\", on-calendar = \"Sun 03:00\" }}\n",
-                admin_pub.trim()
-            ),
-        )
-        .unwrap();
-        if broken {
-            let role = p.join("roles/proxy.toml");
-            let mut t = std::fs::read_to_string(&role).unwrap();
-            t.push_str(
-                "\n[[service]]\nname = \"broken\"\n\
-                 description = \"version 3's mistake: a service that always fails\"\n\
-                 exec = [\"/bin/false\"]\n",
-            );
-            std::fs::write(&role, t).unwrap();
-        }
-        p
-    };
-    let good = profiles("p-good", false);
-    let broken = profiles("p-broken", true);
+    // Two profile folders: the good role, and version 3's mistake; the site gives host
+    // `node` updates from the test's web server and lets the admin key log in.
+    let site = format!(
+        "domain = \"example.test\"\nlan = [\"10.0.2.0/24\"]\n\
+         admin-ssh-keys = [\"{}\"]\n\n\
+         # The proxy's gateway listens on 443 (its tcp:443 check) when the site has TLS.\n\
+         [tls]\nacme-directory = \"https://acme-v02.api.letsencrypt.org/directory\"\n\
+         acme-email = \"admin@example.test\"\n\n\
+         [[host]]\nname = \"node\"\nrole = \"proxy\"\n\
+         updates = {{ url = \"{url}\", on-calendar = \"Sun 03:00\" }}\n",
+        admin_pub.trim()
+    );
+    let good = profiles_copy(&work.join("p-good"), Some(&site), false);
+    let broken = profiles_copy(&work.join("p-broken"), Some(&site), true);
     let common = |p: &Path, v: &str| -> Vec<String> {
         [
             "--profiles", p.to_str().unwrap(), "--site", "upd", "--role", "proxy",
@@ -493,18 +447,7 @@ fn heavy_card_update_takes_a_published_version_and_returns_from_a_broken_one() {
         std::os::unix::fs::symlink(dir, &link).unwrap();
     };
 
-    let disk = work.join("card.img");
-    run(Command::new("cp")
-        .arg("--sparse=always")
-        .arg(images.join(format!("proxy-{TARGET}.img")))
-        .arg(&disk));
-    run(Command::new("truncate").arg("-s").arg("+1G").arg(&disk));
-    let htpasswd = run(Command::new("htpasswd").args(["-nbB", "ops", "correct horse"]));
-    let secrets = work.join("secrets.toml");
-    std::fs::write(&secrets, format!("jupyter-htpasswd = '''\n{}'''\n", htpasswd.trim_end()))
-        .unwrap();
-    let o = imgforge(&["seed", disk.to_str().unwrap(), "--secrets", secrets.to_str().unwrap()]);
-    assert!(o.status.success(), "seed: {}", text(&o.stderr));
+    let disk = seeded_card(&images.join(format!("proxy-{TARGET}.img")), &work);
 
     let plan = imgforge::plan::resolve(
         &imgforge::profile::ProfileSource::Dir(good.clone()),

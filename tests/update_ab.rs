@@ -17,11 +17,11 @@
 //! a second serial port (`imgforge::qemu::session`). Gated with #[ignore]; see tests/README.md.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{imgforge, run, serial, text, tmp};
+use common::{free_port, imgforge, run, serial, text, tmp, Server};
 use imgforge::qemu::{self, session::Session, BootOptions, Firmware, Verdict};
 
 const ROLE: &str = "pg-backup";
@@ -83,47 +83,6 @@ fn publish(profiles: &Path, version: &str, keys: &Path, out: &Path, images: &Pat
     a.extend(args(profiles, version, keys));
     let o = imgforge(&a);
     assert!(o.status.success(), "publish {version}: {}", text(&o.stderr));
-}
-
-/// A free port on the loopback for the publish folder's web server.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// `python3 -m http.server` on the loopback: the static web server a user would put the
-/// publish folder behind. Stopped on drop.
-struct Server(Child);
-
-impl Server {
-    fn start(root: &Path, port: u16) -> Server {
-        let s = Server(
-            Command::new("python3")
-                .args(["-m", "http.server", "--bind", "127.0.0.1"])
-                .arg(port.to_string())
-                .current_dir(root)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "http.server did not listen");
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        s
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// Stops the gpg-agents the test's signing started (one per gpg home), also when it fails:

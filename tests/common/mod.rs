@@ -2,7 +2,8 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 use std::sync::{Mutex, MutexGuard};
 
 /// Slow tests in one binary run one at a time: QEMU under TCG and a build on the same two
@@ -188,4 +189,45 @@ pub fn verify_generated_units(manifest: &Path, scratch: &str) -> Vec<String> {
     );
     let _ = std::fs::remove_dir_all(&root);
     units
+}
+
+/// A free port on the loopback (a web server's, or one QEMU forwards).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `python3 -m http.server` on the loopback: the static web server a user would put a
+/// publish folder behind (a guest reaches it as 10.0.2.2). Stopped on drop.
+pub struct Server(Child);
+
+impl Server {
+    pub fn start(root: &Path, port: u16) -> Server {
+        let s = Server(
+            Command::new("python3")
+                .args(["-m", "http.server", "--bind", "127.0.0.1"])
+                .arg(port.to_string())
+                .current_dir(root)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "http.server did not listen");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        s
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

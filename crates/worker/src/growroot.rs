@@ -139,24 +139,35 @@ pub fn run(partition: &Path) -> Result<Outcome> {
 mod tests {
     use super::*;
 
-    fn card(sectors: u64) -> (tempfile::NamedTempFile, File) {
+    /// A blank card of `sectors` sectors whose MBR `fill` lays out.
+    fn blank(sectors: u64, fill: impl FnOnce(&mut mbrman::MBR)) -> (tempfile::NamedTempFile, File) {
         let t = tempfile::NamedTempFile::new().unwrap();
         let mut f = t.reopen().unwrap();
         f.set_len(sectors * 512).unwrap();
         let mut mbr = mbrman::MBR::new_from(&mut f, SECTOR, [1, 2, 3, 4]).unwrap();
-        let e = |start: u32, n: u32, sys: u8| mbrman::MBRPartitionEntry {
+        fill(&mut mbr);
+        mbr.write_into(&mut f).unwrap();
+        (t, f)
+    }
+
+    fn entry(start: u32, n: u32, sys: u8) -> mbrman::MBRPartitionEntry {
+        mbrman::MBRPartitionEntry {
             boot: mbrman::BOOT_INACTIVE,
             first_chs: mbrman::CHS::empty(),
             sys,
             last_chs: mbrman::CHS::empty(),
             starting_lba: start,
             sectors: n,
-        };
-        mbr[1] = e(2048, 2048, 0x0c);
-        mbr[2] = e(4096, 2048, 0xda);
-        mbr[3] = e(6144, 4096, 0x83);
-        mbr.write_into(&mut f).unwrap();
-        (t, f)
+        }
+    }
+
+    /// A card as laid out before the firmware's A/B: the data partition primary 3, last.
+    fn card(sectors: u64) -> (tempfile::NamedTempFile, File) {
+        blank(sectors, |mbr| {
+            mbr[1] = entry(2048, 2048, 0x0c);
+            mbr[2] = entry(4096, 2048, 0xda);
+            mbr[3] = entry(6144, 4096, 0x83);
+        })
     }
 
     #[test]
@@ -191,27 +202,15 @@ mod tests {
     /// A card as imgforge lays it out now: three FATs, and an extended partition whose
     /// logicals are the seed area, both root slots and the data partition, last.
     fn ab_card(sectors: u64) -> (tempfile::NamedTempFile, File) {
-        let t = tempfile::NamedTempFile::new().unwrap();
-        let mut f = t.reopen().unwrap();
-        f.set_len(sectors * 512).unwrap();
-        let mut mbr = mbrman::MBR::new_from(&mut f, SECTOR, [1, 2, 3, 4]).unwrap();
-        let e = |start: u32, n: u32, sys: u8| mbrman::MBRPartitionEntry {
-            boot: mbrman::BOOT_INACTIVE,
-            first_chs: mbrman::CHS::empty(),
-            sys,
-            last_chs: mbrman::CHS::empty(),
-            starting_lba: start,
-            sectors: n,
-        };
-        mbr[1] = e(2048, 2048, 0x0c);
-        mbr[2] = e(4096, 2048, 0x0c);
-        mbr[3] = e(6144, 2048, 0x0c);
-        mbr[4] = e(8192, 4 * 4096, 0x0f);
-        for (i, sys) in [0xda, 0x83, 0x83, 0x83].into_iter().enumerate() {
-            mbr.push(sys, 8192 + 4096 * i as u32, 4096).unwrap();
-        }
-        mbr.write_into(&mut f).unwrap();
-        (t, f)
+        blank(sectors, |mbr| {
+            mbr[1] = entry(2048, 2048, 0x0c);
+            mbr[2] = entry(4096, 2048, 0x0c);
+            mbr[3] = entry(6144, 2048, 0x0c);
+            mbr[4] = entry(8192, 4 * 4096, 0x0f);
+            for (i, sys) in [0xda, 0x83, 0x83, 0x83].into_iter().enumerate() {
+                mbr.push(sys, 8192 + 4096 * i as u32, 4096).unwrap();
+            }
+        })
     }
 
     fn sfdisk_parts(path: &Path) -> Vec<serde_json::Value> {
