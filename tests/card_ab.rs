@@ -497,6 +497,20 @@ fn heavy_card_update_takes_a_published_version_and_returns_from_a_broken_one() {
     // for; returns update's exit code, its stdout and stderr, and the boots.
     let update = |fw: &mut PiBootloader, mut s: Session| {
         let known = format!("UserKnownHostsFile={}", work.join("known_hosts").display());
+        // READY does not wait for sshd (the role's checks are its services): wait until the
+        // admin key logs in, as an operator would try again.
+        let deadline = std::time::Instant::now() + Duration::from_secs(300);
+        while !Command::new("ssh")
+            .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=accept-new", "-o", &known])
+            .args(["-o", "ConnectTimeout=10", "-p", &ssh_port.to_string(), "-i"])
+            .arg(&admin)
+            .args(["root@127.0.0.1", "true"])
+            .status()
+            .is_ok_and(|st| st.success())
+        {
+            assert!(std::time::Instant::now() < deadline, "the node's sshd never let the admin key in");
+            std::thread::sleep(Duration::from_secs(5));
+        }
         let child = Command::new(env!("CARGO_BIN_EXE_imgforge"))
             .args(["update", "--host", "node", "--site", "upd", "--profiles"])
             .arg(&good)

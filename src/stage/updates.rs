@@ -222,7 +222,8 @@ pub const CARD_BOOT_KIND: &str = "boot.xz";
 
 /// A card's script: the worker checks and writes, the databases are dumped between, and the
 /// reboot asks the bootloader for one trial of the other slot (`0 tryboot`: the argument
-/// the Raspberry Pi kernel's reboot hook, and imgforge's, turn into the firmware's flag).
+/// the Raspberry Pi kernel's reboot hook turns into the firmware's flag). systemctl 257
+/// takes it as `--reboot-argument=`; the older positional form says "Too many arguments".
 fn card_update_script(plan: &Plan, u: &HostUpdates, backups: &[String]) -> String {
     let dumps: String = backups
         .iter()
@@ -244,7 +245,7 @@ fn card_update_script(plan: &Plan, u: &HostUpdates, backups: &[String]) -> Strin
          {dumps}\
          update install -- \"$new\"\n\
          echo \"imgforge-update: version $new installed; rebooting into it\"\n\
-         systemctl reboot '0 tryboot'\n",
+         systemctl reboot --reboot-argument='0 tryboot'\n",
         url = q(&u.url.folder()),
         role = q(&plan.role),
     )
@@ -373,6 +374,10 @@ mod tests {
         );
         assert!(script.contains("update install -- \"$new\""), "{script}");
         assert!(script.contains("could not be read or verified"), "{script}");
+        assert!(
+            script.contains("systemctl reboot --reboot-argument='0 tryboot'\n"),
+            "{script}"
+        );
         let gen = generate_card(&plan, &u, &[]);
         let service = gen
             .iter()

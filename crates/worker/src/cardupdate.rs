@@ -15,7 +15,7 @@
 //!   then decompressed onto the other slot's partition, which must hold it.
 //!
 //! The running slot is never written. The new slot starts only through the bootloader's
-//! one-shot trial (`systemctl reboot "0 tryboot"`, see cardab.rs): if it never becomes
+//! one-shot trial (`systemctl reboot --reboot-argument='0 tryboot'`, see cardab.rs): if it never becomes
 //! READY, the card is back on the running version at the next reset.
 
 use std::fs::{self, File};
