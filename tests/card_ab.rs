@@ -238,6 +238,21 @@ fn profiles_copy(dir: &Path, site: Option<&str>, broken: bool) -> PathBuf {
     p
 }
 
+/// Version 1's plan for the proxy card from `profiles` (what QEMU boots it with).
+fn card_plan(profiles: &Path, site: &str, host: Option<String>) -> imgforge::plan::Plan {
+    imgforge::plan::resolve(
+        &imgforge::profile::ProfileSource::Dir(profiles.to_path_buf()),
+        &imgforge::plan::Request {
+            role: "proxy".into(),
+            version: Some("1".into()),
+            target: TARGET.into(),
+            site: site.into(),
+            host,
+        },
+    )
+    .unwrap()
+}
+
 /// The card: `image` copied to `work/card.img`, 1 GiB larger as real cards are, the proxy's
 /// required slot seeded as the operator would.
 fn seeded_card(image: &Path, work: &Path) -> PathBuf {
@@ -279,17 +294,7 @@ fn heavy_card_ab_keeps_a_ready_version_and_returns_from_a_broken_one_by_itself()
 
     let disk = seeded_card(&v1, &work);
 
-    let plan = imgforge::plan::resolve(
-        &imgforge::profile::ProfileSource::Dir(good.clone()),
-        &imgforge::plan::Request {
-            role: "proxy".into(),
-            version: Some("1".into()),
-            target: TARGET.into(),
-            site: "example".into(),
-            host: None,
-        },
-    )
-    .unwrap();
+    let plan = card_plan(&good, "example", None);
     let mut fw = PiBootloader {
         disk: disk.clone(),
         work: work.clone(),
@@ -449,17 +454,7 @@ fn heavy_card_update_takes_a_published_version_and_returns_from_a_broken_one() {
 
     let disk = seeded_card(&images.join(format!("proxy-{TARGET}.img")), &work);
 
-    let plan = imgforge::plan::resolve(
-        &imgforge::profile::ProfileSource::Dir(good.clone()),
-        &imgforge::plan::Request {
-            role: "proxy".into(),
-            version: Some("1".into()),
-            target: TARGET.into(),
-            site: "upd".into(),
-            host: Some("node".into()),
-        },
-    )
-    .unwrap();
+    let plan = card_plan(&good, "upd", Some("node".into()));
     let ssh_port = free_port();
     let mut fw = PiBootloader {
         disk: disk.clone(),

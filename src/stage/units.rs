@@ -833,7 +833,7 @@ fn slot_tables(slots: &[Slot]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::plan::{resolve, Request};
     use crate::profile::ProfileSource;
@@ -843,11 +843,15 @@ mod tests {
     }
 
     fn plan_of(role: &str) -> Plan {
+        plan_for(role, "x86_64-vm")
+    }
+
+    pub(crate) fn plan_for(role: &str, target: &str) -> Plan {
         resolve(
             &ProfileSource::Embedded,
             &Request {
                 role: role.into(),
-                target: "x86_64-vm".into(),
+                target: target.into(),
                 site: "example".into(),
                 host: None,
                 version: None,
@@ -941,17 +945,7 @@ mod tests {
 
     #[test]
     fn a_cards_readiness_decides_its_trial_and_systemd_pets_the_watchdog() {
-        let card = resolve(
-            &ProfileSource::Embedded,
-            &Request {
-                role: "proxy".into(),
-                target: "rpi4".into(),
-                site: "example".into(),
-                host: None,
-                version: None,
-            },
-        )
-        .unwrap();
+        let card = plan_for("proxy", "rpi4");
         let gen = generate(&card, &BTreeSet::new(), &Ids::derive("t"));
         let ready = file(&gen, "etc/systemd/system/imgforge-ready.service");
         assert!(

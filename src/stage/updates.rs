@@ -337,17 +337,7 @@ mod tests {
 
     #[test]
     fn a_cards_script_quotes_the_url_and_says_a_refused_folder_is_one() {
-        let mut plan = crate::plan::resolve(
-            &crate::profile::ProfileSource::Embedded,
-            &crate::plan::Request {
-                role: "proxy".into(),
-                target: "rpi4".into(),
-                site: "example".into(),
-                host: None,
-                version: None,
-            },
-        )
-        .unwrap();
+        let mut plan = crate::stage::units::tests::plan_for("proxy", "rpi4");
         plan.version = "7".into();
         let u = HostUpdates {
             url: "https://h.example.test/a'b/".parse().unwrap(),
